@@ -1,0 +1,361 @@
+//! Configuration: environment variables, a builder, and validation.
+//!
+//! [`TelemetryConfig::from_env`] reads the `ELECTRIC_*` variables; [`TelemetryConfig::builder`]
+//! starts from the defaults, and [`TelemetryConfigBuilder::with_env`] lays the environment over
+//! what the service set in code, so an operator's setting always wins. Every value is checked
+//! when read or built; an error names the variable and what it accepts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use awc::http::Uri;
+use uuid::Uuid;
+
+use crate::error::ConfigError;
+
+/// The opt-out switch.
+pub const ENV_TELEMETRY: &str = "ELECTRIC_TELEMETRY";
+/// The endpoint URL.
+pub const ENV_URL: &str = "ELECTRIC_TELEMETRY_URL";
+/// Time between reports.
+pub const ENV_INTERVAL: &str = "ELECTRIC_TELEMETRY_INTERVAL";
+/// Time from start to the first report.
+pub const ENV_FIRST_REPORT_IN: &str = "ELECTRIC_TELEMETRY_FIRST_REPORT_IN";
+/// This instance's id.
+pub const ENV_INSTANCE_ID: &str = "ELECTRIC_INSTANCE_ID";
+/// Where the cluster id is kept.
+pub const ENV_STORAGE_DIR: &str = "ELECTRIC_STORAGE_DIR";
+
+/// The endpoint reports go to unless configured otherwise.
+pub const DEFAULT_URL: &str = "https://checkpoint.electric-sql.com";
+
+const DISABLING: [&str; 8] = ["0", "f", "false", "disable", "disabled", "n", "no", "off"];
+const ENABLING: [&str; 8] = ["1", "t", "true", "enable", "enabled", "y", "yes", "on"];
+const ACCEPTED_SWITCH: &str = "unset (enabled); 0 f false disable disabled n no off (disabled); \
+                               1 t true enable enabled y yes on (enabled); any letter case";
+const ACCEPTED_DURATION: &str = "a duration from 1s to 365days, such as 30s, 5m, 4h or 1h 30m";
+const ACCEPTED_FIRST: &str = "a duration from 0s to 365days, such as 30s, 5m, 4h or 1h 30m";
+const ACCEPTED_URL: &str = "an absolute http:// or https:// URL with a host";
+const ACCEPTED_ID: &str = "1 to 64 visible ASCII characters, no spaces";
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Everything telemetry needs to run. Build it with [`TelemetryConfig::from_env`] or
+/// [`TelemetryConfig::builder`]; once built, every value has been checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    enabled: bool,
+    url: String,
+    interval: Duration,
+    first_report_in: Duration,
+    sample_every: Duration,
+    shutdown_timeout: Duration,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    storage_dir: PathBuf,
+    instance_id: Option<String>,
+    cluster_uuid: Option<Uuid>,
+    electric_version: String,
+}
+
+impl TelemetryConfig {
+    /// The defaults overlaid with the `ELECTRIC_*` environment variables.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::builder().with_env()?.build()
+    }
+
+    /// A builder that starts from the defaults (see the README's configuration table).
+    pub fn builder() -> TelemetryConfigBuilder {
+        TelemetryConfigBuilder::default()
+    }
+
+    /// Whether telemetry collects and sends anything.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+    /// Where reports are POSTed.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+    /// Time between reports.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+    /// Time from start to the first report.
+    pub fn first_report_in(&self) -> Duration {
+        self.first_report_in
+    }
+    /// Time between samples of the gauges (process memory, concurrent clients).
+    pub fn sample_every(&self) -> Duration {
+        self.sample_every
+    }
+    /// The longest a graceful shutdown may take, final report included.
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+    /// The longest one POST may take, from connect to the end of the response.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+    /// The longest connecting (TCP and TLS) may take.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+    /// Where the cluster id is kept.
+    pub fn storage_dir(&self) -> &std::path::Path {
+        &self.storage_dir
+    }
+    /// The instance id set by configuration, if any (else a random one per start).
+    pub fn instance_id(&self) -> Option<&str> {
+        self.instance_id.as_deref()
+    }
+    /// The cluster id the service supplied, if any (else one kept under the storage dir).
+    pub fn cluster_uuid(&self) -> Option<Uuid> {
+        self.cluster_uuid
+    }
+    /// The service version sent as `electric_version`.
+    pub fn electric_version(&self) -> &str {
+        &self.electric_version
+    }
+}
+
+/// Builds a [`TelemetryConfig`]; [`build`](Self::build) checks every value.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct TelemetryConfigBuilder {
+    config: TelemetryConfig,
+}
+
+impl Default for TelemetryConfigBuilder {
+    fn default() -> Self {
+        Self {
+            config: TelemetryConfig {
+                enabled: true,
+                url: DEFAULT_URL.to_owned(),
+                interval: Duration::from_secs(4 * 3600),
+                first_report_in: Duration::from_secs(5 * 60),
+                sample_every: Duration::from_secs(60),
+                shutdown_timeout: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(10),
+                connect_timeout: Duration::from_secs(5),
+                storage_dir: PathBuf::from("./persistent"),
+                instance_id: None,
+                cluster_uuid: None,
+                electric_version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+        }
+    }
+}
+
+impl TelemetryConfigBuilder {
+    /// Lays the process's `ELECTRIC_*` environment variables over the builder's values.
+    pub fn with_env(self) -> Result<Self, ConfigError> {
+        self.with_env_from(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    /// Like [`with_env`](Self::with_env), reading variables through `lookup` instead of the
+    /// process environment. A variable set to an empty string counts as unset.
+    pub fn with_env_from(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        if let Some(v) = get(ENV_TELEMETRY) {
+            self.config.enabled = parse_switch(ENV_TELEMETRY, &v)?;
+        }
+        if let Some(v) = get(ENV_URL) {
+            self.config.url = v.trim().to_owned();
+        }
+        if let Some(v) = get(ENV_INTERVAL) {
+            self.config.interval = parse_duration(ENV_INTERVAL, &v, SECOND, ACCEPTED_DURATION)?;
+        }
+        if let Some(v) = get(ENV_FIRST_REPORT_IN) {
+            self.config.first_report_in =
+                parse_duration(ENV_FIRST_REPORT_IN, &v, Duration::ZERO, ACCEPTED_FIRST)?;
+        }
+        if let Some(v) = get(ENV_INSTANCE_ID) {
+            self.config.instance_id = Some(v.trim().to_owned());
+        }
+        if let Some(v) = get(ENV_STORAGE_DIR) {
+            self.config.storage_dir = PathBuf::from(v);
+        }
+        Ok(self)
+    }
+
+    /// Turns telemetry on or off.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.config.enabled = enabled;
+        self
+    }
+    /// Where reports are POSTed (http or https).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.config.url = url.into();
+        self
+    }
+    /// Time between reports (1 s to 365 days).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.config.interval = interval;
+        self
+    }
+    /// Time from start to the first report (0 to 365 days).
+    pub fn first_report_in(mut self, delay: Duration) -> Self {
+        self.config.first_report_in = delay;
+        self
+    }
+    /// Time between gauge samples (1 ms to 365 days).
+    pub fn sample_every(mut self, every: Duration) -> Self {
+        self.config.sample_every = every;
+        self
+    }
+    /// The longest a graceful shutdown may take (1 ms to 365 days).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+    /// The longest one POST may take (1 ms to 365 days).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+    /// The longest connecting may take (1 ms to 365 days).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+    /// Where the cluster id is kept.
+    pub fn storage_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.storage_dir = dir.into();
+        self
+    }
+    /// This instance's id (else a random UUID per start).
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.config.instance_id = Some(id.into());
+        self
+    }
+    /// The cluster's id, from the service's own store (else one kept under the storage dir).
+    pub fn cluster_uuid(mut self, id: Uuid) -> Self {
+        self.config.cluster_uuid = Some(id);
+        self
+    }
+    /// The service's version, sent as `electric_version`.
+    pub fn electric_version(mut self, version: impl Into<String>) -> Self {
+        self.config.electric_version = version.into();
+        self
+    }
+
+    /// Checks every value and returns the configuration.
+    pub fn build(self) -> Result<TelemetryConfig, ConfigError> {
+        let c = &self.config;
+        check_url(&c.url)?;
+        check_range("interval", c.interval, SECOND, ACCEPTED_DURATION)?;
+        check_range(
+            "first_report_in",
+            c.first_report_in,
+            Duration::ZERO,
+            ACCEPTED_FIRST,
+        )?;
+        const ACCEPTED_SHORT: &str = "a duration from 1ms to 365days";
+        let ms = Duration::from_millis(1);
+        check_range("sample_every", c.sample_every, ms, ACCEPTED_SHORT)?;
+        check_range("shutdown_timeout", c.shutdown_timeout, ms, ACCEPTED_SHORT)?;
+        check_range("request_timeout", c.request_timeout, ms, ACCEPTED_SHORT)?;
+        check_range("connect_timeout", c.connect_timeout, ms, ACCEPTED_SHORT)?;
+        if let Some(id) = &c.instance_id {
+            check_id(ENV_INSTANCE_ID, id)?;
+        }
+        check_id("electric_version", &c.electric_version)?;
+        Ok(self.config)
+    }
+}
+
+fn parse_switch(setting: &'static str, value: &str) -> Result<bool, ConfigError> {
+    let lower = value.trim().to_ascii_lowercase();
+    if DISABLING.contains(&lower.as_str()) {
+        Ok(false)
+    } else if ENABLING.contains(&lower.as_str()) {
+        Ok(true)
+    } else {
+        Err(ConfigError::new(
+            setting,
+            value,
+            "not a recognised on/off value",
+            ACCEPTED_SWITCH,
+        ))
+    }
+}
+
+fn parse_duration(
+    setting: &'static str,
+    value: &str,
+    min: Duration,
+    accepted: &'static str,
+) -> Result<Duration, ConfigError> {
+    let duration = humantime::parse_duration(value.trim())
+        .map_err(|e| ConfigError::new(setting, value, e.to_string(), accepted))?;
+    check_range(setting, duration, min, accepted)?;
+    Ok(duration)
+}
+
+fn check_range(
+    setting: &'static str,
+    value: Duration,
+    min: Duration,
+    accepted: &'static str,
+) -> Result<(), ConfigError> {
+    if value < min || value > MAX_DURATION {
+        let shown = humantime::format_duration(value).to_string();
+        return Err(ConfigError::new(setting, &shown, "out of range", accepted));
+    }
+    Ok(())
+}
+
+fn check_url(url: &str) -> Result<(), ConfigError> {
+    let uri: Uri = url.parse().map_err(|e: awc::http::uri::InvalidUri| {
+        ConfigError::new(ENV_URL, url, e.to_string(), ACCEPTED_URL)
+    })?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => {
+            return Err(ConfigError::new(
+                ENV_URL,
+                url,
+                format!("the scheme {other:?} is not supported"),
+                ACCEPTED_URL,
+            ))
+        }
+        None => return Err(ConfigError::new(ENV_URL, url, "no scheme", ACCEPTED_URL)),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(ENV_URL, url, "no host", ACCEPTED_URL));
+    }
+    Ok(())
+}
+
+fn check_id(setting: &'static str, id: &str) -> Result<(), ConfigError> {
+    let visible = id.chars().all(|c| c.is_ascii_graphic());
+    if id.is_empty() || id.len() > 64 || !visible {
+        return Err(ConfigError::new(
+            setting,
+            id,
+            "empty, too long, or holds spaces or non-ASCII characters",
+            ACCEPTED_ID,
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_seed() {
+        let c = TelemetryConfig::builder().build().unwrap();
+        assert!(c.enabled());
+        assert_eq!(c.url(), DEFAULT_URL);
+        assert_eq!(c.interval(), Duration::from_secs(4 * 3600));
+        assert_eq!(c.first_report_in(), Duration::from_secs(300));
+        assert_eq!(c.shutdown_timeout(), Duration::from_secs(5));
+        assert_eq!(c.storage_dir(), std::path::Path::new("./persistent"));
+    }
+}

@@ -1,0 +1,89 @@
+//! Errors. Each one says what was wrong and what is accepted.
+
+use thiserror::Error;
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{setting}={value:?} is not valid: {problem}. Accepted: {accepted}")]
+pub struct ConfigError {
+    /// The environment variable or builder setting, e.g. `ELECTRIC_TELEMETRY_URL`.
+    pub setting: &'static str,
+    /// The value given (cut short if long).
+    pub value: String,
+    /// What is wrong with it.
+    pub problem: String,
+    /// What would be accepted.
+    pub accepted: &'static str,
+}
+
+impl ConfigError {
+    pub(crate) fn new(
+        setting: &'static str,
+        value: &str,
+        problem: impl Into<String>,
+        accepted: &'static str,
+    ) -> Self {
+        const SHOWN: usize = 80;
+        let value = if value.chars().count() > SHOWN {
+            format!("{}…", value.chars().take(SHOWN).collect::<String>())
+        } else {
+            value.to_owned()
+        };
+        Self {
+            setting,
+            value,
+            problem: problem.into(),
+            accepted,
+        }
+    }
+}
+
+/// Telemetry could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// There is no running actix System on this thread.
+    #[error(
+        "telemetry must be started from inside a running actix System \
+         (e.g. in #[actix::main] or #[actix_rt::test])"
+    )]
+    NoSystem,
+}
+
+/// A usage value that cannot be recorded. Nothing already recorded is affected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum UsageError {
+    /// The Postgres version string was empty, too long or held unexpected characters.
+    #[error(
+        "pg_version of {len} characters was refused: expected 1 to 64 characters out of \
+         letters, digits, space and .-_+()~ (e.g. \"14.9\")"
+    )]
+    InvalidPgVersion {
+        /// Its length in characters (the value itself is not echoed).
+        len: usize,
+    },
+}
+
+/// A report was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DeliveryError {
+    /// The endpoint answered with a status other than 2xx.
+    #[error("the endpoint answered {status}: {body_start:?}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The first bytes of the response body.
+        body_start: String,
+    },
+    /// The request did not complete: DNS, connect, TLS, timeout or a broken connection.
+    #[error("the request did not complete: {0}")]
+    Transport(String),
+    /// The report could not be serialised (a bug: please report it).
+    #[error("the report could not be encoded as JSON: {0}")]
+    Encode(String),
+    /// Telemetry's actors are not running (stopped, or stopping).
+    #[error("telemetry is not running (already stopped or stopping)")]
+    NotRunning,
+    /// The shutdown deadline passed before the endpoint answered.
+    #[error("the shutdown deadline passed before the endpoint answered")]
+    DeadlineExceeded,
+}

@@ -1,0 +1,109 @@
+//! # electric-telemetry
+//!
+//! Anonymous, aggregated usage telemetry for a sync service built on actix: the Rust
+//! re-creation of the ElectricSQL sync service's checkpoint report. Usage is aggregated in
+//! memory and one small JSON report (~1.5 kB) is POSTed to the checkpoint endpoint every 4
+//! hours (the first 5 minutes after start). Only counts and summaries leave the process; client
+//! and user ids are hashed with a per-process random key the moment they are recorded.
+//!
+//! Three actors do the work:
+//! - the [`Collector`] keeps the current window's aggregates and handles the typed usage
+//!   messages of [`messages`];
+//! - the [`Scheduler`] owns time: it samples the gauges, and at each report tick takes a
+//!   snapshot (which starts a new window) and hands the [`Report`] to the sender;
+//! - the [`Sender`] POSTs it with awc (rustls, webpki roots) from a thread of its own.
+//!
+//! ## Embedding it in a service
+//!
+//! ```no_run
+//! use electric_telemetry::{
+//!     ClientConnected, ReplicatedFromPg, SentToClients, Telemetry, TelemetryConfig,
+//! };
+//!
+//! #[actix::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // ELECTRIC_TELEMETRY=disabled (or 0, false, off, ...) turns it off.
+//!     let config = TelemetryConfig::builder()
+//!         .electric_version("1.2.3")
+//!         .with_env()?
+//!         .build()?;
+//!     let telemetry = Telemetry::start(config)?;
+//!
+//!     // Give clones of the handle to the actors that see usage.
+//!     telemetry.record(ClientConnected::new("client-42", "user-7"));
+//!     telemetry.record(ReplicatedFromPg::new(1, 12)); // 1 transaction, 12 operations
+//!     telemetry.record(SentToClients::new(1, 12));
+//!
+//!     // ... run the service ...
+//!
+//!     // Deliver the partial window (bounded by the shutdown timeout), then stop.
+//!     telemetry.shutdown().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! An actor that prefers messages to a handle can hold the collector's address:
+//!
+//! ```
+//! use actix::prelude::*;
+//! use electric_telemetry::{Collector, InitialSync, Telemetry, TelemetryConfig};
+//!
+//! struct ShapeServer {
+//!     telemetry: Recipient<InitialSync>,
+//! }
+//! impl Actor for ShapeServer {
+//!     type Context = Context<Self>;
+//!     fn started(&mut self, _: &mut Context<Self>) {
+//!         self.telemetry.do_send(InitialSync::new(vec![120, 8]));
+//!     }
+//! }
+//!
+//! # #[actix::main]
+//! # async fn main() {
+//! # let storage = std::env::temp_dir().join("electric-telemetry-doctest");
+//! let config = TelemetryConfig::builder()
+//!     .url("http://127.0.0.1:9/")
+//!     .storage_dir(storage)
+//!     .build()
+//!     .unwrap();
+//! let telemetry = Telemetry::start(config).unwrap();
+//! if let Some(collector) = telemetry.collector() {
+//!     ShapeServer { telemetry: collector.recipient() }.start();
+//! }
+//! # }
+//! ```
+//!
+//! See the README for the configuration table and every field of the payload.
+
+#![deny(missing_docs)]
+
+pub mod collector;
+pub mod config;
+pub mod counters;
+pub mod distinct;
+mod environment;
+pub mod error;
+mod identity;
+pub mod messages;
+pub mod report;
+pub mod scheduler;
+pub mod sender;
+pub mod summary;
+mod telemetry;
+
+pub use collector::{Collector, SampleGauges, TakeSnapshot, WindowSnapshot};
+pub use config::{TelemetryConfig, TelemetryConfigBuilder};
+pub use counters::Counter;
+pub use distinct::AnonymousId;
+pub use error::{ConfigError, DeliveryError, StartError, UsageError};
+pub use identity::cluster_uuid_path;
+pub use messages::{
+    ClientConnected, ClientDisconnected, ElectrifiedTables, InitialSync, PgVersion,
+    ReceivedFromClient, ReplicatedFromPg, SentToClients, SubscriptionContinued,
+    SubscriptionEstablished, UsageEvent, WalStatus,
+};
+pub use report::{Report, REPORT_VERSION};
+pub use scheduler::Scheduler;
+pub use sender::{Deliver, Sender};
+pub use summary::{Summary, SummaryStats};
+pub use telemetry::{ShutdownOutcome, Telemetry};

@@ -1,0 +1,229 @@
+//! The typed usage messages a service's actors send: one type per kind of event.
+//!
+//! Every message is an actix [`Message`] that the [`Collector`](crate::Collector) handles, so an
+//! actor may hold an `Addr<Collector>` or a `Recipient<M>` for the events it produces. The
+//! cheaper path is [`Telemetry::record`](crate::Telemetry::record): counter events
+//! ([`ReplicatedFromPg`], [`ReceivedFromClient`], [`SentToClients`]) then become a few relaxed
+//! atomic adds and never touch a mailbox, and the other events go through a bounded mailbox.
+//!
+//! Client and user ids are hashed into an [`AnonymousId`] as the message is built, so raw ids
+//! never travel further than the constructor.
+
+use std::time::SystemTime;
+
+use actix::Message;
+
+use crate::counters::Counter;
+use crate::distinct::AnonymousId;
+use crate::error::UsageError;
+
+/// An event that can be passed to [`Telemetry::record`](crate::Telemetry::record).
+pub trait UsageEvent: Message<Result = ()> + Send + 'static {
+    /// The hot counters this event adds to, if it is a counter event. Such events are recorded
+    /// with atomic adds instead of a message.
+    #[inline]
+    fn hot_counts(&self) -> Option<[(Counter, u64); 2]> {
+        None
+    }
+}
+
+macro_rules! counter_event {
+    ($(#[$doc:meta])* $name:ident: $transactions:ident, $operations:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
+        #[rtype(result = "()")]
+        pub struct $name {
+            /// How many transactions.
+            pub transactions: u64,
+            /// How many operations (row changes) those transactions held.
+            pub operations: u64,
+        }
+
+        impl $name {
+            /// `transactions` transactions holding `operations` operations in all.
+            pub fn new(transactions: u64, operations: u64) -> Self {
+                Self { transactions, operations }
+            }
+        }
+
+        impl UsageEvent for $name {
+            #[inline]
+            fn hot_counts(&self) -> Option<[(Counter, u64); 2]> {
+                Some([
+                    (Counter::$transactions, self.transactions),
+                    (Counter::$operations, self.operations),
+                ])
+            }
+        }
+    };
+}
+
+counter_event!(
+    /// Transactions replicated from Postgres (`transactions_from_pg`, `operations_from_pg`).
+    ReplicatedFromPg: TransactionsFromPg, OperationsFromPg
+);
+counter_event!(
+    /// Transactions a client sent to the service (`transactions_received_from_clients`,
+    /// `operations_received_from_clients`).
+    ReceivedFromClient: TransactionsReceivedFromClients, OperationsReceivedFromClients
+);
+counter_event!(
+    /// Transactions the service sent to clients (`transactions_sent_to_clients`,
+    /// `operations_sent_to_clients`). Count one per client that received it.
+    SentToClients: TransactionsSentToClients, OperationsSentToClients
+);
+
+/// A client connected (`distinct_clients`, `distinct_users`, `concurrent_clients`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct ClientConnected {
+    /// The client, anonymised.
+    pub client: AnonymousId,
+    /// The user the client acts for, anonymised.
+    pub user: AnonymousId,
+}
+
+impl ClientConnected {
+    /// Hashes both ids at once; the raw strings are not kept.
+    pub fn new(client_id: &str, user_id: &str) -> Self {
+        Self {
+            client: AnonymousId::new(client_id),
+            user: AnonymousId::new(user_id),
+        }
+    }
+}
+
+/// A client disconnected. A disconnect for a client that is not connected is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct ClientDisconnected {
+    /// The client, anonymised.
+    pub client: AnonymousId,
+}
+
+impl ClientDisconnected {
+    /// Hashes the id at once; the raw string is not kept.
+    pub fn new(client_id: &str) -> Self {
+        Self {
+            client: AnonymousId::new(client_id),
+        }
+    }
+}
+
+/// A client established a new subscription (`subscriptions_established`,
+/// `subscriptions_included_tables`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct SubscriptionEstablished {
+    /// The client, anonymised.
+    pub client: AnonymousId,
+    /// How many tables the subscription includes.
+    pub included_tables: u64,
+}
+
+impl SubscriptionEstablished {
+    /// Hashes the id at once; the raw string is not kept.
+    pub fn new(client_id: &str, included_tables: u64) -> Self {
+        Self {
+            client: AnonymousId::new(client_id),
+            included_tables,
+        }
+    }
+}
+
+/// A client continued (resumed) a subscription (`subscriptions_continued`,
+/// `subscriptions_continued_per_client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct SubscriptionContinued {
+    /// The client, anonymised.
+    pub client: AnonymousId,
+}
+
+impl SubscriptionContinued {
+    /// Hashes the id at once; the raw string is not kept.
+    pub fn new(client_id: &str) -> Self {
+        Self {
+            client: AnonymousId::new(client_id),
+        }
+    }
+}
+
+/// An initial sync ran (`initial_syncs`, `subscriptions_rows_per_shape`).
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct InitialSync {
+    /// For each shape the sync sent, how many rows it had.
+    pub rows_per_shape: Vec<u64>,
+}
+
+impl InitialSync {
+    /// An initial sync that sent shapes of these row counts.
+    pub fn new(rows_per_shape: impl Into<Vec<u64>>) -> Self {
+        Self {
+            rows_per_shape: rows_per_shape.into(),
+        }
+    }
+}
+
+/// The Postgres server's version (`environment.pg_version`), as the replication side learnt it.
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct PgVersion {
+    version: String,
+}
+
+impl PgVersion {
+    /// The longest version string accepted.
+    pub const MAX_LEN: usize = 64;
+
+    /// Checks that `version` looks like a version (1 to 64 characters out of letters, digits,
+    /// space and `.-_+()~`), so nothing else can be smuggled into the report.
+    pub fn new(version: &str) -> Result<Self, UsageError> {
+        let version = version.trim();
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || " .-_+()~".contains(c);
+        if version.is_empty() || version.len() > Self::MAX_LEN || !version.chars().all(ok_char) {
+            return Err(UsageError::InvalidPgVersion {
+                len: version.chars().count(),
+            });
+        }
+        Ok(Self {
+            version: version.to_owned(),
+        })
+    }
+
+    /// The version string.
+    pub fn as_str(&self) -> &str {
+        &self.version
+    }
+}
+
+/// The replication side's WAL cache figures (`oldest_wal_time`, `wal_cache_memory`,
+/// `wal_transactions`); each report carries the latest values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
+#[rtype(result = "()")]
+pub struct WalStatus {
+    /// Commit time of the oldest transaction in the cache, if any.
+    pub oldest_wal_time: Option<SystemTime>,
+    /// Bytes the cache holds.
+    pub wal_cache_memory: u64,
+    /// Transactions the cache holds.
+    pub wal_transactions: u64,
+}
+
+/// How many tables are electrified now (`electrified_tables`, latest value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct ElectrifiedTables {
+    /// The number of electrified tables.
+    pub count: u64,
+}
+
+impl UsageEvent for ClientConnected {}
+impl UsageEvent for ClientDisconnected {}
+impl UsageEvent for SubscriptionEstablished {}
+impl UsageEvent for SubscriptionContinued {}
+impl UsageEvent for InitialSync {}
+impl UsageEvent for PgVersion {}
+impl UsageEvent for WalStatus {}
+impl UsageEvent for ElectrifiedTables {}

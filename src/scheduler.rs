@@ -1,0 +1,133 @@
+//! The scheduler actor: owns time.
+//!
+//! The first report is due `first_report_in` after start, then one every `interval`. On its own
+//! shorter tick it samples the gauges (process memory, connected clients). At each report tick
+//! it takes a snapshot from the collector, which starts a new window, builds the report and
+//! hands it to the sender. On [`Telemetry::shutdown`](crate::Telemetry::shutdown) it takes a
+//! last snapshot of the partial window and waits, within the deadline, for its delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::collector::{Collector, SampleGauges, StopCollector, TakeSnapshot};
+use crate::config::TelemetryConfig;
+use crate::environment::MemorySampler;
+use crate::error::DeliveryError;
+use crate::report::ReportBuilder;
+use crate::sender::Deliver;
+
+/// The scheduler actor.
+pub struct Scheduler {
+    collector: Addr<Collector>,
+    deliver: Recipient<Deliver>,
+    builder: Arc<ReportBuilder>,
+    first_report_in: Duration,
+    interval: Duration,
+    sample_every: Duration,
+    memory: MemorySampler,
+    stopping: bool,
+}
+
+impl Scheduler {
+    /// A scheduler that snapshots `collector` and hands each report to `deliver`.
+    ///
+    /// Resolves the instance and cluster ids and gathers the host's facts now, once.
+    pub fn new(
+        config: &TelemetryConfig,
+        collector: Addr<Collector>,
+        deliver: Recipient<Deliver>,
+    ) -> Self {
+        Self {
+            collector,
+            deliver,
+            builder: Arc::new(ReportBuilder::new(config)),
+            first_report_in: config.first_report_in(),
+            interval: config.interval(),
+            sample_every: config.sample_every(),
+            memory: MemorySampler::new(),
+            stopping: false,
+        }
+    }
+
+    fn sample(&mut self) {
+        if !self.stopping {
+            let used_memory = self.memory.sample();
+            self.collector.do_send(SampleGauges { used_memory });
+        }
+    }
+
+    fn report(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let snapshot = self.collector.send(TakeSnapshot {
+            used_memory: self.memory.sample(),
+        });
+        let builder = Arc::clone(&self.builder);
+        let deliver = self.deliver.clone();
+        ctx.spawn(
+            async move {
+                match snapshot.await {
+                    // The sender logs the outcome; a report tick never waits for the network.
+                    Ok(snapshot) => deliver.do_send(Deliver(builder.build(snapshot))),
+                    Err(e) => tracing::debug!(error = %e, "telemetry collector is gone"),
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.sample_every, |s, _| s.sample());
+        ctx.run_later(self.first_report_in, |s, ctx| {
+            s.report(ctx);
+            ctx.run_interval(s.interval, |s, ctx| s.report(ctx));
+        });
+    }
+}
+
+/// Takes a final snapshot of the partial window, delivers it within `deadline`, then stops the
+/// collector and the scheduler.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), DeliveryError>")]
+pub(crate) struct Shutdown {
+    pub deadline: Duration,
+}
+
+impl Handler<Shutdown> for Scheduler {
+    type Result = ResponseActFuture<Self, Result<(), DeliveryError>>;
+
+    fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        let collector = self.collector.clone();
+        let deliver = self.deliver.clone();
+        let builder = Arc::clone(&self.builder);
+        let used_memory = self.memory.sample();
+        let final_report = async move {
+            let snapshot = collector
+                .send(TakeSnapshot { used_memory })
+                .await
+                .map_err(|_| DeliveryError::NotRunning)?;
+            collector.do_send(StopCollector);
+            deliver
+                .send(Deliver(builder.build(snapshot)))
+                .await
+                .map_err(|_| DeliveryError::NotRunning)?
+        };
+        let bounded = async move {
+            tokio::time::timeout(msg.deadline, final_report)
+                .await
+                .unwrap_or(Err(DeliveryError::DeadlineExceeded))
+        };
+        Box::pin(bounded.into_actor(self).map(|result, _, ctx| {
+            ctx.stop();
+            result
+        }))
+    }
+}

@@ -1,0 +1,193 @@
+//! The handle a service holds: start, record, shut down.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::dev::SendError;
+use actix::prelude::*;
+
+use crate::collector::Collector;
+use crate::config::{TelemetryConfig, ENV_TELEMETRY};
+use crate::counters::{Counter, HotCounters};
+use crate::error::{DeliveryError, StartError};
+use crate::messages::UsageEvent;
+use crate::scheduler::{Scheduler, Shutdown};
+use crate::sender::Sender;
+
+/// The handle to a running (or disabled) telemetry subsystem.
+///
+/// Cheap to clone and `Send + Sync`: give a clone to every actor or thread that records usage.
+/// When telemetry is disabled every method returns at once and does nothing.
+#[derive(Clone, Default)]
+pub struct Telemetry {
+    running: Option<Arc<Running>>,
+}
+
+struct Running {
+    counters: Arc<HotCounters>,
+    dropped_events: Arc<AtomicU64>,
+    collector: Addr<Collector>,
+    scheduler: Addr<Scheduler>,
+    sender_arbiter: ArbiterHandle,
+    shutdown_timeout: Duration,
+    shut_down: AtomicBool,
+}
+
+/// How a [`Telemetry::shutdown`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// The final report, covering the window up to the shutdown, reached the endpoint.
+    Delivered,
+    /// The final report was refused, failed, or the deadline passed first.
+    NotDelivered(DeliveryError),
+    /// Telemetry was disabled or already shut down: there was nothing to send.
+    NotRunning,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("enabled", &self.is_enabled())
+            .finish()
+    }
+}
+
+impl Telemetry {
+    /// Starts the collector, scheduler and sender in the caller's running actix System and
+    /// returns the handle. With telemetry disabled nothing is started, no file is touched and
+    /// no socket is opened.
+    ///
+    /// Logs one info line saying whether telemetry is on, where it sends and how to opt out.
+    pub fn start(config: TelemetryConfig) -> Result<Self, StartError> {
+        if !config.enabled() {
+            tracing::info!("telemetry is disabled; no usage data is collected or sent");
+            return Ok(Self::disabled());
+        }
+        if actix_rt::System::try_current().is_none() {
+            return Err(StartError::NoSystem);
+        }
+        let counters = Arc::new(HotCounters::new());
+        let dropped_events = Arc::new(AtomicU64::new(0));
+        let collector = Collector::with_shared(Arc::clone(&counters), Arc::clone(&dropped_events))
+            .start_bounded();
+        // Its own thread, so that a slow endpoint never delays anyone else.
+        let sender_arbiter = Arbiter::new().handle();
+        let sender_config = config.clone();
+        let sender =
+            Sender::start_in_arbiter(&sender_arbiter, move |_| Sender::new(&sender_config));
+        let scheduler = Scheduler::new(&config, collector.clone(), sender.recipient()).start();
+        tracing::info!(
+            url = config.url(),
+            "telemetry is enabled: an anonymous usage report is sent every {}, the first in {}. \
+             Set {ENV_TELEMETRY}=disabled to opt out",
+            humantime::format_duration(config.interval()),
+            humantime::format_duration(config.first_report_in()),
+        );
+        Ok(Self {
+            running: Some(Arc::new(Running {
+                counters,
+                dropped_events,
+                collector,
+                scheduler,
+                sender_arbiter,
+                shutdown_timeout: config.shutdown_timeout(),
+                shut_down: AtomicBool::new(false),
+            })),
+        })
+    }
+
+    /// A handle that records nothing, for when telemetry is off.
+    pub fn disabled() -> Self {
+        Self { running: None }
+    }
+
+    /// Whether this handle records anything.
+    pub fn is_enabled(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Records one usage event. Never blocks.
+    ///
+    /// Counter events ([`ReplicatedFromPg`](crate::ReplicatedFromPg),
+    /// [`ReceivedFromClient`](crate::ReceivedFromClient),
+    /// [`SentToClients`](crate::SentToClients)) are atomic adds. Other events go to the
+    /// collector's bounded mailbox; if it is full the event is shed and counted in the next
+    /// report's `dropped_events`.
+    #[inline]
+    pub fn record<E>(&self, event: E)
+    where
+        E: UsageEvent,
+        Collector: Handler<E>,
+    {
+        let Some(running) = &self.running else {
+            return;
+        };
+        if let Some(counts) = event.hot_counts() {
+            for (counter, n) in counts {
+                running.counters.add(counter, n);
+            }
+            return;
+        }
+        match running.collector.try_send(event) {
+            Ok(()) => {}
+            Err(SendError::Full(_)) => {
+                running.dropped_events.fetch_add(1, Relaxed);
+            }
+            // Telemetry has shut down: there is nothing left to record into.
+            Err(SendError::Closed(_)) => {}
+        }
+    }
+
+    /// Adds `n` to one hot counter.
+    #[inline]
+    pub fn add(&self, counter: Counter, n: u64) {
+        if let Some(running) = &self.running {
+            running.counters.add(counter, n);
+        }
+    }
+
+    /// The collector's address, for actors that prefer to send it typed messages directly.
+    /// `None` when telemetry is disabled.
+    ///
+    /// Note that `Addr::do_send` ignores the mailbox bound; [`record`](Self::record) honours it.
+    pub fn collector(&self) -> Option<Addr<Collector>> {
+        self.running.as_ref().map(|r| r.collector.clone())
+    }
+
+    /// Delivers a final report of the partial window and stops telemetry, within the configured
+    /// shutdown timeout whatever the endpoint does. Call it before stopping the System: after
+    /// `System::stop()` no asynchronous work completes.
+    ///
+    /// Only the first call does anything; later calls, and calls on a disabled handle, return
+    /// [`ShutdownOutcome::NotRunning`].
+    pub async fn shutdown(&self) -> ShutdownOutcome {
+        let Some(running) = &self.running else {
+            return ShutdownOutcome::NotRunning;
+        };
+        if running.shut_down.swap(true, Relaxed) {
+            return ShutdownOutcome::NotRunning;
+        }
+        let deadline = running.shutdown_timeout;
+        let request = running.scheduler.send(Shutdown { deadline });
+        // The scheduler bounds its own work by `deadline`; this bound covers a scheduler that
+        // cannot answer at all.
+        let outcome =
+            match tokio::time::timeout(deadline + Duration::from_millis(50), request).await {
+                Ok(Ok(Ok(()))) => ShutdownOutcome::Delivered,
+                Ok(Ok(Err(e))) => ShutdownOutcome::NotDelivered(e),
+                Ok(Err(_)) => ShutdownOutcome::NotDelivered(DeliveryError::NotRunning),
+                Err(_) => ShutdownOutcome::NotDelivered(DeliveryError::DeadlineExceeded),
+            };
+        running.sender_arbiter.stop();
+        if let ShutdownOutcome::NotDelivered(e) = &outcome {
+            tracing::info!(
+                error = %e,
+                "telemetry stopped; its final report was not delivered"
+            );
+        } else {
+            tracing::debug!("telemetry stopped after delivering its final report");
+        }
+        outcome
+    }
+}

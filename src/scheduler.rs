@@ -85,10 +85,10 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.sample_every, |s, _| s.sample());
-        ctx.run_later(self.first_report_in, |s, ctx| {
-            s.report(ctx);
-            ctx.run_interval(s.interval, |s, ctx| s.report(ctx));
-        });
+        // Anchored to the start: report k is due at start + first_report_in + k * interval,
+        // however late any one tick's handler ran.
+        let first = tokio::time::Instant::now() + self.first_report_in;
+        ctx.run_interval_at(first, self.interval, |s, ctx| s.report(ctx));
     }
 }
 

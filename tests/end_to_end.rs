@@ -1,0 +1,233 @@
+//! End to end through the public handle: recorded usage reaches a real receiver on loopback
+//! exactly, across several reports and the final flush; disabled telemetry sends nothing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{eventually, sum_counters, Receiver};
+use electric_telemetry::*;
+
+fn config(receiver: &Receiver, storage: &tempfile::TempDir) -> TelemetryConfigBuilder {
+    TelemetryConfig::builder()
+        .url(&receiver.url)
+        .storage_dir(storage.path())
+        .request_timeout(Duration::from_secs(2))
+        .shutdown_timeout(Duration::from_secs(3))
+}
+
+/// What a worker recorded, in the order of `common::counters`.
+fn work(telemetry: &Telemetry, worker: u64, rounds: u64) -> [u64; 9] {
+    let mut totals = [0u64; 9];
+    for round in 0..rounds {
+        let client = format!("client-{worker}-{round}");
+        let ops = 1 + (round % 7);
+        telemetry.record(ReplicatedFromPg::new(1, ops));
+        telemetry.record(ReceivedFromClient::new(1, ops + 1));
+        telemetry.record(SentToClients::new(2, 2 * ops));
+        totals[0] += ops;
+        totals[1] += 1;
+        totals[2] += ops + 1;
+        totals[3] += 1;
+        totals[4] += 2 * ops;
+        totals[5] += 2;
+        if round % 10 == 0 {
+            telemetry.record(ClientConnected::new(&client, "user"));
+            telemetry.record(InitialSync::new(vec![ops, 3]));
+            telemetry.record(SubscriptionEstablished::new(&client, 2));
+            telemetry.record(SubscriptionContinued::new(&client));
+            telemetry.record(ClientDisconnected::new(&client));
+            totals[6] += 1;
+            totals[7] += 1;
+            totals[8] += 1;
+        }
+        if round % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    totals
+}
+
+#[actix_rt::test]
+async fn counts_over_all_reports_equal_what_was_recorded_including_the_final_flush() {
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let telemetry = Telemetry::start(
+        config(&receiver, &storage)
+            .first_report_in(Duration::from_millis(200))
+            .interval(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    // Two plain threads and this actix thread record at once, across report boundaries.
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let t = telemetry.clone();
+            std::thread::spawn(move || work(&t, w, 20_000))
+        })
+        .collect();
+    let mut expected = [0u64; 9];
+    while workers.iter().any(|w| !w.is_finished()) {
+        let mine = work(&telemetry, 9, 100);
+        expected.iter_mut().zip(mine).for_each(|(e, m)| *e += m);
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    for w in workers {
+        let theirs = w.join().unwrap();
+        expected.iter_mut().zip(theirs).for_each(|(e, t)| *e += t);
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || receiver.received().len() >= 2).await,
+        "at least two scheduled reports before the shutdown"
+    );
+    assert_eq!(telemetry.shutdown().await, ShutdownOutcome::Delivered);
+
+    let reports = receiver.reports();
+    let dropped: u64 = reports.iter().map(|r| r.dropped_events).sum();
+    assert_eq!(dropped, 0, "nothing was shed at this rate");
+    assert_eq!(sum_counters(&reports), expected);
+    // Windows are contiguous: each report begins where the previous one ended.
+    for pair in reports.windows(2) {
+        assert_eq!(pair[1].last_reported, pair[0].timestamp);
+    }
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_clean_stop_before_the_first_report_loses_nothing() {
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let telemetry = Telemetry::start(config(&receiver, &storage).build().unwrap()).unwrap();
+    telemetry.record(ClientConnected::new("c1", "u1"));
+    telemetry.record(ClientConnected::new("c2", "u1"));
+    telemetry.record(ReplicatedFromPg::new(3, 30));
+    telemetry.record(ElectrifiedTables { count: 2 });
+    telemetry.add(Counter::OperationsSentToClients, 11);
+    let outcome = telemetry.shutdown().await;
+    assert_eq!(outcome, ShutdownOutcome::Delivered);
+    let reports = receiver.reports();
+    assert_eq!(reports.len(), 1, "the final flush is the only report");
+    let usage = &reports[0].data.usage;
+    assert_eq!(
+        (usage.transactions_from_pg, usage.operations_from_pg),
+        (3, 30)
+    );
+    assert_eq!(usage.operations_sent_to_clients, 11);
+    assert_eq!((usage.distinct_clients, usage.distinct_users), (2, 1));
+    assert_eq!(usage.electrified_tables, 2);
+    // Shut down once; later calls do nothing and recording is harmless.
+    assert_eq!(telemetry.shutdown().await, ShutdownOutcome::NotRunning);
+    telemetry.record(ClientConnected::new("late", "u"));
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn shutdown_never_outlasts_its_deadline_when_the_endpoint_hangs() {
+    let receiver = Receiver::start();
+    receiver.delay_answers(Duration::from_secs(30));
+    let storage = tempfile::tempdir().unwrap();
+    let telemetry = Telemetry::start(
+        config(&receiver, &storage)
+            .request_timeout(Duration::from_secs(30))
+            .shutdown_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    telemetry.record(ReplicatedFromPg::new(1, 1));
+    let started = Instant::now();
+    let outcome = telemetry.shutdown().await;
+    assert_eq!(
+        outcome,
+        ShutdownOutcome::NotDelivered(DeliveryError::DeadlineExceeded)
+    );
+    // Generous bound for a shared machine: the point is "not 30 s".
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_refusing_endpoint_is_not_counted_as_delivered() {
+    let receiver = Receiver::start();
+    receiver.answer_with(503);
+    let storage = tempfile::tempdir().unwrap();
+    let telemetry = Telemetry::start(config(&receiver, &storage).build().unwrap()).unwrap();
+    let outcome = telemetry.shutdown().await;
+    assert!(
+        matches!(
+            outcome,
+            ShutdownOutcome::NotDelivered(DeliveryError::Status { status: 503, .. })
+        ),
+        "{outcome:?}"
+    );
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn disabled_telemetry_sends_nothing_writes_nothing_and_the_handle_works() {
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let vars = [("ELECTRIC_TELEMETRY", "disabled")];
+    let config = config(&receiver, &storage)
+        .first_report_in(Duration::ZERO)
+        .interval(Duration::from_secs(1))
+        .with_env_from(|k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap()
+        .build()
+        .unwrap();
+    let telemetry = Telemetry::start(config).unwrap();
+    assert!(!telemetry.is_enabled());
+    assert!(telemetry.collector().is_none());
+    telemetry.record(ClientConnected::new("c", "u"));
+    telemetry.record(ReplicatedFromPg::new(1, 1));
+    telemetry.add(Counter::OperationsFromPg, 1);
+    actix_rt::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(telemetry.shutdown().await, ShutdownOutcome::NotRunning);
+    assert!(
+        receiver.received().is_empty(),
+        "no report reached the receiver"
+    );
+    assert_eq!(
+        std::fs::read_dir(storage.path()).unwrap().count(),
+        0,
+        "nothing written to the storage dir"
+    );
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_cluster_uuid_is_the_same_after_a_restart() {
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let telemetry = Telemetry::start(config(&receiver, &storage).build().unwrap()).unwrap();
+        assert_eq!(telemetry.shutdown().await, ShutdownOutcome::Delivered);
+    }
+    let reports = receiver.reports();
+    let env = |i: usize| &reports[i].data.environment;
+    assert_eq!(env(0).electric_cluster_uuid, env(1).electric_cluster_uuid);
+    assert_ne!(env(0).electric_instance_id, env(1).electric_instance_id);
+    receiver.stop().await;
+}
+
+#[test]
+fn starting_outside_an_actix_system_is_an_error_not_a_panic() {
+    let storage = tempfile::tempdir().unwrap();
+    let config = TelemetryConfig::builder()
+        .url("http://127.0.0.1:9/")
+        .storage_dir(storage.path())
+        .build()
+        .unwrap();
+    let err = Telemetry::start(config).unwrap_err();
+    assert!(matches!(err, StartError::NoSystem));
+    assert!(err.to_string().contains("actix System"));
+}

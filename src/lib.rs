@@ -107,3 +107,8 @@ pub use scheduler::Scheduler;
 pub use sender::{Deliver, Sender};
 pub use summary::{Summary, SummaryStats};
 pub use telemetry::{ShutdownOutcome, Telemetry};
+
+// Compiles the README's Rust examples as doctests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

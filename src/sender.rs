@@ -89,15 +89,20 @@ impl Actor for Sender {
 }
 
 impl Handler<Deliver> for Sender {
-    type Result = ResponseActFuture<Self, Result<(), DeliveryError>>;
+    /// One delivery at a time, in arrival order: the final report at shutdown queues behind a
+    /// scheduled one still in flight instead of racing it.
+    type Result = AtomicResponse<Self, Result<(), DeliveryError>>;
 
     fn handle(&mut self, Deliver(report): Deliver, _: &mut Context<Self>) -> Self::Result {
         let body = match serde_json::to_vec(&report) {
             Ok(body) => body,
-            Err(e) => return Box::pin(fut::ready(Err(DeliveryError::Encode(e.to_string())))),
+            Err(e) => {
+                let failed = Err(DeliveryError::Encode(e.to_string()));
+                return AtomicResponse::new(Box::pin(fut::ready(failed)));
+            }
         };
         let Some(client) = &self.client else {
-            return Box::pin(fut::ready(Err(DeliveryError::NotRunning)));
+            return AtomicResponse::new(Box::pin(fut::ready(Err(DeliveryError::NotRunning))));
         };
         let request = client
             .post(&self.url)
@@ -130,9 +135,11 @@ impl Handler<Deliver> for Sender {
                 .await
                 .unwrap_or_else(|_| Err(DeliveryError::Transport("timed out".into())))
         };
-        Box::pin(bounded.into_actor(self).map(|result, sender, _| {
-            sender.note_outcome(&result);
-            result
-        }))
+        AtomicResponse::new(Box::pin(bounded.into_actor(self).map(
+            |result, sender, _| {
+                sender.note_outcome(&result);
+                result
+            },
+        )))
     }
 }

@@ -56,6 +56,10 @@ pub struct TelemetryConfig {
     instance_id: Option<String>,
     cluster_uuid: Option<Uuid>,
     electric_version: String,
+    retry_initial_backoff: Duration,
+    retry_max_backoff: Duration,
+    outbox_retention: Duration,
+    outbox_max_bytes: u64,
 }
 
 impl TelemetryConfig {
@@ -117,6 +121,28 @@ impl TelemetryConfig {
     pub fn electric_version(&self) -> &str {
         &self.electric_version
     }
+    /// The first retry's backoff ceiling; it doubles per failed attempt.
+    pub fn retry_initial_backoff(&self) -> Duration {
+        self.retry_initial_backoff
+    }
+    /// The largest backoff ceiling (never more than one `interval`).
+    pub fn retry_max_backoff(&self) -> Duration {
+        self.retry_max_backoff.min(self.interval)
+    }
+    /// How much of the report stream the outbox keeps while the endpoint is unreachable.
+    pub fn outbox_retention(&self) -> Duration {
+        self.outbox_retention
+    }
+    /// The most bytes of pending reports the outbox keeps.
+    pub fn outbox_max_bytes(&self) -> u64 {
+        self.outbox_max_bytes
+    }
+    /// The most reports the outbox keeps: one per `interval` of `outbox_retention`, plus the
+    /// final report of a shutdown.
+    pub fn outbox_max_reports(&self) -> usize {
+        let per = self.outbox_retention.as_secs_f64() / self.interval.as_secs_f64();
+        (per.ceil() as usize).saturating_add(1).max(2)
+    }
 }
 
 /// Builds a [`TelemetryConfig`]; [`build`](Self::build) checks every value.
@@ -142,6 +168,10 @@ impl Default for TelemetryConfigBuilder {
                 instance_id: None,
                 cluster_uuid: None,
                 electric_version: env!("CARGO_PKG_VERSION").to_owned(),
+                retry_initial_backoff: Duration::from_secs(1),
+                retry_max_backoff: Duration::from_secs(5 * 60),
+                outbox_retention: Duration::from_secs(24 * 3600),
+                outbox_max_bytes: 1 << 20,
             },
         }
     }
@@ -243,6 +273,27 @@ impl TelemetryConfigBuilder {
         self
     }
 
+    /// The first retry's backoff ceiling (1 ms to 365 days); it doubles per failed attempt.
+    pub fn retry_initial_backoff(mut self, backoff: Duration) -> Self {
+        self.config.retry_initial_backoff = backoff;
+        self
+    }
+    /// The largest backoff ceiling (1 ms to 365 days; one `interval` at most in effect).
+    pub fn retry_max_backoff(mut self, backoff: Duration) -> Self {
+        self.config.retry_max_backoff = backoff;
+        self
+    }
+    /// How much of the report stream the outbox keeps while undelivered (1 s to 365 days).
+    pub fn outbox_retention(mut self, retention: Duration) -> Self {
+        self.config.outbox_retention = retention;
+        self
+    }
+    /// The most bytes of pending reports the outbox keeps (at least 4 KiB).
+    pub fn outbox_max_bytes(mut self, bytes: u64) -> Self {
+        self.config.outbox_max_bytes = bytes;
+        self
+    }
+
     /// Checks every value and returns the configuration.
     pub fn build(self) -> Result<TelemetryConfig, ConfigError> {
         let c = &self.config;
@@ -260,6 +311,28 @@ impl TelemetryConfigBuilder {
         check_range("shutdown_timeout", c.shutdown_timeout, ms, ACCEPTED_SHORT)?;
         check_range("request_timeout", c.request_timeout, ms, ACCEPTED_SHORT)?;
         check_range("connect_timeout", c.connect_timeout, ms, ACCEPTED_SHORT)?;
+        check_range(
+            "retry_initial_backoff",
+            c.retry_initial_backoff,
+            ms,
+            ACCEPTED_SHORT,
+        )?;
+        check_range("retry_max_backoff", c.retry_max_backoff, ms, ACCEPTED_SHORT)?;
+        check_range(
+            "outbox_retention",
+            c.outbox_retention,
+            SECOND,
+            ACCEPTED_DURATION,
+        )?;
+        if c.outbox_max_bytes < 4096 {
+            let shown = c.outbox_max_bytes.to_string();
+            return Err(ConfigError::new(
+                "outbox_max_bytes",
+                &shown,
+                "too small for a report",
+                "at least 4096 bytes",
+            ));
+        }
         if let Some(id) = &c.instance_id {
             check_id(ENV_INSTANCE_ID, id)?;
         }

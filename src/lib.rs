@@ -11,7 +11,10 @@
 //!   messages of [`messages`];
 //! - the [`Scheduler`] owns time: it samples the gauges, and at each report tick takes a
 //!   snapshot (which starts a new window) and hands the [`Report`] to the sender;
-//! - the [`Sender`] POSTs it with awc (rustls, webpki roots) from a thread of its own.
+//! - the [`Sender`] keeps undelivered reports in an on-disk [`outbox`] and POSTs them in order
+//!   with awc (rustls, webpki roots) from a thread of its own, retrying with backoff until the
+//!   endpoint answers 2xx; a clean shutdown delivers the partial window or keeps it for the
+//!   next start.
 //!
 //! ## Embedding it in a service
 //!
@@ -85,6 +88,7 @@ mod environment;
 pub mod error;
 mod identity;
 pub mod messages;
+pub mod outbox;
 pub mod report;
 pub mod scheduler;
 pub mod sender;
@@ -102,9 +106,10 @@ pub use messages::{
     ReceivedFromClient, ReplicatedFromPg, SentToClients, SubscriptionContinued,
     SubscriptionEstablished, UsageEvent, WalStatus,
 };
+pub use outbox::outbox_dir;
 pub use report::{Report, REPORT_VERSION};
 pub use scheduler::Scheduler;
-pub use sender::{Deliver, Sender};
+pub use sender::{Deliver, Flush, GetOutboxStatus, OutboxStatus, Sender};
 pub use summary::{Summary, SummaryStats};
 pub use telemetry::{ShutdownOutcome, Telemetry};
 

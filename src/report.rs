@@ -29,6 +29,9 @@ pub struct Report {
     pub last_reported: String,
     /// Usage events shed because the collector's mailbox was full (counted, never silent).
     pub dropped_events: u64,
+    /// Earlier reports dropped without delivery since the last delivered one: past the
+    /// outbox's bound, or refused for good by the endpoint (counted, never silent).
+    pub dropped_reports: u64,
     /// The payload.
     pub data: ReportData,
 }
@@ -164,6 +167,7 @@ impl ReportBuilder {
             timestamp: rfc3339(snapshot.taken),
             last_reported: rfc3339(snapshot.began),
             dropped_events: snapshot.dropped_events,
+            dropped_reports: 0,
             data: ReportData {
                 electric_version: self.electric_version.clone(),
                 environment: Environment {

@@ -4,7 +4,8 @@
 //! shorter tick it samples the gauges (process memory, connected clients). At each report tick
 //! it takes a snapshot from the collector, which starts a new window, builds the report and
 //! hands it to the sender. On [`Telemetry::shutdown`](crate::Telemetry::shutdown) it takes a
-//! last snapshot of the partial window and waits, within the deadline, for its delivery.
+//! last snapshot of the partial window, queues it (on disk first) and waits, within the
+//! deadline, for the sender to flush; whatever is not delivered by then stays in the outbox.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +17,13 @@ use crate::config::TelemetryConfig;
 use crate::environment::MemorySampler;
 use crate::error::DeliveryError;
 use crate::report::ReportBuilder;
-use crate::sender::Deliver;
+use crate::sender::{Deliver, Flush};
 
 /// The scheduler actor.
 pub struct Scheduler {
     collector: Addr<Collector>,
     deliver: Recipient<Deliver>,
+    flush: Recipient<Flush>,
     builder: Arc<ReportBuilder>,
     first_report_in: Duration,
     interval: Duration,
@@ -31,17 +33,20 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler that snapshots `collector` and hands each report to `deliver`.
+    /// A scheduler that snapshots `collector`, hands each report to `deliver`, and at
+    /// shutdown asks `flush` to deliver what is pending.
     ///
     /// Resolves the instance and cluster ids and gathers the host's facts now, once.
     pub fn new(
         config: &TelemetryConfig,
         collector: Addr<Collector>,
         deliver: Recipient<Deliver>,
+        flush: Recipient<Flush>,
     ) -> Self {
         Self {
             collector,
             deliver,
+            flush,
             builder: Arc::new(ReportBuilder::new(config)),
             first_report_in: config.first_report_in(),
             interval: config.interval(),
@@ -92,8 +97,8 @@ impl Actor for Scheduler {
     }
 }
 
-/// Takes a final snapshot of the partial window, delivers it within `deadline`, then stops the
-/// collector and the scheduler.
+/// Takes a final snapshot of the partial window, queues it and flushes the outbox within
+/// `deadline`, then stops the collector and the scheduler.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<(), DeliveryError>")]
 pub(crate) struct Shutdown {
@@ -107,6 +112,7 @@ impl Handler<Shutdown> for Scheduler {
         self.stopping = true;
         let collector = self.collector.clone();
         let deliver = self.deliver.clone();
+        let flush = self.flush.clone();
         let builder = Arc::clone(&self.builder);
         let used_memory = self.memory.sample();
         let final_report = async move {
@@ -115,8 +121,13 @@ impl Handler<Shutdown> for Scheduler {
                 .await
                 .map_err(|_| DeliveryError::NotRunning)?;
             collector.do_send(StopCollector);
+            // Queued (on disk) before any attempt, so a deadline cut leaves it for next start.
             deliver
                 .send(Deliver(builder.build(snapshot)))
+                .await
+                .map_err(|_| DeliveryError::NotRunning)?;
+            flush
+                .send(Flush)
                 .await
                 .map_err(|_| DeliveryError::NotRunning)?
         };

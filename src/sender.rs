@@ -1,71 +1,217 @@
-//! The sender actor: POSTs reports to the endpoint.
+//! The sender actor: delivers the outbox's reports, in order, until the endpoint has them.
 //!
-//! It runs on an Arbiter (thread) of its own, so a slow endpoint never delays the collector,
-//! the scheduler or a recording call. Only a 2xx answer counts as delivered: Electric once
-//! counted error statuses as delivered and a receiver that refused every report went unnoticed
-//! for months. Logging stays quiet on hosts that cannot reach the endpoint: one warning when an
-//! outage starts, debug lines while it lasts, one info line when it ends.
+//! It runs on an Arbiter (thread) of its own, so a slow or hung endpoint never delays the
+//! collector, the scheduler or a recording call, and the outbox's disk writes happen there too.
+//!
+//! - [`Deliver`] queues a report in the [`outbox`](crate::outbox) (on disk first) and returns.
+//! - The front report is POSTed with its `report_id` as `Idempotency-Key`, so every retry of it
+//!   can be de-duplicated by the receiver. Only a 2xx answer counts as delivered.
+//! - A transport error, a timeout, 408, 429 or 5xx is retried with exponential backoff and full
+//!   jitter (a random wait up to a ceiling that starts at `retry_initial_backoff` and doubles
+//!   to `retry_max_backoff`, never more than one report interval). `Retry-After` (seconds or
+//!   an HTTP date) replaces the backoff, up to one report interval.
+//! - Any other answer (another 4xx, a redirect) means the endpoint rejects the payload: the
+//!   report is dropped with a warning naming the status and the start of the body, and the
+//!   loss travels in the next report's `dropped_reports`.
+//! - [`Flush`] (used at shutdown) tries every pending report now, skipping any backoff wait.
+//!
+//! Logs stay quiet on hosts that cannot reach the endpoint: the first failure of an outage is
+//! one warning, later failures are debug lines, and the end of the outage is one info line
+//! saying how many reports went out.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
-use awc::http::header;
+use awc::http::header::{self, HeaderMap, HttpDate};
+use tokio::sync::oneshot;
 
 use crate::config::TelemetryConfig;
 use crate::error::DeliveryError;
+use crate::outbox::{outbox_dir, Bounds, Outbox};
 use crate::report::Report;
 
 /// How much of an error response's body is read, and how much of it a log line shows.
 const ERROR_BODY_LIMIT: usize = 4096;
 const ERROR_BODY_SHOWN: usize = 200;
 
-/// Asks the sender to deliver one report. Answers once the endpoint has answered.
+/// Queues one report for delivery. Returns once the report is in the outbox.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), DeliveryError>")]
+#[rtype(result = "()")]
 pub struct Deliver(pub Report);
+
+/// Tries to deliver every queued report now, skipping any backoff wait. Answers `Ok` once
+/// the outbox is empty, or the first transient error; reports that fail stay queued.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), DeliveryError>")]
+pub struct Flush;
+
+/// Asks how the outbox stands.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "OutboxStatus")]
+pub struct GetOutboxStatus;
+
+/// How the outbox stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxStatus {
+    /// Reports waiting for delivery.
+    pub pending: usize,
+    /// Failed attempts since the last delivery.
+    pub failed_attempts: u64,
+    /// Reports dropped and not yet reported in a queued report's `dropped_reports`.
+    pub dropped_not_yet_reported: u64,
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Delivered,
+    /// Worth another try, after at least the wait the endpoint asked for, if any.
+    Transient(DeliveryError, Option<Duration>),
+    /// The endpoint rejects this report; trying again would not help.
+    Refused(DeliveryError),
+}
 
 /// The sender actor.
 pub struct Sender {
     url: String,
     request_timeout: Duration,
     connect_timeout: Duration,
+    retry_initial: Duration,
+    retry_max: Duration,
     /// Built in `started`, on the sender's own thread: `awc::Client` is `!Send`.
     client: Option<awc::Client>,
-    /// Whether the last delivery failed (an outage is under way).
-    failing: bool,
+    outbox: Outbox,
+    /// The report on the wire now, by outbox sequence number.
+    in_flight: Option<u64>,
+    /// The wait before the next attempt, while one is armed.
+    retry_timer: Option<SpawnHandle>,
+    /// Failed attempts in a row.
+    failures: u32,
+    /// `Some` while an outage lasts: reports delivered since it began to end.
+    outage: Option<u64>,
+    flush_waiters: Vec<oneshot::Sender<Result<(), DeliveryError>>>,
 }
 
 impl Sender {
-    /// A sender for the endpoint and timeouts in `config`.
+    /// A sender for the endpoint, timeouts, retry policy and outbox in `config`.
     pub fn new(config: &TelemetryConfig) -> Self {
+        let bounds = Bounds {
+            max_reports: config.outbox_max_reports(),
+            max_bytes: config.outbox_max_bytes(),
+        };
         Self {
             url: config.url().to_owned(),
             request_timeout: config.request_timeout(),
             connect_timeout: config.connect_timeout(),
+            retry_initial: config.retry_initial_backoff(),
+            retry_max: config.retry_max_backoff(),
             client: None,
-            failing: false,
+            outbox: Outbox::new(Some(outbox_dir(config.storage_dir())), bounds),
+            in_flight: None,
+            retry_timer: None,
+            failures: 0,
+            outage: None,
+            flush_waiters: Vec::new(),
         }
     }
 
-    fn note_outcome(&mut self, result: &Result<(), DeliveryError>) {
-        match (result, self.failing) {
-            (Ok(()), false) => tracing::debug!(url = %self.url, "telemetry report delivered"),
-            (Ok(()), true) => {
-                self.failing = false;
-                tracing::info!(url = %self.url, "telemetry reports are being delivered again");
+    /// Sends the front report unless one is on the wire or a retry wait is armed.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight.is_some() || self.retry_timer.is_some() {
+            return;
+        }
+        let Some(front) = self.outbox.front() else {
+            self.end_outage();
+            self.answer_flush(Ok(()));
+            return;
+        };
+        let Some(client) = &self.client else { return };
+        let seq = front.seq;
+        self.in_flight = Some(seq);
+        let attempt = post(client, &self.url, &front.report, self.request_timeout);
+        ctx.spawn(attempt.into_actor(self).map(move |attempt, sender, ctx| {
+            sender.in_flight = None;
+            sender.settle(seq, attempt, ctx);
+        }));
+    }
+
+    fn settle(&mut self, seq: u64, attempt: Attempt, ctx: &mut Context<Self>) {
+        match attempt {
+            Attempt::Delivered => {
+                self.outbox.delivered(seq);
+                self.failures = 0;
+                match &mut self.outage {
+                    Some(delivered) => *delivered += 1,
+                    None => tracing::debug!(url = %self.url, "telemetry report delivered"),
+                }
             }
-            (Err(e), false) => {
-                self.failing = true;
+            Attempt::Refused(e) => {
+                self.outbox.refused(seq);
+                self.failures = 0;
                 tracing::warn!(
                     url = %self.url, error = %e,
-                    "telemetry could not deliver its usage report; this does not affect the \
-                     service and further failures are logged at debug level. Set \
-                     ELECTRIC_TELEMETRY=disabled to opt out"
+                    "the telemetry endpoint refused a report; it was dropped and the loss will \
+                     be counted in the next report's dropped_reports"
                 );
             }
-            (Err(e), true) => {
-                tracing::debug!(url = %self.url, error = %e, "telemetry report not delivered")
+            Attempt::Transient(e, retry_after) => {
+                self.failures = self.failures.saturating_add(1);
+                let wait = self.next_wait(retry_after);
+                self.note_failure(&e, wait);
+                // A flush does not wait out a backoff: it reports the failure instead.
+                self.answer_flush(Err(e));
+                self.retry_timer = Some(ctx.run_later(wait, |sender, ctx| {
+                    sender.retry_timer = None;
+                    sender.pump(ctx);
+                }));
+                return;
             }
+        }
+        self.pump(ctx);
+    }
+
+    /// Full jitter: a random wait up to a ceiling that doubles per failure, or what the
+    /// endpoint asked for; never more than `retry_max` (itself at most one report interval).
+    fn next_wait(&self, retry_after: Option<Duration>) -> Duration {
+        if let Some(asked) = retry_after {
+            return asked.min(self.retry_max);
+        }
+        let doublings = self.failures.saturating_sub(1).min(30);
+        let ceiling = self
+            .retry_initial
+            .saturating_mul(1 << doublings)
+            .min(self.retry_max);
+        ceiling.mul_f64(fastrand::f64())
+    }
+
+    fn note_failure(&mut self, e: &DeliveryError, wait: Duration) {
+        if self.outage.is_none() {
+            self.outage = Some(0);
+            tracing::warn!(
+                url = %self.url, error = %e,
+                "telemetry could not deliver its usage report; it is kept and retried, this \
+                 does not affect the service, and further failures are logged at debug level. \
+                 Set ELECTRIC_TELEMETRY=disabled to opt out"
+            );
+        } else {
+            tracing::debug!(
+                url = %self.url, error = %e, retry_in = ?wait, failures = self.failures,
+                "telemetry report not delivered; will retry"
+            );
+        }
+    }
+
+    fn end_outage(&mut self) {
+        if let Some(delivered) = self.outage.take() {
+            tracing::info!(
+                url = %self.url, delivered,
+                "telemetry reaches its endpoint again; every pending report was delivered"
+            );
+        }
+    }
+
+    fn answer_flush(&mut self, result: Result<(), DeliveryError>) {
+        for waiter in self.flush_waiters.drain(..) {
+            let _ = waiter.send(result.clone());
         }
     }
 }
@@ -73,7 +219,7 @@ impl Sender {
 impl Actor for Sender {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
         let connector = awc::Connector::new().timeout(self.connect_timeout);
         let client = awc::Client::builder()
             .connector(connector)
@@ -85,61 +231,172 @@ impl Actor for Sender {
             ))
             .finish();
         self.client = Some(client);
+        let loaded = self.outbox.load();
+        if loaded.reports > 0 {
+            tracing::info!(
+                pending = loaded.reports,
+                "telemetry found reports an earlier run could not deliver; sending them now"
+            );
+        }
+        self.pump(ctx);
     }
 }
 
 impl Handler<Deliver> for Sender {
-    /// One delivery at a time, in arrival order: the final report at shutdown queues behind a
-    /// scheduled one still in flight instead of racing it.
-    type Result = AtomicResponse<Self, Result<(), DeliveryError>>;
+    type Result = ();
 
-    fn handle(&mut self, Deliver(report): Deliver, _: &mut Context<Self>) -> Self::Result {
-        let body = match serde_json::to_vec(&report) {
+    fn handle(&mut self, Deliver(report): Deliver, ctx: &mut Context<Self>) {
+        self.outbox.push(report, self.in_flight);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Flush> for Sender {
+    type Result = ResponseFuture<Result<(), DeliveryError>>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        if self.outbox.len() == 0 {
+            return Box::pin(async { Ok(()) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.flush_waiters.push(tx);
+        if let Some(timer) = self.retry_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.pump(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(DeliveryError::NotRunning)) })
+    }
+}
+
+impl Handler<GetOutboxStatus> for Sender {
+    type Result = MessageResult<GetOutboxStatus>;
+
+    fn handle(&mut self, _: GetOutboxStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(OutboxStatus {
+            pending: self.outbox.len(),
+            failed_attempts: u64::from(self.failures),
+            dropped_not_yet_reported: self.outbox.carry(),
+        })
+    }
+}
+
+/// One POST of `report`, bounded by `deadline` from connect to the end of the body.
+fn post(
+    client: &awc::Client,
+    url: &str,
+    report: &Report,
+    deadline: Duration,
+) -> impl std::future::Future<Output = Attempt> + 'static {
+    let body = serde_json::to_vec(report);
+    let request = client
+        .post(url)
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .insert_header(("Idempotency-Key", report.report_id.to_string()));
+    let attempt = async move {
+        let body = match body {
             Ok(body) => body,
-            Err(e) => {
-                let failed = Err(DeliveryError::Encode(e.to_string()));
-                return AtomicResponse::new(Box::pin(fut::ready(failed)));
-            }
+            Err(e) => return Attempt::Refused(DeliveryError::Encode(e.to_string())),
         };
-        let Some(client) = &self.client else {
-            return AtomicResponse::new(Box::pin(fut::ready(Err(DeliveryError::NotRunning))));
+        let mut response = match request.send_body(body).await {
+            Ok(response) => response,
+            Err(e) => return Attempt::Transient(DeliveryError::Transport(e.to_string()), None),
         };
-        let request = client
-            .post(&self.url)
-            .insert_header((header::CONTENT_TYPE, "application/json"))
-            .insert_header(("Idempotency-Key", report.report_id.to_string()));
-        let deadline = self.request_timeout;
-        let post = async move {
-            let mut response = request
-                .send_body(body)
-                .await
-                .map_err(|e| DeliveryError::Transport(e.to_string()))?;
-            let status = response.status();
-            if status.is_success() {
-                return Ok(());
-            }
-            let body = response
-                .body()
-                .limit(ERROR_BODY_LIMIT)
-                .await
-                .unwrap_or_default();
-            let shown = &body[..body.len().min(ERROR_BODY_SHOWN)];
-            Err(DeliveryError::Status {
-                status: status.as_u16(),
-                body_start: String::from_utf8_lossy(shown).into_owned(),
+        let status = response.status();
+        if status.is_success() {
+            return Attempt::Delivered;
+        }
+        let retry_after = retry_after(response.headers());
+        let body = response
+            .body()
+            .limit(ERROR_BODY_LIMIT)
+            .await
+            .unwrap_or_default();
+        let shown = &body[..body.len().min(ERROR_BODY_SHOWN)];
+        let error = DeliveryError::Status {
+            status: status.as_u16(),
+            body_start: String::from_utf8_lossy(shown).into_owned(),
+        };
+        match status.as_u16() {
+            408 | 429 | 500..=599 => Attempt::Transient(error, retry_after),
+            _ => Attempt::Refused(error),
+        }
+    };
+    // awc's own timeout ends at the response head; this one also bounds the body read.
+    async move {
+        tokio::time::timeout(deadline, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Attempt::Transient(DeliveryError::Transport("timed out".into()), None)
             })
-        };
-        // awc's own timeout ends at the response head; this one also bounds the body read.
-        let bounded = async move {
-            tokio::time::timeout(deadline, post)
-                .await
-                .unwrap_or_else(|_| Err(DeliveryError::Transport("timed out".into())))
-        };
-        AtomicResponse::new(Box::pin(bounded.into_actor(self).map(
-            |result, sender, _| {
-                sender.note_outcome(&result);
-                result
-            },
-        )))
+    }
+}
+
+/// `Retry-After` as a wait: delta-seconds, or an HTTP date (a date in the past means now).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date: SystemTime = value.parse::<HttpDate>().ok()?.into();
+    Some(
+        date.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use awc::http::header::HeaderValue;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        assert_eq!(retry_after(&headers("120")), Some(Duration::from_secs(120)));
+        let in_a_minute = SystemTime::now() + Duration::from_secs(61);
+        let date = HttpDate::from(in_a_minute).to_string();
+        let wait = retry_after(&headers(&date)).unwrap();
+        assert!(
+            wait > Duration::from_secs(55) && wait <= Duration::from_secs(61),
+            "{wait:?}"
+        );
+        let past = HttpDate::from(SystemTime::UNIX_EPOCH).to_string();
+        assert_eq!(retry_after(&headers(&past)), Some(Duration::ZERO));
+        assert_eq!(retry_after(&headers("soon")), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn backoff_grows_with_full_jitter_and_stays_capped() {
+        let config = TelemetryConfig::builder()
+            .retry_initial_backoff(Duration::from_secs(1))
+            .retry_max_backoff(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let mut sender = Sender::new(&config);
+        for failures in 1..=40u32 {
+            sender.failures = failures;
+            let ceiling =
+                Duration::from_secs(1 << (failures - 1).min(6)).min(Duration::from_secs(60));
+            for _ in 0..50 {
+                assert!(sender.next_wait(None) <= ceiling);
+            }
+        }
+        sender.failures = 3;
+        assert_eq!(
+            sender.next_wait(Some(Duration::from_secs(30))),
+            Duration::from_secs(30),
+            "Retry-After replaces the backoff"
+        );
+        assert_eq!(
+            sender.next_wait(Some(Duration::from_secs(86_400))),
+            Duration::from_secs(60),
+            "within a cap"
+        );
     }
 }

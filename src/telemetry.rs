@@ -13,7 +13,7 @@ use crate::counters::{Counter, HotCounters};
 use crate::error::{DeliveryError, StartError};
 use crate::messages::UsageEvent;
 use crate::scheduler::{Scheduler, Shutdown};
-use crate::sender::Sender;
+use crate::sender::{GetOutboxStatus, OutboxStatus, Sender};
 
 /// The handle to a running (or disabled) telemetry subsystem.
 ///
@@ -29,6 +29,7 @@ struct Running {
     dropped_events: Arc<AtomicU64>,
     collector: Addr<Collector>,
     scheduler: Addr<Scheduler>,
+    sender: Addr<Sender>,
     sender_arbiter: ArbiterHandle,
     shutdown_timeout: Duration,
     shut_down: AtomicBool,
@@ -37,9 +38,11 @@ struct Running {
 /// How a [`Telemetry::shutdown`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShutdownOutcome {
-    /// The final report, covering the window up to the shutdown, reached the endpoint.
+    /// The final report, covering the window up to the shutdown, reached the endpoint, and so
+    /// did every report queued before it.
     Delivered,
-    /// The final report was refused, failed, or the deadline passed first.
+    /// Some report, maybe the final one, was not delivered before the deadline. Undelivered
+    /// reports stay in the outbox under the storage dir and are sent after the next start.
     NotDelivered(DeliveryError),
     /// Telemetry was disabled or already shut down: there was nothing to send.
     NotRunning,
@@ -76,7 +79,13 @@ impl Telemetry {
         let sender_config = config.clone();
         let sender =
             Sender::start_in_arbiter(&sender_arbiter, move |_| Sender::new(&sender_config));
-        let scheduler = Scheduler::new(&config, collector.clone(), sender.recipient()).start();
+        let scheduler = Scheduler::new(
+            &config,
+            collector.clone(),
+            sender.clone().recipient(),
+            sender.clone().recipient(),
+        )
+        .start();
         tracing::info!(
             url = config.url(),
             "telemetry is enabled: an anonymous usage report is sent every {}, the first in {}. \
@@ -90,6 +99,7 @@ impl Telemetry {
                 dropped_events,
                 collector,
                 scheduler,
+                sender,
                 sender_arbiter,
                 shutdown_timeout: config.shutdown_timeout(),
                 shut_down: AtomicBool::new(false),
@@ -155,8 +165,16 @@ impl Telemetry {
         self.running.as_ref().map(|r| r.collector.clone())
     }
 
+    /// How the outbox stands (pending reports, failed attempts); `None` when telemetry is
+    /// disabled or stopped.
+    pub async fn outbox_status(&self) -> Option<OutboxStatus> {
+        let running = self.running.as_ref()?;
+        running.sender.send(GetOutboxStatus).await.ok()
+    }
+
     /// Delivers a final report of the partial window and stops telemetry, within the configured
-    /// shutdown timeout whatever the endpoint does. Call it before stopping the System: after
+    /// shutdown timeout whatever the endpoint does. Reports not delivered by then stay in the
+    /// outbox on disk and are sent after the next start. Call it before stopping the System: after
     /// `System::stop()` no asynchronous work completes.
     ///
     /// Only the first call does anything; later calls, and calls on a disabled handle, return
@@ -183,7 +201,8 @@ impl Telemetry {
         if let ShutdownOutcome::NotDelivered(e) = &outcome {
             tracing::info!(
                 error = %e,
-                "telemetry stopped; its final report was not delivered"
+                "telemetry stopped before its endpoint took every report; the rest are kept in \
+                 the outbox and sent after the next start"
             );
         } else {
             tracing::debug!("telemetry stopped after delivering its final report");

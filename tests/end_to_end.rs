@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, sum_counters, Receiver};
+use common::{accepted, eventually, free_port, sum_counters, Answer, Receiver};
 use electric_telemetry::*;
 
 fn config(receiver: &Receiver, storage: &tempfile::TempDir) -> TelemetryConfigBuilder {
@@ -148,6 +148,112 @@ async fn shutdown_never_outlasts_its_deadline_when_the_endpoint_hangs() {
         "{:?}",
         started.elapsed()
     );
+    let outbox = std::fs::read_dir(outbox_dir(storage.path()))
+        .unwrap()
+        .count();
+    assert_eq!(
+        outbox, 1,
+        "the final report waits in the outbox for the next start"
+    );
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn reports_a_dead_endpoint_missed_are_delivered_after_the_next_start() {
+    let storage = tempfile::tempdir().unwrap();
+    let dead = format!("http://127.0.0.1:{}/checkpoint", free_port());
+    let first = Telemetry::start(
+        TelemetryConfig::builder()
+            .url(dead)
+            .storage_dir(storage.path())
+            .first_report_in(Duration::ZERO)
+            .interval(Duration::from_secs(1))
+            .retry_initial_backoff(Duration::from_millis(20))
+            .retry_max_backoff(Duration::from_millis(50))
+            .shutdown_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut expected = work(&first, 1, 500);
+    // A scheduled report fails and is kept, and snapshots keep coming meanwhile.
+    actix_rt::time::sleep(Duration::from_millis(1300)).await;
+    let status = first.outbox_status().await.unwrap();
+    assert!(
+        status.pending >= 2 && status.failed_attempts >= 1,
+        "{status:?}"
+    );
+    expected
+        .iter_mut()
+        .zip(work(&first, 2, 300))
+        .for_each(|(e, m)| *e += m);
+    assert!(matches!(
+        first.shutdown().await,
+        ShutdownOutcome::NotDelivered(_)
+    ));
+
+    let receiver = Receiver::start();
+    let second = Telemetry::start(config(&receiver, &storage).build().unwrap()).unwrap();
+    expected
+        .iter_mut()
+        .zip(work(&second, 3, 200))
+        .for_each(|(e, m)| *e += m);
+    assert_eq!(second.shutdown().await, ShutdownOutcome::Delivered);
+    let reports = accepted(&receiver.received());
+    assert!(
+        reports.len() >= 3,
+        "the earlier run's reports, then this run's"
+    );
+    assert_eq!(
+        sum_counters(&reports),
+        expected,
+        "nothing lost across the outage"
+    );
+    assert_eq!(reports.iter().map(|r| r.dropped_reports).sum::<u64>(), 0);
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_flaky_endpoint_loses_nothing() {
+    let receiver = Receiver::start();
+    let retry_now = Answer {
+        status: 429,
+        retry_after: Some("0".into()),
+        ..Answer::default()
+    };
+    receiver.script([
+        Answer::status(500),
+        retry_now.clone(),
+        Answer::status(503),
+        Answer::status(200),
+        Answer::status(502),
+        retry_now,
+    ]);
+    let storage = tempfile::tempdir().unwrap();
+    let telemetry = Telemetry::start(
+        config(&receiver, &storage)
+            .first_report_in(Duration::ZERO)
+            .interval(Duration::from_secs(1))
+            .retry_initial_backoff(Duration::from_millis(20))
+            .retry_max_backoff(Duration::from_millis(50))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut expected = [0u64; 9];
+    for round in 0..12 {
+        let done = work(&telemetry, round, 200);
+        expected.iter_mut().zip(done).for_each(|(e, d)| *e += d);
+        actix_rt::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(telemetry.shutdown().await, ShutdownOutcome::Delivered);
+    let received = receiver.received();
+    assert!(
+        received.len() >= 7,
+        "the script was played: {}",
+        received.len()
+    );
+    assert_eq!(sum_counters(&accepted(&received)), expected);
     receiver.stop().await;
 }
 

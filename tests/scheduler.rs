@@ -23,9 +23,15 @@ impl Actor for Outbox {
 }
 
 impl Handler<Deliver> for Outbox {
-    type Result = Result<(), DeliveryError>;
-    fn handle(&mut self, Deliver(report): Deliver, _: &mut Context<Self>) -> Self::Result {
+    type Result = ();
+    fn handle(&mut self, Deliver(report): Deliver, _: &mut Context<Self>) {
         self.0.lock().unwrap().push(report);
+    }
+}
+
+impl Handler<Flush> for Outbox {
+    type Result = Result<(), DeliveryError>;
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
         Ok(())
     }
 }
@@ -48,8 +54,14 @@ async fn start(config: TelemetryConfigBuilder) -> Rig {
     let config = config.storage_dir(storage.path()).build().unwrap();
     let outbox = Outbox::default();
     let collector = Collector::new().start();
-    let recipient = outbox.clone().start().recipient();
-    Scheduler::new(&config, collector.clone(), recipient).start();
+    let outbox_addr = outbox.clone().start();
+    Scheduler::new(
+        &config,
+        collector.clone(),
+        outbox_addr.clone().recipient(),
+        outbox_addr.recipient(),
+    )
+    .start();
     // Let the scheduler's `started` arm its timers.
     tokio::task::yield_now().await;
     Rig {

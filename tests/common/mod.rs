@@ -1,17 +1,38 @@
 //! A real HTTP receiver on 127.0.0.1 for the tests, with the answers they need to provoke.
 #![allow(dead_code)] // Each test binary uses a different part of it.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use electric_telemetry::report::Usage;
 use electric_telemetry::Report;
 
+/// One scripted answer.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub delay: Duration,
+}
+
+impl Answer {
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            ..Self::default()
+        }
+    }
+}
+
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub at: Instant,
+    /// The status it was answered with.
+    pub status: u16,
     pub body: Vec<u8>,
     pub content_type: Option<String>,
     pub idempotency_key: Option<String>,
@@ -27,6 +48,8 @@ impl Received {
 #[derive(Default)]
 struct State {
     received: Mutex<Vec<Received>>,
+    /// Answers to give first, in order; then `status`.
+    script: Mutex<VecDeque<Answer>>,
     status: AtomicU16,
     /// Milliseconds to wait before answering.
     delay_ms: AtomicU64,
@@ -42,6 +65,11 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver on 127.0.0.1:0 that answers 200.
     pub fn start() -> Self {
+        Self::start_on(0)
+    }
+
+    /// Starts a receiver on 127.0.0.1:`port` that answers 200.
+    pub fn start_on(port: u16) -> Self {
         let state = Arc::new(State {
             status: AtomicU16::new(200),
             ..State::default()
@@ -55,7 +83,7 @@ impl Receiver {
         .workers(1)
         .disable_signals()
         .shutdown_timeout(1)
-        .bind(("127.0.0.1", 0))
+        .bind(("127.0.0.1", port))
         .expect("bind a loopback port");
         let port = server.addrs()[0].port();
         let server = server.run();
@@ -71,6 +99,11 @@ impl Receiver {
     /// Makes every later answer have this status.
     pub fn answer_with(&self, status: u16) {
         self.state.status.store(status, SeqCst);
+    }
+
+    /// Gives these answers, in order, before the default one.
+    pub fn script(&self, answers: impl IntoIterator<Item = Answer>) {
+        self.state.script.lock().unwrap().extend(answers);
     }
 
     /// Makes every later answer wait this long first.
@@ -98,18 +131,110 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<State>) ->
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
+    let answer = state.script.lock().unwrap().pop_front().unwrap_or(Answer {
+        status: state.status.load(SeqCst),
+        retry_after: None,
+        delay: Duration::from_millis(state.delay_ms.load(SeqCst)),
+    });
     state.received.lock().unwrap().push(Received {
+        at: Instant::now(),
+        status: answer.status,
         body: body.to_vec(),
         content_type: header("content-type"),
         idempotency_key: header("idempotency-key"),
         user_agent: header("user-agent"),
     });
-    let delay = state.delay_ms.load(SeqCst);
-    if delay > 0 {
-        actix_rt::time::sleep(Duration::from_millis(delay)).await;
+    if !answer.delay.is_zero() {
+        actix_rt::time::sleep(answer.delay).await;
     }
-    let status = actix_web::http::StatusCode::from_u16(state.status.load(SeqCst)).unwrap();
-    HttpResponse::build(status).body("receiver says no")
+    let status = actix_web::http::StatusCode::from_u16(answer.status).unwrap();
+    let mut response = HttpResponse::build(status);
+    if let Some(retry_after) = answer.retry_after {
+        response.insert_header(("Retry-After", retry_after));
+    }
+    response.body("receiver says no")
+}
+
+/// Reports that the receiver accepted (2xx), each `report_id` once.
+pub fn accepted(received: &[Received]) -> Vec<Report> {
+    let mut seen = std::collections::HashSet::new();
+    received
+        .iter()
+        .filter(|r| (200..300).contains(&r.status))
+        .map(Received::report)
+        .filter(|r| seen.insert(r.report_id))
+        .collect()
+}
+
+/// A raw HTTP/1.1 server on 127.0.0.1 that cuts the first `cut` connections in the middle of
+/// the response head, then answers 200 with `Connection: close`, keeping the bodies it took.
+pub struct CuttingServer {
+    pub url: String,
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl CuttingServer {
+    pub fn start(cut: usize) -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/checkpoint", listener.local_addr().unwrap());
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&bodies);
+        listener.set_nonblocking(false).unwrap();
+        std::thread::spawn(move || {
+            // Bounded: it serves a few connections and ends with the test process.
+            for (i, stream) in listener.incoming().take(cut + 20).enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                if i < cut {
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Le");
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                kept.lock().unwrap().push(body);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        Self { url, bodies }
+    }
+
+    pub fn reports(&self) -> Vec<Report> {
+        let bodies = self.bodies.lock().unwrap();
+        bodies
+            .iter()
+            .map(|b| serde_json::from_slice(b).unwrap())
+            .collect()
+    }
+}
+
+/// A loopback port with nothing listening on it (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits (real time, bounded) until `check` holds; false if it never did.
@@ -151,50 +276,7 @@ pub fn sum_counters(reports: &[Report]) -> [u64; 9] {
 
 /// The seed's sample payload (telemetry.md), in our envelope. Parsing it into [`Report`], whose
 /// types deny unknown fields, pins that we send exactly the seed's names and nesting.
-pub const SEED_SAMPLE: &str = r#"{
-  "report_id": "6f1c1f5e-8f4a-4a8e-9d0c-3b2f0e6f9a10",
-  "report_version": 1,
-  "timestamp": "2023-09-19T14:50:45.972021Z",
-  "last_reported": "2023-09-19T14:40:45.972021Z",
-  "dropped_events": 0,
-  "data": {
-    "electric_version": "0.5.3-28-gf78187e",
-    "environment": {
-      "arch": "x86_64-pc-linux-gnu",
-      "cores": 8,
-      "electric_cluster_uuid": "a1336abd-804c-4d0c-a06a-c73da6dd148e",
-      "electric_instance_id": "0d64597b-168b-45a2-ad64-a9baba55fd59",
-      "os": {"family": "unix", "name": "linux"},
-      "pg_version": "14.9",
-      "ram": 33363812352
-    },
-    "resources": {
-      "oldest_wal_time": "2023-09-19T14:40:45.972021Z",
-      "uptime": 10,
-      "used_memory": {"max": 64262224, "mean": 64262224.0, "median": 64262224, "min": 64262224, "mode": 64262224},
-      "wal_cache_memory": 2520,
-      "wal_transactions": 2
-    },
-    "usage": {
-      "concurrent_clients": {"max": 0, "mean": 0.0, "median": 0.0, "min": 0, "mode": 0},
-      "distinct_clients": 0,
-      "distinct_users": 0,
-      "electrified_tables": 0,
-      "initial_syncs": 0,
-      "operations_from_pg": 1,
-      "operations_received_from_clients": 0,
-      "operations_sent_to_clients": 0,
-      "subscriptions_continued": 0,
-      "subscriptions_continued_per_client": {"max": 0, "mean": 0, "median": 0, "min": 0, "mode": null},
-      "subscriptions_established": 0,
-      "subscriptions_included_tables": {"max": 0, "mean": 0, "median": 0, "min": 0, "mode": null},
-      "subscriptions_rows_per_shape": {"max": 0, "mean": 0, "median": 0, "min": 0, "mode": null},
-      "transactions_from_pg": 2,
-      "transactions_received_from_clients": 0,
-      "transactions_sent_to_clients": 0
-    }
-  }
-}"#;
+pub const SEED_SAMPLE: &str = include_str!("../fixtures/seed_report.json");
 
 pub fn seed_report() -> Report {
     serde_json::from_str(SEED_SAMPLE).expect("the seed's sample parses as a Report")

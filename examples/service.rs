@@ -87,7 +87,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
+    // Known here, so the local receiver can tell this run's reports from those an earlier run
+    // left in the outbox. ELECTRIC_INSTANCE_ID still wins (with_env comes after).
+    let instance_id = std::env::var("ELECTRIC_INSTANCE_ID")
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let builder = TelemetryConfig::builder()
+        .instance_id(instance_id.clone())
         .electric_version(concat!(env!("CARGO_PKG_VERSION"), "-simulated"))
         // Gauges (memory, connected clients) are sampled once a minute by default, which a
         // short demo would never see.
@@ -103,7 +111,7 @@ async fn run(args: Args) -> ExitCode {
     };
 
     let receiver = if args.local_receiver {
-        match LocalReceiver::start() {
+        match LocalReceiver::start(instance_id) {
             Ok(receiver) => Some(receiver),
             Err(e) => {
                 eprintln!("service: could not start the local receiver on 127.0.0.1: {e}");
@@ -188,9 +196,16 @@ async fn run(args: Args) -> ExitCode {
         } else if !matches {
             tracing::warn!(?simulated, received = ?received.totals, "the totals differ");
         }
+        if received.earlier_runs > 0 {
+            tracing::info!(
+                reports = received.earlier_runs,
+                "the receiver also got reports an earlier run left in the outbox; they are not \
+                 part of this run's totals"
+            );
+        }
         say(&format!(
-            "reports received: {}, totals match: {matches}",
-            received.reports
+            "reports received: {} (and {} from earlier runs), totals match: {matches}",
+            received.reports, received.earlier_runs
         ));
     }
     actix::System::current().stop();
@@ -795,12 +810,16 @@ struct LocalReceiver {
 
 #[derive(Default)]
 struct ReceiverState {
+    /// This run's `electric_instance_id`.
+    instance_id: String,
     received: Mutex<Received>,
 }
 
 #[derive(Debug, Clone, Default)]
 struct Received {
     reports: u64,
+    /// Reports from an earlier run, delivered from the outbox; not in `totals`.
+    earlier_runs: u64,
     dropped_events: u64,
     totals: Counts,
     /// The sender sets an Idempotency-Key; a receiver counts each report once.
@@ -809,8 +828,11 @@ struct Received {
 
 impl LocalReceiver {
     /// Binds a free port on the loopback interface and serves `/checkpoint` from one worker.
-    fn start() -> std::io::Result<Self> {
-        let state = Arc::new(ReceiverState::default());
+    fn start(instance_id: String) -> std::io::Result<Self> {
+        let state = Arc::new(ReceiverState {
+            instance_id,
+            received: Mutex::default(),
+        });
         let data = web::Data::from(Arc::clone(&state));
         let server = HttpServer::new(move || {
             App::new()
@@ -869,11 +891,22 @@ async fn checkpoint(body: web::Bytes, state: web::Data<ReceiverState>) -> HttpRe
         tracing::warn!(report_id = %report.report_id, "duplicate report ignored");
         return HttpResponse::Ok().finish();
     }
+    let mut out = std::io::stdout().lock();
+    if report.data.environment.electric_instance_id != state.instance_id {
+        received.earlier_runs += 1;
+        let _ = writeln!(
+            out,
+            "--- report from an earlier run received (report_id {}, {} bytes)\n{pretty}",
+            report.report_id,
+            body.len()
+        );
+        let _ = out.flush();
+        return HttpResponse::Ok().finish();
+    }
     received.reports += 1;
     received.dropped_events += report.dropped_events;
     received.totals.add(&report.data.usage);
     // Printed under the lock so that the numbering and the output agree.
-    let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
         "--- report #{} received (report_id {}, {} bytes)\n{pretty}",

@@ -23,8 +23,14 @@ pub const ENV_INTERVAL: &str = "ELECTRIC_TELEMETRY_INTERVAL";
 pub const ENV_FIRST_REPORT_IN: &str = "ELECTRIC_TELEMETRY_FIRST_REPORT_IN";
 /// This instance's id.
 pub const ENV_INSTANCE_ID: &str = "ELECTRIC_INSTANCE_ID";
-/// Where the cluster id is kept.
+/// Where the cluster id and the outbox are kept.
 pub const ENV_STORAGE_DIR: &str = "ELECTRIC_STORAGE_DIR";
+/// The common opt-out convention: set to anything but empty, `0` or `false`, it disables.
+pub const ENV_DO_NOT_TRACK: &str = "DO_NOT_TRACK";
+/// A file that every accepted report is appended to, one JSON line each.
+pub const ENV_AUDIT_LOG: &str = "ELECTRIC_TELEMETRY_AUDIT_LOG";
+/// A PEM file of extra CA certificates to trust for the endpoint.
+pub const ENV_CA_FILE: &str = "ELECTRIC_TELEMETRY_CA_FILE";
 
 /// The endpoint reports go to unless configured otherwise.
 pub const DEFAULT_URL: &str = "https://checkpoint.electric-sql.com";
@@ -32,7 +38,8 @@ pub const DEFAULT_URL: &str = "https://checkpoint.electric-sql.com";
 const DISABLING: [&str; 8] = ["0", "f", "false", "disable", "disabled", "n", "no", "off"];
 const ENABLING: [&str; 8] = ["1", "t", "true", "enable", "enabled", "y", "yes", "on"];
 const ACCEPTED_SWITCH: &str = "unset (enabled); 0 f false disable disabled n no off (disabled); \
-                               1 t true enable enabled y yes on (enabled); any letter case";
+                               1 t true enable enabled y yes on (enabled); log (log-only: \
+                               reports are logged, never sent); any letter case";
 const ACCEPTED_DURATION: &str = "a duration from 1s to 365days, such as 30s, 5m, 4h or 1h 30m";
 const ACCEPTED_FIRST: &str = "a duration from 0s to 365days, such as 30s, 5m, 4h or 1h 30m";
 const ACCEPTED_URL: &str = "an absolute http:// or https:// URL with a host";
@@ -40,11 +47,23 @@ const ACCEPTED_ID: &str = "1 to 64 visible ASCII characters, no spaces";
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 const SECOND: Duration = Duration::from_secs(1);
 
+/// What telemetry does with its reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TelemetryMode {
+    /// Collect and send reports to the endpoint (the default).
+    Send,
+    /// Collect and write each report to the log at its due time; never open a socket.
+    LogOnly,
+    /// Collect nothing, send nothing, start nothing.
+    Disabled,
+}
+
 /// Everything telemetry needs to run. Build it with [`TelemetryConfig::from_env`] or
 /// [`TelemetryConfig::builder`]; once built, every value has been checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TelemetryConfig {
-    enabled: bool,
+    mode: TelemetryMode,
+    decided_by: String,
     url: String,
     interval: Duration,
     first_report_in: Duration,
@@ -60,6 +79,9 @@ pub struct TelemetryConfig {
     retry_max_backoff: Duration,
     outbox_retention: Duration,
     outbox_max_bytes: u64,
+    audit_log: Option<PathBuf>,
+    audit_log_max_bytes: u64,
+    ca_file: Option<PathBuf>,
 }
 
 impl TelemetryConfig {
@@ -73,9 +95,29 @@ impl TelemetryConfig {
         TelemetryConfigBuilder::default()
     }
 
-    /// Whether telemetry collects and sends anything.
+    /// Whether telemetry collects anything (it sends only in [`TelemetryMode::Send`]).
     pub fn enabled(&self) -> bool {
-        self.enabled
+        self.mode != TelemetryMode::Disabled
+    }
+    /// What telemetry does with its reports.
+    pub fn mode(&self) -> TelemetryMode {
+        self.mode
+    }
+    /// Which setting decided the mode, e.g. `DO_NOT_TRACK=1` or `default`.
+    pub fn decided_by(&self) -> &str {
+        &self.decided_by
+    }
+    /// The file accepted reports are appended to, if any.
+    pub fn audit_log(&self) -> Option<&std::path::Path> {
+        self.audit_log.as_deref()
+    }
+    /// The size at which the audit file is rotated (to `<file>.1`).
+    pub fn audit_log_max_bytes(&self) -> u64 {
+        self.audit_log_max_bytes
+    }
+    /// A PEM file of extra CA certificates trusted for the endpoint, if any.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref()
     }
     /// Where reports are POSTed.
     pub fn url(&self) -> &str {
@@ -150,13 +192,17 @@ impl TelemetryConfig {
 #[must_use]
 pub struct TelemetryConfigBuilder {
     config: TelemetryConfig,
+    /// The mode each setting asked for; the most restrictive one wins at `build`.
+    asked: Vec<(TelemetryMode, String)>,
 }
 
 impl Default for TelemetryConfigBuilder {
     fn default() -> Self {
         Self {
+            asked: Vec::new(),
             config: TelemetryConfig {
-                enabled: true,
+                mode: TelemetryMode::Send,
+                decided_by: "default".to_owned(),
                 url: DEFAULT_URL.to_owned(),
                 interval: Duration::from_secs(4 * 3600),
                 first_report_in: Duration::from_secs(5 * 60),
@@ -172,6 +218,9 @@ impl Default for TelemetryConfigBuilder {
                 retry_max_backoff: Duration::from_secs(5 * 60),
                 outbox_retention: Duration::from_secs(24 * 3600),
                 outbox_max_bytes: 1 << 20,
+                audit_log: None,
+                audit_log_max_bytes: 1 << 20,
+                ca_file: None,
             },
         }
     }
@@ -191,7 +240,24 @@ impl TelemetryConfigBuilder {
     ) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         if let Some(v) = get(ENV_TELEMETRY) {
-            self.config.enabled = parse_switch(ENV_TELEMETRY, &v)?;
+            let mode = parse_switch(ENV_TELEMETRY, &v)?;
+            self.asked
+                .push((mode, format!("{ENV_TELEMETRY}={}", v.trim())));
+        }
+        if let Some(v) = get(ENV_DO_NOT_TRACK) {
+            if !matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false") {
+                let shown: String = v.trim().chars().take(20).collect();
+                self.asked.push((
+                    TelemetryMode::Disabled,
+                    format!("{ENV_DO_NOT_TRACK}={shown}"),
+                ));
+            }
+        }
+        if let Some(v) = get(ENV_AUDIT_LOG) {
+            self.config.audit_log = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get(ENV_CA_FILE) {
+            self.config.ca_file = Some(PathBuf::from(v));
         }
         if let Some(v) = get(ENV_URL) {
             self.config.url = v.trim().to_owned();
@@ -212,9 +278,35 @@ impl TelemetryConfigBuilder {
         Ok(self)
     }
 
-    /// Turns telemetry on or off.
-    pub fn enabled(mut self, enabled: bool) -> Self {
-        self.config.enabled = enabled;
+    /// Turns telemetry on ([`TelemetryMode::Send`]) or off. An opt-out from the environment
+    /// still wins over `true`.
+    pub fn enabled(self, enabled: bool) -> Self {
+        let mode = if enabled {
+            TelemetryMode::Send
+        } else {
+            TelemetryMode::Disabled
+        };
+        self.mode(mode)
+    }
+    /// Sets the mode. When settings disagree the most restrictive one wins
+    /// (disabled, then log-only, then send), so an opt-out always works.
+    pub fn mode(mut self, mode: TelemetryMode) -> Self {
+        self.asked.push((mode, "configuration".to_owned()));
+        self
+    }
+    /// Appends every report the endpoint accepted to `path`, one JSON line each.
+    pub fn audit_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.audit_log = Some(path.into());
+        self
+    }
+    /// Rotates the audit file to `<file>.1` past this size (at least 4 KiB; default 1 MiB).
+    pub fn audit_log_max_bytes(mut self, bytes: u64) -> Self {
+        self.config.audit_log_max_bytes = bytes;
+        self
+    }
+    /// Also trusts the CA certificates in this PEM file for the endpoint.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.ca_file = Some(path.into());
         self
     }
     /// Where reports are POSTed (http or https).
@@ -295,7 +387,12 @@ impl TelemetryConfigBuilder {
     }
 
     /// Checks every value and returns the configuration.
-    pub fn build(self) -> Result<TelemetryConfig, ConfigError> {
+    pub fn build(mut self) -> Result<TelemetryConfig, ConfigError> {
+        // The most restrictive wins; among equals, the first that asked.
+        if let Some((mode, by)) = self.asked.iter().rev().max_by_key(|(mode, _)| *mode) {
+            self.config.mode = *mode;
+            self.config.decided_by = by.clone();
+        }
         let c = &self.config;
         check_url(&c.url)?;
         check_range("interval", c.interval, SECOND, ACCEPTED_DURATION)?;
@@ -337,16 +434,57 @@ impl TelemetryConfigBuilder {
             check_id(ENV_INSTANCE_ID, id)?;
         }
         check_id("electric_version", &c.electric_version)?;
+        if c.audit_log_max_bytes < 4096 {
+            let shown = c.audit_log_max_bytes.to_string();
+            return Err(ConfigError::new(
+                "audit_log_max_bytes",
+                &shown,
+                "too small for a report",
+                "at least 4096 bytes",
+            ));
+        }
+        if let Some(path) = &c.ca_file {
+            read_ca_file(path)?;
+        }
         Ok(self.config)
     }
 }
 
-fn parse_switch(setting: &'static str, value: &str) -> Result<bool, ConfigError> {
+/// Reads the CA certificates of a PEM file; an error names the variable and the file.
+pub(crate) fn read_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    const ACCEPTED: &str = "a readable PEM file holding one or more CERTIFICATE blocks";
+    let shown = path.display().to_string();
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| ConfigError::new(ENV_CA_FILE, &shown, e.to_string(), ACCEPTED))?
+        .collect();
+    match certs {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        Ok(_) => Err(ConfigError::new(
+            ENV_CA_FILE,
+            &shown,
+            "no certificate in it",
+            ACCEPTED,
+        )),
+        Err(e) => Err(ConfigError::new(
+            ENV_CA_FILE,
+            &shown,
+            e.to_string(),
+            ACCEPTED,
+        )),
+    }
+}
+
+fn parse_switch(setting: &'static str, value: &str) -> Result<TelemetryMode, ConfigError> {
     let lower = value.trim().to_ascii_lowercase();
     if DISABLING.contains(&lower.as_str()) {
-        Ok(false)
+        Ok(TelemetryMode::Disabled)
     } else if ENABLING.contains(&lower.as_str()) {
-        Ok(true)
+        Ok(TelemetryMode::Send)
+    } else if lower == "log" {
+        Ok(TelemetryMode::LogOnly)
     } else {
         Err(ConfigError::new(
             setting,

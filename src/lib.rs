@@ -80,6 +80,7 @@
 
 #![deny(missing_docs)]
 
+mod audit;
 pub mod collector;
 pub mod config;
 pub mod counters;
@@ -87,6 +88,7 @@ pub mod distinct;
 mod environment;
 pub mod error;
 mod identity;
+pub mod log_only;
 pub mod messages;
 pub mod outbox;
 pub mod report;
@@ -96,11 +98,12 @@ pub mod summary;
 mod telemetry;
 
 pub use collector::{Collector, SampleGauges, TakeSnapshot, WindowSnapshot};
-pub use config::{TelemetryConfig, TelemetryConfigBuilder};
+pub use config::{TelemetryConfig, TelemetryConfigBuilder, TelemetryMode};
 pub use counters::Counter;
 pub use distinct::AnonymousId;
 pub use error::{ConfigError, DeliveryError, StartError, UsageError};
 pub use identity::cluster_uuid_path;
+pub use log_only::LogOnly;
 pub use messages::{
     ClientConnected, ClientDisconnected, ElectrifiedTables, InitialSync, PgVersion,
     ReceivedFromClient, ReplicatedFromPg, SentToClients, SubscriptionContinued,

@@ -14,18 +14,24 @@
 //!   report is dropped with a warning naming the status and the start of the body, and the
 //!   loss travels in the next report's `dropped_reports`.
 //! - [`Flush`] (used at shutdown) tries every pending report now, skipping any backoff wait.
+//! - With an audit file configured, each accepted report is appended to it as sent.
+//! - TLS verifies the endpoint's certificate against the webpki roots, plus the CA
+//!   certificates of `ELECTRIC_TELEMETRY_CA_FILE` if set.
 //!
 //! Logs stay quiet on hosts that cannot reach the endpoint: the first failure of an outage is
 //! one warning, later failures are debug lines, and the end of the outage is one info line
 //! saying how many reports went out.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use awc::http::header::{self, HeaderMap, HttpDate};
 use tokio::sync::oneshot;
 
-use crate::config::TelemetryConfig;
+use crate::audit::AuditLog;
+use crate::config::{read_ca_file, TelemetryConfig};
 use crate::error::DeliveryError;
 use crate::outbox::{outbox_dir, Bounds, Outbox};
 use crate::report::Report;
@@ -75,6 +81,8 @@ pub struct Sender {
     url: String,
     request_timeout: Duration,
     connect_timeout: Duration,
+    ca_file: Option<PathBuf>,
+    audit: Option<AuditLog>,
     retry_initial: Duration,
     retry_max: Duration,
     /// Built in `started`, on the sender's own thread: `awc::Client` is `!Send`.
@@ -102,6 +110,10 @@ impl Sender {
             url: config.url().to_owned(),
             request_timeout: config.request_timeout(),
             connect_timeout: config.connect_timeout(),
+            ca_file: config.ca_file().map(PathBuf::from),
+            audit: config
+                .audit_log()
+                .map(|path| AuditLog::new(path.to_owned(), config.audit_log_max_bytes())),
             retry_initial: config.retry_initial_backoff(),
             retry_max: config.retry_max_backoff(),
             client: None,
@@ -126,17 +138,36 @@ impl Sender {
         };
         let Some(client) = &self.client else { return };
         let seq = front.seq;
+        let body = match serde_json::to_vec(&front.report) {
+            Ok(body) => body,
+            Err(e) => {
+                let refused = Attempt::Refused(DeliveryError::Encode(e.to_string()));
+                return self.settle(seq, refused, None, ctx);
+            }
+        };
+        // Kept only for the audit file, which records exactly the bytes the endpoint took.
+        let sent = self.audit.is_some().then(|| body.clone());
+        let id = front.report.report_id.to_string();
+        let attempt = post(client, &self.url, id, body, self.request_timeout);
         self.in_flight = Some(seq);
-        let attempt = post(client, &self.url, &front.report, self.request_timeout);
         ctx.spawn(attempt.into_actor(self).map(move |attempt, sender, ctx| {
             sender.in_flight = None;
-            sender.settle(seq, attempt, ctx);
+            sender.settle(seq, attempt, sent, ctx);
         }));
     }
 
-    fn settle(&mut self, seq: u64, attempt: Attempt, ctx: &mut Context<Self>) {
+    fn settle(
+        &mut self,
+        seq: u64,
+        attempt: Attempt,
+        sent: Option<Vec<u8>>,
+        ctx: &mut Context<Self>,
+    ) {
         match attempt {
             Attempt::Delivered => {
+                if let (Some(audit), Some(body)) = (&mut self.audit, sent) {
+                    audit.append(&body);
+                }
                 self.outbox.delivered(seq);
                 self.failures = 0;
                 match &mut self.outage {
@@ -220,7 +251,17 @@ impl Actor for Sender {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let connector = awc::Connector::new().timeout(self.connect_timeout);
+        let mut connector = awc::Connector::new().timeout(self.connect_timeout);
+        if let Some(path) = &self.ca_file {
+            match read_ca_file(path) {
+                Ok(certs) => connector = connector.rustls_0_23(Arc::new(tls_config(certs))),
+                // Checked when the configuration was built; the file changed since.
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "telemetry could not read its CA file; only the standard roots are trusted"
+                ),
+            }
+        }
         let client = awc::Client::builder()
             .connector(connector)
             .timeout(self.request_timeout)
@@ -280,23 +321,38 @@ impl Handler<GetOutboxStatus> for Sender {
     }
 }
 
-/// One POST of `report`, bounded by `deadline` from connect to the end of the body.
+/// The webpki roots plus `extra` CA certificates.
+fn tls_config(extra: Vec<rustls::pki_types::CertificateDer<'static>>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let (added, ignored) = roots.add_parsable_certificates(extra);
+    if ignored > 0 {
+        tracing::warn!(
+            added,
+            ignored,
+            "telemetry ignored CA certificates it could not parse"
+        );
+    }
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// One POST of a report's JSON `body`, bounded by `deadline` from connect to the end of the
+/// response body.
 fn post(
     client: &awc::Client,
     url: &str,
-    report: &Report,
+    report_id: String,
+    body: Vec<u8>,
     deadline: Duration,
 ) -> impl std::future::Future<Output = Attempt> + 'static {
-    let body = serde_json::to_vec(report);
     let request = client
         .post(url)
         .insert_header((header::CONTENT_TYPE, "application/json"))
-        .insert_header(("Idempotency-Key", report.report_id.to_string()));
+        .insert_header(("Idempotency-Key", report_id));
     let attempt = async move {
-        let body = match body {
-            Ok(body) => body,
-            Err(e) => return Attempt::Refused(DeliveryError::Encode(e.to_string())),
-        };
         let mut response = match request.send_body(body).await {
             Ok(response) => response,
             Err(e) => return Attempt::Transient(DeliveryError::Transport(e.to_string()), None),

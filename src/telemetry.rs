@@ -8,12 +8,13 @@ use actix::dev::SendError;
 use actix::prelude::*;
 
 use crate::collector::Collector;
-use crate::config::{TelemetryConfig, ENV_TELEMETRY};
+use crate::config::{TelemetryConfig, TelemetryMode, ENV_DO_NOT_TRACK, ENV_TELEMETRY};
 use crate::counters::{Counter, HotCounters};
 use crate::error::{DeliveryError, StartError};
+use crate::log_only::LogOnly;
 use crate::messages::UsageEvent;
 use crate::scheduler::{Scheduler, Shutdown};
-use crate::sender::{GetOutboxStatus, OutboxStatus, Sender};
+use crate::sender::{Deliver, Flush, GetOutboxStatus, OutboxStatus, Sender};
 
 /// The handle to a running (or disabled) telemetry subsystem.
 ///
@@ -29,8 +30,9 @@ struct Running {
     dropped_events: Arc<AtomicU64>,
     collector: Addr<Collector>,
     scheduler: Addr<Scheduler>,
-    sender: Addr<Sender>,
-    sender_arbiter: ArbiterHandle,
+    outbox_status: Recipient<GetOutboxStatus>,
+    /// The sender's own thread; `None` in log-only mode, which needs none.
+    sender_arbiter: Option<ArbiterHandle>,
     shutdown_timeout: Duration,
     shut_down: AtomicBool,
 }
@@ -59,12 +61,17 @@ impl std::fmt::Debug for Telemetry {
 impl Telemetry {
     /// Starts the collector, scheduler and sender in the caller's running actix System and
     /// returns the handle. With telemetry disabled nothing is started, no file is touched and
-    /// no socket is opened.
+    /// no socket is opened. In log-only mode reports go to the log instead of a sender.
     ///
-    /// Logs one info line saying whether telemetry is on, where it sends and how to opt out.
+    /// Logs one info line saying whether telemetry is on, which setting decided it, where it
+    /// sends and how to opt out.
     pub fn start(config: TelemetryConfig) -> Result<Self, StartError> {
-        if !config.enabled() {
-            tracing::info!("telemetry is disabled; no usage data is collected or sent");
+        let decided_by = config.decided_by();
+        if config.mode() == TelemetryMode::Disabled {
+            tracing::info!(
+                decided_by,
+                "telemetry is disabled; no usage data is collected or sent"
+            );
             return Ok(Self::disabled());
         }
         if actix_rt::System::try_current().is_none() {
@@ -74,32 +81,54 @@ impl Telemetry {
         let dropped_events = Arc::new(AtomicU64::new(0));
         let collector = Collector::with_shared(Arc::clone(&counters), Arc::clone(&dropped_events))
             .start_bounded();
-        // Its own thread, so that a slow endpoint never delays anyone else.
-        let sender_arbiter = Arbiter::new().handle();
-        let sender_config = config.clone();
-        let sender =
-            Sender::start_in_arbiter(&sender_arbiter, move |_| Sender::new(&sender_config));
-        let scheduler = Scheduler::new(
-            &config,
-            collector.clone(),
-            sender.clone().recipient(),
-            sender.clone().recipient(),
-        )
-        .start();
-        tracing::info!(
-            url = config.url(),
-            "telemetry is enabled: an anonymous usage report is sent every {}, the first in {}. \
-             Set {ENV_TELEMETRY}=disabled to opt out",
-            humantime::format_duration(config.interval()),
-            humantime::format_duration(config.first_report_in()),
-        );
+        let every = humantime::format_duration(config.interval());
+        let first = humantime::format_duration(config.first_report_in());
+        let (deliver, flush, outbox_status, sender_arbiter): (
+            Recipient<Deliver>,
+            Recipient<Flush>,
+            Recipient<GetOutboxStatus>,
+            _,
+        ) = if config.mode() == TelemetryMode::LogOnly {
+            let sink = LogOnly.start();
+            tracing::info!(
+                decided_by,
+                "telemetry is in log-only mode: a usage report is written to this log every \
+                 {every}, the first in {first}, and nothing is sent. Set \
+                 {ENV_TELEMETRY}=disabled to stop collecting"
+            );
+            (
+                sink.clone().recipient(),
+                sink.clone().recipient(),
+                sink.recipient(),
+                None,
+            )
+        } else {
+            // Its own thread, so that a slow endpoint never delays anyone else.
+            let arbiter = Arbiter::new().handle();
+            let sender_config = config.clone();
+            let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&sender_config));
+            tracing::info!(
+                url = config.url(),
+                decided_by,
+                "telemetry is enabled: an anonymous usage report is sent every {every}, the \
+                 first in {first}. Set {ENV_TELEMETRY}=disabled or {ENV_DO_NOT_TRACK}=1 to opt \
+                 out"
+            );
+            (
+                sender.clone().recipient(),
+                sender.clone().recipient(),
+                sender.recipient(),
+                Some(arbiter),
+            )
+        };
+        let scheduler = Scheduler::new(&config, collector.clone(), deliver, flush).start();
         Ok(Self {
             running: Some(Arc::new(Running {
                 counters,
                 dropped_events,
                 collector,
                 scheduler,
-                sender,
+                outbox_status,
                 sender_arbiter,
                 shutdown_timeout: config.shutdown_timeout(),
                 shut_down: AtomicBool::new(false),
@@ -169,7 +198,7 @@ impl Telemetry {
     /// disabled or stopped.
     pub async fn outbox_status(&self) -> Option<OutboxStatus> {
         let running = self.running.as_ref()?;
-        running.sender.send(GetOutboxStatus).await.ok()
+        running.outbox_status.send(GetOutboxStatus).await.ok()
     }
 
     /// Delivers a final report of the partial window and stops telemetry, within the configured
@@ -197,7 +226,9 @@ impl Telemetry {
                 Ok(Err(_)) => ShutdownOutcome::NotDelivered(DeliveryError::NotRunning),
                 Err(_) => ShutdownOutcome::NotDelivered(DeliveryError::DeadlineExceeded),
             };
-        running.sender_arbiter.stop();
+        if let Some(arbiter) = &running.sender_arbiter {
+            arbiter.stop();
+        }
         if let ShutdownOutcome::NotDelivered(e) = &outcome {
             tracing::info!(
                 error = %e,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use electric_telemetry::config::*;
-use electric_telemetry::{ConfigError, TelemetryConfig};
+use electric_telemetry::{ConfigError, TelemetryConfig, TelemetryMode};
 
 fn from(vars: &[(&str, &str)]) -> Result<TelemetryConfig, ConfigError> {
     let vars: HashMap<String, String> = vars
@@ -184,4 +184,93 @@ fn a_long_bad_value_is_shown_cut_short() {
     let long = "z".repeat(500);
     let err = from(&[(ENV_TELEMETRY, &long)]).unwrap_err();
     assert!(err.value.chars().count() <= 81, "{}", err.value.len());
+}
+
+#[test]
+fn do_not_track_disables_unless_empty_0_or_false() {
+    for v in ["1", "true", "yes", "TRUE", "anything"] {
+        let c = from(&[(ENV_DO_NOT_TRACK, v)]).unwrap();
+        assert!(!c.enabled(), "DO_NOT_TRACK={v:?} disables");
+        assert_eq!(c.mode(), TelemetryMode::Disabled);
+        assert_eq!(c.decided_by(), format!("DO_NOT_TRACK={v}"));
+    }
+    for v in ["", "0", "false", "FALSE", " 0 "] {
+        let c = from(&[(ENV_DO_NOT_TRACK, v)]).unwrap();
+        assert!(c.enabled(), "DO_NOT_TRACK={v:?} leaves telemetry on");
+        assert_eq!(c.decided_by(), "default");
+    }
+}
+
+#[test]
+fn when_settings_disagree_the_one_that_turns_telemetry_off_wins() {
+    let c = from(&[(ENV_TELEMETRY, "on"), (ENV_DO_NOT_TRACK, "1")]).unwrap();
+    assert_eq!(c.mode(), TelemetryMode::Disabled);
+    assert_eq!(c.decided_by(), "DO_NOT_TRACK=1");
+    let c = from(&[(ENV_TELEMETRY, "log"), (ENV_DO_NOT_TRACK, "1")]).unwrap();
+    assert_eq!(c.mode(), TelemetryMode::Disabled);
+    let c = from(&[(ENV_TELEMETRY, "off"), (ENV_DO_NOT_TRACK, "0")]).unwrap();
+    assert_eq!(c.mode(), TelemetryMode::Disabled);
+    assert_eq!(c.decided_by(), "ELECTRIC_TELEMETRY=off");
+    // Code that turned telemetry off is not overridden by an operator's "on", nor the reverse.
+    let on: HashMap<&str, &str> = [(ENV_TELEMETRY, "true")].into();
+    let c = TelemetryConfig::builder()
+        .enabled(false)
+        .with_env_from(|k| on.get(k).map(|v| v.to_string()))
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(c.mode(), TelemetryMode::Disabled);
+    assert_eq!(c.decided_by(), "configuration");
+    let off: HashMap<&str, &str> = [(ENV_TELEMETRY, "no")].into();
+    let c = TelemetryConfig::builder()
+        .with_env_from(|k| off.get(k).map(|v| v.to_string()))
+        .unwrap()
+        .enabled(true)
+        .build()
+        .unwrap();
+    assert_eq!(c.mode(), TelemetryMode::Disabled);
+}
+
+#[test]
+fn log_selects_log_only_mode_in_any_letter_case() {
+    for v in ["log", "LOG", " Log "] {
+        let c = from(&[(ENV_TELEMETRY, v)]).unwrap();
+        assert_eq!(c.mode(), TelemetryMode::LogOnly);
+        assert!(c.enabled(), "log-only still collects");
+        assert_eq!(c.decided_by(), format!("ELECTRIC_TELEMETRY={}", v.trim()));
+    }
+    // Log-only is more private than sending, so it wins over "on".
+    let on: HashMap<&str, &str> = [(ENV_TELEMETRY, "on")].into();
+    let c = TelemetryConfig::builder()
+        .mode(TelemetryMode::LogOnly)
+        .with_env_from(|k| on.get(k).map(|v| v.to_string()))
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(c.mode(), TelemetryMode::LogOnly);
+    let err = from(&[(ENV_TELEMETRY, "logs")]).unwrap_err();
+    assert!(err.to_string().contains("log (log-only"), "{err}");
+}
+
+#[test]
+fn audit_log_and_ca_file_are_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let c = from(&[(ENV_AUDIT_LOG, audit.to_str().unwrap())]).unwrap();
+    assert_eq!(c.audit_log(), Some(audit.as_path()));
+    assert_eq!(c.audit_log_max_bytes(), 1 << 20);
+    let err = TelemetryConfig::builder()
+        .audit_log_max_bytes(10)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting, "audit_log_max_bytes");
+
+    let missing = dir.path().join("missing.pem");
+    let err = from(&[(ENV_CA_FILE, missing.to_str().unwrap())]).unwrap_err();
+    assert_eq!(err.setting, "ELECTRIC_TELEMETRY_CA_FILE");
+    assert!(err.to_string().contains("PEM file"), "{err}");
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let err = from(&[(ENV_CA_FILE, not_pem.to_str().unwrap())]).unwrap_err();
+    assert!(err.to_string().contains("no certificate"), "{err}");
 }

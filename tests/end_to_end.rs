@@ -337,3 +337,69 @@ fn starting_outside_an_actix_system_is_an_error_not_a_panic() {
     assert!(matches!(err, StartError::NoSystem));
     assert!(err.to_string().contains("actix System"));
 }
+
+#[actix_rt::test]
+async fn the_audit_file_holds_exactly_the_reports_the_endpoint_accepted() {
+    let receiver = Receiver::start();
+    receiver.script([Answer::status(503), Answer::status(400)]);
+    let storage = tempfile::tempdir().unwrap();
+    let audit = storage.path().join("audit").join("telemetry.jsonl");
+    let telemetry = Telemetry::start(
+        config(&receiver, &storage)
+            .first_report_in(Duration::ZERO)
+            .interval(Duration::from_secs(1))
+            .retry_initial_backoff(Duration::from_millis(20))
+            .retry_max_backoff(Duration::from_millis(50))
+            .audit_log(&audit)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    telemetry.record(ReplicatedFromPg::new(1, 2));
+    actix_rt::time::sleep(Duration::from_millis(1200)).await;
+    telemetry.record(ReplicatedFromPg::new(1, 3));
+    assert_eq!(telemetry.shutdown().await, ShutdownOutcome::Delivered);
+    let received = receiver.received();
+    let accepted_bodies: Vec<&[u8]> = received
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.body.as_slice())
+        .collect();
+    let text = std::fs::read(&audit).unwrap();
+    let lines: Vec<&[u8]> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(!lines.is_empty());
+    assert_eq!(
+        lines, accepted_bodies,
+        "byte for byte, in order, refused ones left out"
+    );
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn do_not_track_sends_nothing_and_writes_nothing() {
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let vars = [("DO_NOT_TRACK", "1"), ("ELECTRIC_TELEMETRY", "true")];
+    let config = config(&receiver, &storage)
+        .first_report_in(Duration::ZERO)
+        .interval(Duration::from_secs(1))
+        .with_env_from(|k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap()
+        .build()
+        .unwrap();
+    let telemetry = Telemetry::start(config).unwrap();
+    assert!(!telemetry.is_enabled());
+    telemetry.record(ClientConnected::new("c", "u"));
+    actix_rt::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(telemetry.shutdown().await, ShutdownOutcome::NotRunning);
+    assert!(receiver.received().is_empty());
+    assert_eq!(std::fs::read_dir(storage.path()).unwrap().count(), 0);
+    receiver.stop().await;
+}

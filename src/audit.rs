@@ -1,0 +1,95 @@
+//! The audit file: every report the endpoint accepted, byte for byte, one JSON line each.
+//!
+//! An operator who sets `ELECTRIC_TELEMETRY_AUDIT_LOG=PATH` can see exactly what left the
+//! host. The file is bounded: once appending would take it past its size bound it is renamed to
+//! `<PATH>.1` (replacing an older one) and a new file is started, so the two never hold more
+//! than twice the bound. A disk problem costs one warning, never the delivery.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug)]
+pub(crate) struct AuditLog {
+    path: PathBuf,
+    max_bytes: u64,
+    warned: bool,
+}
+
+impl AuditLog {
+    pub(crate) fn new(path: PathBuf, max_bytes: u64) -> Self {
+        Self {
+            path,
+            max_bytes,
+            warned: false,
+        }
+    }
+
+    /// Appends `body` and a newline.
+    pub(crate) fn append(&mut self, body: &[u8]) {
+        if let Err(e) = self.try_append(body) {
+            if !std::mem::replace(&mut self.warned, true) {
+                tracing::warn!(
+                    path = %self.path.display(), error = %e,
+                    "telemetry could not write its audit file; delivery goes on without it"
+                );
+            }
+        }
+    }
+
+    fn try_append(&mut self, body: &[u8]) -> std::io::Result<()> {
+        let size = fs::metadata(&self.path).map_or(0, |m| m.len());
+        if size > 0 && size + body.len() as u64 + 1 > self.max_bytes {
+            let mut rotated = self.path.clone().into_os_string();
+            rotated.push(".1");
+            fs::rename(&self.path, rotated)?;
+        }
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        // One write per line, so a reader never sees half a report followed by another.
+        let mut line = Vec::with_capacity(body.len() + 1);
+        line.extend_from_slice(body);
+        line.push(b'\n');
+        file.write_all(&line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_appended_and_rotated_past_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit").join("sent.jsonl");
+        let mut audit = AuditLog::new(path.clone(), 100);
+        for i in 0..5 {
+            audit.append(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(20)).as_bytes());
+        }
+        let current = fs::read_to_string(&path).unwrap();
+        let rotated = fs::read_to_string(path.with_extension("jsonl.1")).unwrap();
+        assert!(current.len() <= 100 && rotated.len() <= 100);
+        let lines: Vec<&str> = rotated.lines().chain(current.lines()).collect();
+        assert!(lines.len() >= 3, "{lines:?}");
+        assert!(lines.last().unwrap().contains("\"n\":4"));
+        for line in lines {
+            serde_json::from_str::<serde_json::Value>(line).expect("each line is one JSON value");
+        }
+    }
+
+    #[test]
+    fn an_unwritable_path_is_not_an_error_for_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, "").unwrap();
+        let mut audit = AuditLog::new(blocker.join("audit.jsonl"), 4096);
+        audit.append(b"{}");
+        audit.append(b"{}");
+        assert!(audit.warned);
+    }
+}

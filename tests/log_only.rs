@@ -1,0 +1,113 @@
+//! Log-only mode: reports are written to the log at their due time and never sent; and the
+//! start-up line says which setting decided. A binary of its own: it installs a global
+//! subscriber to read the log.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{eventually, Receiver};
+use electric_telemetry::*;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn from_env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    |k| {
+        pairs
+            .iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+#[actix_rt::test]
+async fn log_only_mode_logs_each_report_and_opens_no_socket() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("electric_telemetry=info")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    // A DO_NOT_TRACK opt-out: the start-up line names it.
+    let storage = tempfile::tempdir().unwrap();
+    let off = TelemetryConfig::builder()
+        .storage_dir(storage.path())
+        .with_env_from(from_env(&[("DO_NOT_TRACK", "1")]))
+        .unwrap()
+        .build()
+        .unwrap();
+    Telemetry::start(off).unwrap();
+    assert!(captured.text().contains("telemetry is disabled"));
+    assert!(captured.text().contains("decided_by=\"DO_NOT_TRACK=1\""));
+
+    // Log-only, pointed at a live receiver that must never hear from it.
+    let receiver = Receiver::start();
+    let config = TelemetryConfig::builder()
+        .url(&receiver.url)
+        .storage_dir(storage.path())
+        .first_report_in(Duration::ZERO)
+        .interval(Duration::from_secs(1))
+        .with_env_from(from_env(&[("ELECTRIC_TELEMETRY", "log")]))
+        .unwrap()
+        .build()
+        .unwrap();
+    let telemetry = Telemetry::start(config).unwrap();
+    assert!(captured.text().contains("log-only mode"));
+    assert!(captured
+        .text()
+        .contains("decided_by=\"ELECTRIC_TELEMETRY=log\""));
+    telemetry.record(ReplicatedFromPg::new(2, 5));
+    telemetry.record(ClientConnected::new("c1", "u1"));
+    assert!(
+        eventually(Duration::from_secs(5), || captured
+            .text()
+            .contains("telemetry report (log-only mode"))
+        .await
+    );
+    telemetry.record(ReplicatedFromPg::new(1, 1));
+    assert_eq!(telemetry.shutdown().await, ShutdownOutcome::Delivered);
+
+    let reports: Vec<Report> = captured
+        .text()
+        .lines()
+        .filter(|l| l.contains("telemetry report (log-only mode"))
+        .map(|l| {
+            let json = &l[l.find("report=").expect("the report field") + "report=".len()..];
+            let json = json.trim_end();
+            serde_json::from_str(json).expect("the logged report is the report's JSON")
+        })
+        .collect();
+    assert!(reports.len() >= 2, "a scheduled report and the final one");
+    let ops: u64 = reports
+        .iter()
+        .map(|r| r.data.usage.operations_from_pg)
+        .sum();
+    assert_eq!(ops, 6, "every count is in the logged reports");
+    assert!(receiver.received().is_empty(), "nothing was sent");
+    assert!(
+        !outbox_dir(storage.path()).exists(),
+        "no outbox in log-only mode"
+    );
+    receiver.stop().await;
+}

@@ -110,7 +110,7 @@ pub use messages::{
     SubscriptionEstablished, UsageEvent, WalStatus,
 };
 pub use outbox::outbox_dir;
-pub use report::{Report, REPORT_VERSION};
+pub use report::{Report, REPORT_SCHEMA, REPORT_VERSION};
 pub use scheduler::Scheduler;
 pub use sender::{Deliver, Flush, GetOutboxStatus, OutboxStatus, Sender};
 pub use summary::{Summary, SummaryStats};

@@ -14,6 +14,12 @@ use crate::summary::SummaryStats;
 /// The version of the envelope and payload shape. Bumped on any change a receiver would see.
 pub const REPORT_VERSION: u32 = 1;
 
+/// The JSON Schema (draft 2020-12) of a [`Report`] as sent: every object closed
+/// (`additionalProperties: false`), every property required and described with its unit.
+/// Receivers can validate reports with it; the crate's tests validate real reports against it
+/// and fail when it and these types drift apart.
+pub const REPORT_SCHEMA: &str = include_str!("report.schema.json");
+
 /// One report, as POSTed to the endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

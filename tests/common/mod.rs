@@ -37,6 +37,9 @@ pub struct Received {
     pub content_type: Option<String>,
     pub idempotency_key: Option<String>,
     pub user_agent: Option<String>,
+    /// Every header as sent, name (lower case) and raw value bytes, in the order received, so a
+    /// test can check all of them and not only the three above.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 impl Received {
@@ -143,6 +146,11 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<State>) ->
         content_type: header("content-type"),
         idempotency_key: header("idempotency-key"),
         user_agent: header("user-agent"),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect(),
     });
     if !answer.delay.is_zero() {
         actix_rt::time::sleep(answer.delay).await;

@@ -1,0 +1,576 @@
+//! The report's JSON Schema (`src/report.schema.json`, [`REPORT_SCHEMA`]) holds for what is
+//! really sent, and it and the Rust types cannot drift apart unnoticed in either direction.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use common::{eventually, seed_report, Receiver, SEED_SAMPLE};
+use electric_telemetry::report::{Environment, Os, ReportData, Resources, Usage};
+use electric_telemetry::*;
+use serde_json::{json, Value};
+
+/// The schema compiled once per test, with `format` asserted: draft 2020-12 only annotates it
+/// by default, and `uuid` / `date-time` are part of the contract.
+struct Validator {
+    schemas: boon::Schemas,
+    index: boon::SchemaIndex,
+}
+
+impl Validator {
+    fn new() -> Self {
+        let schema = schema();
+        let id = schema["$id"]
+            .as_str()
+            .expect("the schema has an $id")
+            .to_owned();
+        let mut compiler = boon::Compiler::new();
+        compiler.enable_format_assertions();
+        // Registered under its own $id, so nothing is ever fetched; compiling also checks the
+        // schema against the draft 2020-12 metaschema, which boon ships.
+        compiler.add_resource(&id, schema).unwrap();
+        let mut schemas = boon::Schemas::new();
+        let index = compiler
+            .compile(&id, &mut schemas)
+            .unwrap_or_else(|e| panic!("the schema compiles: {e:#}"));
+        Self { schemas, index }
+    }
+
+    fn check(&self, instance: &Value) -> Result<(), String> {
+        self.schemas
+            .validate(instance, self.index)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    #[track_caller]
+    fn assert_valid(&self, instance: &Value, what: &str) {
+        if let Err(e) = self.check(instance) {
+            panic!("{what} does not match the schema: {e}\n{instance:#}");
+        }
+    }
+
+    #[track_caller]
+    fn assert_invalid(&self, instance: &Value, what: &str) {
+        assert!(
+            self.check(instance).is_err(),
+            "{what} was accepted by the schema"
+        );
+    }
+}
+
+fn schema() -> Value {
+    serde_json::from_str(REPORT_SCHEMA).expect("REPORT_SCHEMA is JSON")
+}
+
+fn stats(samples: &[u64]) -> SummaryStats {
+    let mut summary = Summary::new();
+    samples.iter().for_each(|&s| summary.record(s));
+    summary.stats()
+}
+
+/// A report with every `Option` set and every summary sampled (even counts, so medians end in
+/// .5), built field by field: adding a field to the types breaks this literal, which points
+/// here to update the schema too.
+fn fully_populated() -> Report {
+    Report {
+        report_id: uuid::Uuid::new_v4(),
+        report_version: REPORT_VERSION,
+        timestamp: "2026-11-24T16:00:00.000000Z".into(),
+        last_reported: "2026-11-24T12:00:00.000000Z".into(),
+        dropped_events: 1,
+        dropped_reports: 2,
+        data: ReportData {
+            electric_version: "1.2.3".into(),
+            environment: Environment {
+                arch: "x86_64-unknown-linux-gnu".into(),
+                cores: 8,
+                electric_cluster_uuid: uuid::Uuid::new_v4(),
+                electric_instance_id: uuid::Uuid::new_v4().to_string(),
+                os: Os {
+                    family: "unix".into(),
+                    name: "linux".into(),
+                },
+                pg_version: Some("16.2 (Debian 16.2-1.pgdg120+2)".into()),
+                ram: 33_363_812_352,
+            },
+            resources: Resources {
+                oldest_wal_time: Some("2026-11-24T15:58:12.000000Z".into()),
+                uptime: 14_400,
+                used_memory: stats(&[60_123_136, 64_262_223]),
+                wal_cache_memory: 2520,
+                wal_transactions: 2,
+            },
+            usage: Usage {
+                concurrent_clients: stats(&[0, 3, 4, 4]),
+                distinct_clients: 5,
+                distinct_users: 3,
+                electrified_tables: 3,
+                initial_syncs: 9,
+                operations_from_pg: 1200,
+                operations_received_from_clients: 40,
+                operations_sent_to_clients: 3600,
+                subscriptions_continued: 4,
+                subscriptions_continued_per_client: stats(&[1, 3]),
+                subscriptions_established: 9,
+                subscriptions_included_tables: stats(&[1, 2, 5]),
+                subscriptions_rows_per_shape: stats(&[0, 120, 121, 5000]),
+                transactions_from_pg: 100,
+                transactions_received_from_clients: 12,
+                transactions_sent_to_clients: 300,
+            },
+        },
+    }
+}
+
+/// A report of windows in which nothing happened: every `Option` `None`, every summary empty.
+fn empty_windows() -> Report {
+    let mut report = fully_populated();
+    report.dropped_events = 0;
+    report.dropped_reports = 0;
+    report.data.environment.pg_version = None;
+    let resources = &mut report.data.resources;
+    resources.oldest_wal_time = None;
+    resources.used_memory = SummaryStats::default();
+    (resources.wal_cache_memory, resources.wal_transactions) = (0, 0);
+    report.data.usage = Usage {
+        concurrent_clients: SummaryStats::default(),
+        distinct_clients: 0,
+        distinct_users: 0,
+        electrified_tables: 0,
+        initial_syncs: 0,
+        operations_from_pg: 0,
+        operations_received_from_clients: 0,
+        operations_sent_to_clients: 0,
+        subscriptions_continued: 0,
+        subscriptions_continued_per_client: SummaryStats::default(),
+        subscriptions_established: 0,
+        subscriptions_included_tables: SummaryStats::default(),
+        subscriptions_rows_per_shape: SummaryStats::default(),
+        transactions_from_pg: 0,
+        transactions_received_from_clients: 0,
+        transactions_sent_to_clients: 0,
+    };
+    report
+}
+
+/// Every property path of a JSON value, as JSON pointers (`/data/usage/initial_syncs`).
+fn value_paths(value: &Value) -> BTreeSet<String> {
+    fn walk(value: &Value, at: &str, out: &mut BTreeSet<String>) {
+        if let Value::Object(map) = value {
+            for (key, child) in map {
+                let path = format!("{at}/{key}");
+                walk(child, &path, out);
+                out.insert(path);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(value, "", &mut out);
+    out
+}
+
+/// The pointers of the object values in a JSON value, the root (`""`) included.
+fn object_paths(value: &Value) -> Vec<String> {
+    let mut out = vec![String::new()];
+    out.extend(
+        value_paths(value)
+            .into_iter()
+            .filter(|p| value.pointer(p).is_some_and(Value::is_object)),
+    );
+    out
+}
+
+/// Follows a local `$ref` (the schema refers only to its own `$defs`).
+fn resolve<'a>(root: &'a Value, node: &'a Value) -> &'a Value {
+    match node.get("$ref").and_then(Value::as_str) {
+        Some(reference) => {
+            let pointer = reference
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("only local $refs are expected, got {reference}"));
+            let target = root
+                .pointer(pointer)
+                .unwrap_or_else(|| panic!("$ref {reference} resolves"));
+            resolve(root, target)
+        }
+        None => node,
+    }
+}
+
+/// Every property the schema declares, by the path it would have in a report, with its
+/// (`$ref`-resolved) subschema and the property's own node (which holds its description).
+fn schema_properties(root: &Value) -> BTreeMap<String, (&Value, &Value)> {
+    fn walk<'a>(
+        root: &'a Value,
+        node: &'a Value,
+        at: &str,
+        out: &mut BTreeMap<String, (&'a Value, &'a Value)>,
+    ) {
+        let node = resolve(root, node);
+        if let Some(Value::Object(properties)) = node.get("properties") {
+            for (key, declared) in properties {
+                let path = format!("{at}/{key}");
+                walk(root, declared, &path, out);
+                out.insert(path, (resolve(root, declared), declared));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, "", &mut out);
+    out
+}
+
+/// Every object subschema of the schema, by where it sits in the schema (`$defs` included).
+fn schema_objects(node: &Value, at: &str, out: &mut Vec<(String, Value)>) {
+    if let Value::Object(map) = node {
+        if map.contains_key("properties") || map.get("type") == Some(&json!("object")) {
+            out.push((at.to_owned(), node.clone()));
+        }
+        for (key, child) in map {
+            schema_objects(child, &format!("{at}/{key}"), out);
+        }
+    }
+}
+
+fn schema_type_allows_null(subschema: &Value) -> bool {
+    match &subschema["type"] {
+        Value::String(t) => t == "null",
+        Value::Array(types) => types.contains(&json!("null")),
+        _ => false,
+    }
+}
+
+fn paths_with_null(value: &Value) -> BTreeSet<String> {
+    value_paths(value)
+        .into_iter()
+        .filter(|p| value.pointer(p) == Some(&Value::Null))
+        .collect()
+}
+
+/// Starts telemetry against `receiver` with the first report due at once and no other one
+/// before the shutdown.
+fn start(receiver: &Receiver, storage: &tempfile::TempDir) -> Telemetry {
+    let config = TelemetryConfig::builder()
+        .url(&receiver.url)
+        .storage_dir(storage.path())
+        .first_report_in(Duration::ZERO)
+        .interval(Duration::from_secs(3600))
+        .request_timeout(Duration::from_secs(2))
+        .shutdown_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    Telemetry::start(config).unwrap()
+}
+
+/// Records every kind of event in src/messages.rs, so every summary has samples and every
+/// `Option` of the next report is set. Some go through the collector's address rather than the
+/// handle, as an actor holding a `Recipient` would send them.
+async fn record_every_event(telemetry: &Telemetry) {
+    telemetry.record(ReplicatedFromPg::new(3, 30));
+    telemetry.record(ReceivedFromClient::new(2, 5));
+    telemetry.record(SentToClients::new(4, 40));
+    for (client, user) in [("c1", "u1"), ("c2", "u1"), ("c3", "u2")] {
+        telemetry.record(ClientConnected::new(client, user));
+    }
+    telemetry.record(SubscriptionEstablished::new("c1", 2));
+    telemetry.record(SubscriptionEstablished::new("c2", 3));
+    for client in ["c1", "c1", "c2"] {
+        telemetry.record(SubscriptionContinued::new(client));
+    }
+    telemetry.record(InitialSync::new(vec![10, 20, 20]));
+    telemetry.record(PgVersion::new("16.2 (Debian 16.2-1.pgdg120+2)").unwrap());
+    telemetry.record(WalStatus {
+        oldest_wal_time: Some(SystemTime::now() - Duration::from_secs(90)),
+        wal_cache_memory: 2520,
+        wal_transactions: 2,
+    });
+    telemetry.record(ClientDisconnected::new("c3"));
+    let collector = telemetry.collector().expect("telemetry is enabled");
+    collector
+        .send(ElectrifiedTables { count: 3 })
+        .await
+        .unwrap();
+    collector.send(InitialSync::new(vec![7])).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn reports_the_real_pipeline_sends_match_the_schema_empty_window_and_full_window() {
+    let validator = Validator::new();
+    let declared: BTreeSet<String> = schema_properties(&schema()).into_keys().collect();
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let telemetry = start(&receiver, &storage);
+    // The first report covers a window in which nothing was recorded.
+    assert!(
+        eventually(Duration::from_secs(10), || !receiver.received().is_empty()).await,
+        "the first report arrives"
+    );
+    record_every_event(&telemetry).await;
+    assert_eq!(telemetry.shutdown().await, ShutdownOutcome::Delivered);
+    let received = receiver.received();
+    receiver.stop().await;
+
+    assert_eq!(received.len(), 2, "the first report and the final flush");
+    let bodies: Vec<Value> = received
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("a JSON body"))
+        .collect();
+    for (i, body) in bodies.iter().enumerate() {
+        validator.assert_valid(body, &format!("received report {i}"));
+    }
+
+    let (empty, full) = (&received[0].report(), &received[1].report());
+    assert_eq!(empty.data.environment.pg_version, None);
+    assert_eq!(empty.data.resources.oldest_wal_time, None);
+    assert_eq!(empty.data.usage.subscriptions_rows_per_shape.mode, None);
+    assert!(
+        !paths_with_null(&bodies[0]).is_empty(),
+        "the empty window's report has nulls"
+    );
+
+    // The full window sets every Option and samples every summary...
+    assert_eq!(
+        paths_with_null(&bodies[1]),
+        BTreeSet::new(),
+        "no null in a full window's report"
+    );
+    assert_eq!(
+        full.data
+            .usage
+            .subscriptions_included_tables
+            .median
+            .as_f64(),
+        2.5,
+        "a median ending in .5 was sent and validated"
+    );
+    assert_eq!(full.data.usage.subscriptions_rows_per_shape.mode, Some(20));
+    // ...so a real report has exactly the properties the schema declares.
+    assert_eq!(value_paths(&bodies[1]), declared);
+}
+
+#[test]
+fn the_seed_fixture_matches_the_schema() {
+    let seed: Value = serde_json::from_str(SEED_SAMPLE).unwrap();
+    Validator::new().assert_valid(&seed, "tests/fixtures/seed_report.json");
+    // And as this crate writes it back.
+    let written = serde_json::to_value(seed_report()).unwrap();
+    Validator::new().assert_valid(&written, "the seed re-serialised");
+}
+
+#[test]
+fn a_report_of_empty_windows_matches_the_schema() {
+    let value = serde_json::to_value(empty_windows()).unwrap();
+    assert_eq!(
+        value["data"]["usage"]["concurrent_clients"],
+        json!({"min": 0, "max": 0, "mean": 0.0, "median": 0, "mode": null})
+    );
+    Validator::new().assert_valid(&value, "a report of empty windows");
+}
+
+#[test]
+fn drift_the_schema_declares_exactly_the_properties_a_report_serialises() {
+    let full = serde_json::to_value(fully_populated()).unwrap();
+    assert_eq!(
+        paths_with_null(&full),
+        BTreeSet::new(),
+        "every Option is set"
+    );
+    Validator::new().assert_valid(&full, "a fully populated report");
+
+    let sent = value_paths(&full);
+    let declared: BTreeSet<String> = schema_properties(&schema()).into_keys().collect();
+    let missing_from_schema: Vec<_> = sent.difference(&declared).collect();
+    let missing_from_types: Vec<_> = declared.difference(&sent).collect();
+    assert!(
+        missing_from_schema.is_empty() && missing_from_types.is_empty(),
+        "the schema and the Rust types drifted apart:\n  sent but not in the schema: \
+         {missing_from_schema:?}\n  in the schema but never sent: {missing_from_types:?}"
+    );
+}
+
+#[test]
+fn drift_nullable_properties_are_exactly_the_option_fields() {
+    // Serialised with every Option None, the nulls are where the types allow them.
+    let option_fields = paths_with_null(&serde_json::to_value(empty_windows()).unwrap());
+    let root = schema();
+    let nullable: BTreeSet<String> = schema_properties(&root)
+        .into_iter()
+        .filter(|(_, (subschema, _))| schema_type_allows_null(subschema))
+        .map(|(path, _)| path)
+        .collect();
+    assert_eq!(option_fields, nullable);
+}
+
+#[test]
+fn drift_every_schema_object_is_closed_requires_all_its_properties_and_describes_them() {
+    let root = schema();
+    assert_eq!(
+        root["$schema"],
+        json!("https://json-schema.org/draft/2020-12/schema")
+    );
+    assert_eq!(
+        root["properties"]["report_version"]["const"],
+        json!(REPORT_VERSION)
+    );
+
+    let mut objects = Vec::new();
+    schema_objects(&root, "", &mut objects);
+    assert!(
+        objects.len() >= 6,
+        "root, data, environment, os, resources, usage, summary"
+    );
+    for (at, object) in &objects {
+        let at = if at.is_empty() { "the root" } else { at };
+        assert_eq!(
+            object["additionalProperties"],
+            json!(false),
+            "{at} is not closed"
+        );
+        let properties: BTreeSet<&str> = object["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{at} lists its properties"))
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let required: BTreeSet<&str> = object["required"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{at} has no required list"))
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            required, properties,
+            "{at} must require exactly its properties"
+        );
+    }
+    for (path, (_, declared)) in schema_properties(&root) {
+        let description = declared["description"].as_str().unwrap_or_default();
+        assert!(
+            description.len() > 10,
+            "{path} has no description of its meaning and unit"
+        );
+    }
+}
+
+#[test]
+fn drift_an_extra_or_a_missing_property_anywhere_is_rejected() {
+    let validator = Validator::new();
+    let full = serde_json::to_value(fully_populated()).unwrap();
+
+    for at in object_paths(&full) {
+        let mut extra = full.clone();
+        extra
+            .pointer_mut(&at)
+            .and_then(Value::as_object_mut)
+            .unwrap()
+            .insert("hostname".into(), json!("db-1.internal"));
+        validator.assert_invalid(&extra, &format!("an extra property in {at:?}"));
+        // The types agree: they deny unknown fields too.
+        assert!(
+            serde_json::from_value::<Report>(extra).is_err(),
+            "Report accepted an extra property in {at:?}"
+        );
+    }
+
+    let mut absent_but_read_by_serde = BTreeSet::new();
+    for path in value_paths(&full) {
+        let (parent, key) = path.rsplit_once('/').unwrap();
+        let mut missing = full.clone();
+        missing
+            .pointer_mut(parent)
+            .and_then(Value::as_object_mut)
+            .unwrap()
+            .remove(key);
+        validator.assert_invalid(&missing, &format!("a report without {path}"));
+        if serde_json::from_value::<Report>(missing).is_ok() {
+            absent_but_read_by_serde.insert(path);
+        }
+    }
+    // The one way the types are laxer than the schema: serde reads an absent Option field as
+    // None. The sender always writes every field, so what is sent is unaffected.
+    let option_fields = paths_with_null(&serde_json::to_value(empty_windows()).unwrap());
+    assert_eq!(absent_but_read_by_serde, option_fields);
+}
+
+#[test]
+fn wrong_types_and_out_of_range_values_are_rejected() {
+    let validator = Validator::new();
+    let full = serde_json::to_value(fully_populated()).unwrap();
+    let cases: &[(&str, Value, &str)] = &[
+        ("/data/environment/cores", json!("8"), "a count as a string"),
+        ("/dropped_events", json!(-1), "a negative count"),
+        (
+            "/data/usage/initial_syncs",
+            json!(1.5),
+            "a fractional count",
+        ),
+        (
+            "/data/usage/concurrent_clients/min",
+            json!(-2),
+            "a negative summary min",
+        ),
+        (
+            "/data/usage/concurrent_clients/median",
+            json!(2.25),
+            "a median off the half grid",
+        ),
+        (
+            "/data/usage/concurrent_clients/mean",
+            json!(-0.5),
+            "a negative mean",
+        ),
+        (
+            "/data/usage/concurrent_clients/mode",
+            json!("3"),
+            "a mode as a string",
+        ),
+        (
+            "/data/resources/used_memory",
+            json!(null),
+            "a summary as null",
+        ),
+        (
+            "/data/environment/pg_version",
+            json!(16),
+            "a version as a number",
+        ),
+        (
+            "/data/environment/pg_version",
+            json!("16/../etc"),
+            "a version with a slash",
+        ),
+        ("/report_version", json!(2), "a different report version"),
+        (
+            "/report_id",
+            json!("not-a-uuid"),
+            "a report id that is no UUID",
+        ),
+        (
+            "/data/environment/electric_cluster_uuid",
+            json!("a1336abd-804c-4d0c-a06a"),
+            "a truncated cluster UUID",
+        ),
+        (
+            "/timestamp",
+            json!("yesterday"),
+            "a timestamp that is no date-time",
+        ),
+        (
+            "/data/resources/oldest_wal_time",
+            json!("2026-13-40T25:00:00Z"),
+            "an impossible date-time",
+        ),
+        (
+            "/data/environment/electric_instance_id",
+            json!(""),
+            "an empty instance id",
+        ),
+    ];
+    for (path, bad, what) in cases {
+        let mut report = full.clone();
+        *report.pointer_mut(path).unwrap() = bad.clone();
+        validator.assert_invalid(&report, what);
+    }
+    // The base report is valid, so each rejection above is the one change's doing.
+    validator.assert_valid(&full, "the unchanged report");
+}

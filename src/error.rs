@@ -52,10 +52,11 @@ pub enum StartError {
 /// A usage value that cannot be recorded. Nothing already recorded is affected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum UsageError {
-    /// The Postgres version string was empty, too long or held unexpected characters.
+    /// The Postgres version was not shaped like one.
     #[error(
-        "pg_version of {len} characters was refused: expected 1 to 64 characters out of \
-         letters, digits, space and .-_+()~ (e.g. \"14.9\")"
+        "pg_version of {len} characters was refused: expected a Postgres version such as \
+         14.9, 16.1 or 15beta2 (one to three dot-separated numbers, optionally followed by \
+         devel, alpha, beta or rc and a number); a full server_version is cut to its first word"
     )]
     InvalidPgVersion {
         /// Its length in characters (the value itself is not echoed).

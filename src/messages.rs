@@ -167,6 +167,9 @@ impl InitialSync {
 }
 
 /// The Postgres server's version (`environment.pg_version`), as the replication side learnt it.
+///
+/// Only a version's shape is accepted, so that nothing else (a hostname, an address, a key)
+/// can ride in the report as `pg_version`.
 #[derive(Debug, Clone, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub struct PgVersion {
@@ -174,28 +177,47 @@ pub struct PgVersion {
 }
 
 impl PgVersion {
-    /// The longest version string accepted.
-    pub const MAX_LEN: usize = 64;
-
-    /// Checks that `version` looks like a version (1 to 64 characters out of letters, digits,
-    /// space and `.-_+()~`), so nothing else can be smuggled into the report.
-    pub fn new(version: &str) -> Result<Self, UsageError> {
-        let version = version.trim();
-        let ok_char = |c: char| c.is_ascii_alphanumeric() || " .-_+()~".contains(c);
-        if version.is_empty() || version.len() > Self::MAX_LEN || !version.chars().all(ok_char) {
+    /// Accepts a Postgres version such as `14.9`, `16.1` or `15beta2`: one to three numbers
+    /// (the first of up to 3 digits, the others of up to 4) separated by dots, optionally
+    /// followed by `devel`, `alpha`, `beta` or `rc` and up to two digits. A full
+    /// `server_version` like `16.1 (Debian 16.1-1.pgdg120+1)` is cut to its first word, so the
+    /// free text after it is never sent.
+    pub fn new(server_version: &str) -> Result<Self, UsageError> {
+        let first_word = server_version.split_whitespace().next().unwrap_or("");
+        if !is_version(first_word) {
             return Err(UsageError::InvalidPgVersion {
-                len: version.chars().count(),
+                len: server_version.chars().count(),
             });
         }
         Ok(Self {
-            version: version.to_owned(),
+            version: first_word.to_owned(),
         })
     }
 
-    /// The version string.
+    /// The version string that will be sent.
     pub fn as_str(&self) -> &str {
         &self.version
     }
+}
+
+fn is_version(word: &str) -> bool {
+    let numeric_len = word
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(word.len());
+    let (numbers, suffix) = word.split_at(numeric_len);
+    let parts: Vec<&str> = numbers.split('.').collect();
+    let numbers_ok = (1..=3).contains(&parts.len())
+        && parts.iter().enumerate().all(|(i, p)| {
+            let max = if i == 0 { 3 } else { 4 };
+            (1..=max).contains(&p.len())
+        });
+    let suffix_ok = suffix.is_empty()
+        || ["devel", "alpha", "beta", "rc"].iter().any(|tag| {
+            suffix
+                .strip_prefix(tag)
+                .is_some_and(|n| n.len() <= 2 && n.chars().all(|c| c.is_ascii_digit()))
+        });
+    numbers_ok && suffix_ok
 }
 
 /// The replication side's WAL cache figures (`oldest_wal_time`, `wal_cache_memory`,

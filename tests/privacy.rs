@@ -112,16 +112,6 @@ fn generate() -> Vec<Personal> {
     values
 }
 
-/// What `PgVersion::new` lets through: it checks the characters, not the meaning.
-fn pg_version_charset(value: &str) -> bool {
-    let value = value.trim();
-    !value.is_empty()
-        && value.len() <= PgVersion::MAX_LEN
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || " .-_+()~".contains(c))
-}
-
 /// The machine's hostname, from sysinfo and from the kernel.
 fn hostnames() -> Vec<String> {
     let mut names: Vec<String> = sysinfo::System::host_name().into_iter().collect();
@@ -191,34 +181,18 @@ async fn nothing_personal_reaches_the_endpoint_in_a_body_or_a_header() {
             collector.do_send(ClientDisconnected::new(v));
         }
     }
-    // PgVersion is the one text the report carries as given, so it must refuse these values.
-    // Its check is on characters only, so only those with one outside its set are refused; the
-    // others are not recorded here (see the ignored test below), so that this test pins what
-    // the rest of the API guarantees.
-    let mut refused = 0;
+    // PgVersion is the one text the report carries from the service: it must refuse them all.
     for p in &personal {
-        match PgVersion::new(&p.value) {
-            Err(_) => refused += 1,
-            Ok(_) => assert!(
-                pg_version_charset(&p.value),
-                "PgVersion took a {} outside its documented character set: {:?}",
-                p.kind,
-                p.value
-            ),
-        }
+        assert!(
+            PgVersion::new(&p.value).is_err(),
+            "PgVersion took a {}: {:?}",
+            p.kind,
+            p.value
+        );
     }
-    let expected_refusals = personal
-        .iter()
-        .filter(|p| !pg_version_charset(&p.value))
-        .count();
-    assert_eq!(
-        refused, expected_refusals,
-        "every value outside the set is refused"
-    );
-    assert!(refused > 0);
     // A real version, as a positive control that the search below sees what is sent.
-    let real_version = "16.2 (Debian 16.2-1.pgdg120+2)";
-    telemetry.record(PgVersion::new(real_version).unwrap());
+    let real_version = "16.2";
+    telemetry.record(PgVersion::new("16.2 (Debian 16.2-1.pgdg120+2)").unwrap());
 
     assert_eq!(telemetry.shutdown().await, ShutdownOutcome::Delivered);
     let received = receiver.received();
@@ -336,8 +310,6 @@ fn schema_property_names() -> Vec<String> {
 }
 
 #[test]
-#[ignore = "known gap: PgVersion::new checks characters, not shape, so hostnames, IPv4 \
-            addresses, UUIDs, API keys and JWTs pass and would be sent as pg_version"]
 fn pg_version_refuses_every_personal_looking_value() {
     let accepted: Vec<String> = generate()
         .into_iter()

@@ -91,7 +91,7 @@ fn fully_populated() -> Report {
                     family: "unix".into(),
                     name: "linux".into(),
                 },
-                pg_version: Some("16.2 (Debian 16.2-1.pgdg120+2)".into()),
+                pg_version: Some("16.2".into()),
                 ram: 33_363_812_352,
             },
             resources: Resources {
@@ -278,7 +278,7 @@ async fn record_every_event(telemetry: &Telemetry) {
         telemetry.record(SubscriptionContinued::new(client));
     }
     telemetry.record(InitialSync::new(vec![10, 20, 20]));
-    telemetry.record(PgVersion::new("16.2 (Debian 16.2-1.pgdg120+2)").unwrap());
+    telemetry.record(PgVersion::new("16.2").unwrap());
     telemetry.record(WalStatus {
         oldest_wal_time: Some(SystemTime::now() - Duration::from_secs(90)),
         wal_cache_memory: 2520,

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{accepted, eventually, free_port, sum_counters, Answer, Receiver};
+use common::{accepted, env_of, eventually, free_port, sum_counters, Answer, Receiver};
 use electric_telemetry::*;
 
 fn config(receiver: &Receiver, storage: &tempfile::TempDir) -> TelemetryConfigBuilder {
@@ -275,42 +275,6 @@ async fn a_refusing_endpoint_is_not_counted_as_delivered() {
 }
 
 #[actix_rt::test]
-async fn disabled_telemetry_sends_nothing_writes_nothing_and_the_handle_works() {
-    let receiver = Receiver::start();
-    let storage = tempfile::tempdir().unwrap();
-    let vars = [("ELECTRIC_TELEMETRY", "disabled")];
-    let config = config(&receiver, &storage)
-        .first_report_in(Duration::ZERO)
-        .interval(Duration::from_secs(1))
-        .with_env_from(|k| {
-            vars.iter()
-                .find(|(name, _)| *name == k)
-                .map(|(_, v)| v.to_string())
-        })
-        .unwrap()
-        .build()
-        .unwrap();
-    let telemetry = Telemetry::start(config).unwrap();
-    assert!(!telemetry.is_enabled());
-    assert!(telemetry.collector().is_none());
-    telemetry.record(ClientConnected::new("c", "u"));
-    telemetry.record(ReplicatedFromPg::new(1, 1));
-    telemetry.add(Counter::OperationsFromPg, 1);
-    actix_rt::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(telemetry.shutdown().await, ShutdownOutcome::NotRunning);
-    assert!(
-        receiver.received().is_empty(),
-        "no report reached the receiver"
-    );
-    assert_eq!(
-        std::fs::read_dir(storage.path()).unwrap().count(),
-        0,
-        "nothing written to the storage dir"
-    );
-    receiver.stop().await;
-}
-
-#[actix_rt::test]
 async fn the_cluster_uuid_is_the_same_after_a_restart() {
     let receiver = Receiver::start();
     let storage = tempfile::tempdir().unwrap();
@@ -379,27 +343,44 @@ async fn the_audit_file_holds_exactly_the_reports_the_endpoint_accepted() {
 }
 
 #[actix_rt::test]
-async fn do_not_track_sends_nothing_and_writes_nothing() {
+async fn every_opt_out_sends_nothing_writes_nothing_and_the_handle_still_works() {
     let receiver = Receiver::start();
-    let storage = tempfile::tempdir().unwrap();
-    let vars = [("DO_NOT_TRACK", "1"), ("ELECTRIC_TELEMETRY", "true")];
-    let config = config(&receiver, &storage)
-        .first_report_in(Duration::ZERO)
-        .interval(Duration::from_secs(1))
-        .with_env_from(|k| {
-            vars.iter()
-                .find(|(name, _)| *name == k)
-                .map(|(_, v)| v.to_string())
-        })
-        .unwrap()
-        .build()
-        .unwrap();
-    let telemetry = Telemetry::start(config).unwrap();
-    assert!(!telemetry.is_enabled());
-    telemetry.record(ClientConnected::new("c", "u"));
-    actix_rt::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(telemetry.shutdown().await, ShutdownOutcome::NotRunning);
-    assert!(receiver.received().is_empty());
-    assert_eq!(std::fs::read_dir(storage.path()).unwrap().count(), 0);
+    let opt_outs: [&[(&str, &str)]; 3] = [
+        &[("ELECTRIC_TELEMETRY", "disabled")],
+        &[("DO_NOT_TRACK", "1"), ("ELECTRIC_TELEMETRY", "true")],
+        &[("ELECTRIC_TELEMETRY", "OFF")],
+    ];
+    let mut running = Vec::new();
+    for vars in opt_outs {
+        let storage = tempfile::tempdir().unwrap();
+        let config = config(&receiver, &storage)
+            .first_report_in(Duration::ZERO)
+            .interval(Duration::from_secs(1))
+            .with_env_from(env_of(vars))
+            .unwrap()
+            .build()
+            .unwrap();
+        let telemetry = Telemetry::start(config).unwrap();
+        assert!(!telemetry.is_enabled(), "{vars:?}");
+        assert!(telemetry.collector().is_none());
+        telemetry.record(ClientConnected::new("c", "u"));
+        telemetry.record(ReplicatedFromPg::new(1, 1));
+        telemetry.add(Counter::OperationsFromPg, 1);
+        running.push((vars, telemetry, storage));
+    }
+    // Past a report's due time for every one of them.
+    actix_rt::time::sleep(Duration::from_millis(1200)).await;
+    for (vars, telemetry, storage) in running {
+        assert_eq!(telemetry.shutdown().await, ShutdownOutcome::NotRunning);
+        let written = std::fs::read_dir(storage.path()).unwrap().count();
+        assert_eq!(
+            written, 0,
+            "nothing written to the storage dir with {vars:?}"
+        );
+    }
+    assert!(
+        receiver.received().is_empty(),
+        "no report reached the receiver"
+    );
     receiver.stop().await;
 }

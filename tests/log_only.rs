@@ -4,56 +4,20 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, Receiver};
+use common::{env_of, eventually, LogCapture, Receiver};
 use electric_telemetry::*;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-fn from_env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-    |k| {
-        pairs
-            .iter()
-            .find(|(name, _)| *name == k)
-            .map(|(_, v)| v.to_string())
-    }
-}
 
 #[actix_rt::test]
 async fn log_only_mode_logs_each_report_and_opens_no_socket() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter("electric_telemetry=info")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let captured = LogCapture::install("electric_telemetry=info");
 
     // A DO_NOT_TRACK opt-out: the start-up line names it.
     let storage = tempfile::tempdir().unwrap();
     let off = TelemetryConfig::builder()
         .storage_dir(storage.path())
-        .with_env_from(from_env(&[("DO_NOT_TRACK", "1")]))
+        .with_env_from(env_of(&[("DO_NOT_TRACK", "1")]))
         .unwrap()
         .build()
         .unwrap();
@@ -68,7 +32,7 @@ async fn log_only_mode_logs_each_report_and_opens_no_socket() {
         .storage_dir(storage.path())
         .first_report_in(Duration::ZERO)
         .interval(Duration::from_secs(1))
-        .with_env_from(from_env(&[("ELECTRIC_TELEMETRY", "log")]))
+        .with_env_from(env_of(&[("ELECTRIC_TELEMETRY", "log")]))
         .unwrap()
         .build()
         .unwrap();

@@ -6,46 +6,15 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::{accepted, eventually, free_port, seed_report, Receiver};
+use common::{accepted, eventually, free_port, seed_report, LogCapture, Receiver};
 use electric_telemetry::*;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self, level: &str) -> Vec<String> {
-        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-        text.lines()
-            .filter(|l| l.contains(level) && l.contains("electric_telemetry"))
-            .map(str::to_owned)
-            .collect()
-    }
-}
 
 #[actix_rt::test]
 async fn an_outage_is_one_warning_then_one_info_line_and_never_an_error() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter("electric_telemetry=debug")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let captured = LogCapture::install("electric_telemetry=debug");
 
     let port = free_port();
     let storage = tempfile::tempdir().unwrap();

@@ -289,3 +289,59 @@ pub const SEED_SAMPLE: &str = include_str!("../fixtures/seed_report.json");
 pub fn seed_report() -> Report {
     serde_json::from_str(SEED_SAMPLE).expect("the seed's sample parses as a Report")
 }
+
+/// A variable lookup for `with_env_from`, from fixed pairs: no test touches the process env.
+pub fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// Everything logged through `tracing`, kept for assertions. Installed as the global
+/// subscriber (the sender logs from its own thread), so one test binary may install it once.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// Installs a global subscriber with `filter` (an env-filter directive) writing here.
+    pub fn install(filter: &str) -> Self {
+        let captured = Self::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        captured
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The crate's lines that contain `level` (e.g. `" WARN "`).
+    pub fn lines(&self, level: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(level) && l.contains("electric_telemetry"))
+            .map(str::to_owned)
+            .collect()
+    }
+}

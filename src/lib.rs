@@ -77,6 +77,7 @@
 
 #![deny(missing_docs)]
 
+pub mod clients;
 pub mod collector;
 pub mod config;
 pub mod counters;
@@ -84,6 +85,7 @@ pub mod distinct;
 mod environment;
 pub mod error;
 mod identity;
+mod intake;
 pub mod messages;
 pub mod report;
 pub mod scheduler;

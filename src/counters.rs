@@ -183,18 +183,24 @@ impl HotCounters {
         let (block, slot) = CLAIM.with(Cell::get);
         if block == self.id {
             if let Some(slot) = self.slots.get(slot) {
-                self.add_to_slot(slot, adds);
-                return;
+                // Every rare case (no slot yet, a huge add) is behind one cold call, so this
+                // path needs no stack frame.
+                if adds.iter().all(|&(_, n)| n <= SLOT_ADD_MAX) {
+                    for (cell, n) in adds {
+                        // This thread is the slot's only writer: load + store loses nothing.
+                        let cell = &slot.cells[cell];
+                        cell.store(cell.load(Relaxed).wrapping_add(n), Relaxed);
+                    }
+                    return;
+                }
             }
         }
         self.add_slow(adds);
     }
 
-    #[inline]
     fn add_to_slot<const N: usize>(&self, slot: &Slot, adds: [(usize, u64); N]) {
         for (cell, n) in adds {
             if n <= SLOT_ADD_MAX {
-                // This thread is the slot's only writer, so load + store loses nothing.
                 let cell = &slot.cells[cell];
                 cell.store(cell.load(Relaxed).wrapping_add(n), Relaxed);
             } else {

@@ -426,6 +426,33 @@ mod tests {
     }
 
     #[test]
+    fn two_recording_threads_never_write_the_same_cache_line() {
+        assert_eq!(std::mem::align_of::<Slot>(), 128);
+        assert_eq!(std::mem::size_of::<Slot>(), 128);
+        let c = HotCounters::new();
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let slots: Vec<usize> = (0..2)
+            .map(|_| {
+                let (c, barrier) = (Arc::clone(&c), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    c.add(Counter::OperationsFromPg, 1);
+                    let slot = CLAIM.with(Cell::get).1;
+                    // Both threads hold their slots at once.
+                    barrier.wait();
+                    slot
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert_ne!(slots[0], slots[1]);
+        let address = |i: usize| &c.slots[i] as *const Slot as usize;
+        assert!(address(slots[0]).abs_diff(address(slots[1])) >= 128);
+        assert_eq!(address(slots[0]) % 128, 0);
+    }
+
+    #[test]
     fn field_names_follow_the_counter_order() {
         for (i, counter) in Counter::ALL.iter().enumerate() {
             assert_eq!(*counter as usize, i);

@@ -307,6 +307,11 @@ fn flood(rig: &Rig) {
         FLOOD_EVENTS as i128 - counted as i128 - shed as i128
     );
     println!();
+    assert_eq!(
+        counted + shed,
+        FLOOD_EVENTS,
+        "every event is counted or shed"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ CARGO ?= cargo
 # The example keeps its cluster id here, not in the working tree.
 EXAMPLE_STORAGE ?= target/example-storage
 
-.PHONY: run test lint doc ci
+.PHONY: run test lint doc bench ci
 
 ## The example service with an embedded local receiver: several reports within half a minute.
 run:
@@ -23,6 +23,11 @@ test:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+## What recording costs, the flood test and the sketches' errors, in one release run
+## (a package of its own, so its peer crates never slow `make test`).
+bench:
+	$(CARGO) run --release --quiet -p electric-telemetry-bench
 
 ## API docs, warnings as errors.
 doc:

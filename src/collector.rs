@@ -1,36 +1,50 @@
 //! The collector actor: owns every aggregate of the current window.
 //!
-//! It handles each typed usage message (see [`crate::messages`]), owns the hot counters that
-//! [`Telemetry::record`](crate::Telemetry::record) adds to without a message, and on
-//! [`TakeSnapshot`] hands out the window's figures and starts a new window. Actix runs one
-//! handler at a time, so a snapshot sees every message that arrived before it and none after.
+//! It handles each typed usage message (see [`crate::messages`]), and owns the two things
+//! [`Telemetry::record`](crate::Telemetry::record) writes into without a message: the hot
+//! counters (one slot per recording thread) and the bounded queue of compact structured events.
+//! It folds both into its window once a second, when a producer finds the queue filling up,
+//! and at the start of every [`TakeSnapshot`], which hands out the window's figures and starts
+//! a new window. Actix runs one handler at a time, so a snapshot sees every message that
+//! arrived before it and none after, and every recorded event lands in exactly one window.
+//!
+//! Its state is bounded whatever the load: summaries turn into fixed-size histograms, distinct
+//! counts into 16 KiB sketches, and the per-client tables stop growing (see
+//! [`crate::summary`], [`crate::distinct`] and [`clients`](crate::clients)). In all, under
+//! 1 MiB, plus the 320 KiB queue allocated at start.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 
-use crate::counters::{Counter, HotCounters, Totals};
-use crate::distinct::{AnonymousId, DistinctCount};
+use crate::clients::{Connections, ContinuedPerClient};
+use crate::counters::{Counter, Totals, COUNTERS};
+use crate::distinct::DistinctCount;
+use crate::intake::{Event, Intake};
 use crate::messages::*;
 use crate::report::Usage;
 use crate::summary::{Summary, SummaryStats};
 
-/// How many usage messages may wait in the collector's mailbox before
-/// [`Telemetry::record`](crate::Telemetry::record) sheds (and counts) new ones.
+/// How many typed messages may wait in the collector's mailbox. [`Telemetry::record`] does not
+/// use the mailbox for the crate's own events (they go through the intake queue); it falls
+/// back to it, shedding and counting when full, only for event types it has no compact form
+/// for.
+///
+/// [`Telemetry::record`]: crate::Telemetry::record
 pub const MAILBOX_CAPACITY: usize = 16_384;
+
+/// How often the collector folds the hot counters and the intake queue into its window when
+/// nothing asks it sooner. Also bounds how long a counter slot goes unread (see
+/// [`crate::counters`]).
+const FOLD_EVERY: Duration = Duration::from_secs(1);
 
 /// The collector actor. Start it through [`Telemetry::start`](crate::Telemetry::start); it
 /// is public so that actors can hold an `Addr<Collector>` or a `Recipient<M>`.
 pub struct Collector {
-    counters: Arc<HotCounters>,
-    dropped_events: Arc<AtomicU64>,
+    intake: Arc<Intake>,
     window: Window,
-    /// Connections per connected client; a client may hold several.
-    connected: HashMap<AnonymousId, u64>,
-    connected_total: u64,
+    connections: Connections,
     electrified_tables: u64,
     pg_version: Option<String>,
     wal: WalStatus,
@@ -39,6 +53,10 @@ pub struct Collector {
 /// What accumulates over one window and starts afresh with the next.
 struct Window {
     began: SystemTime,
+    /// The hot counters: folded from the slots plus added by counter messages.
+    counts: Totals,
+    /// Events shed since the window began.
+    shed: u64,
     initial_syncs: u64,
     subscriptions_established: u64,
     subscriptions_continued: u64,
@@ -46,7 +64,7 @@ struct Window {
     distinct_users: DistinctCount,
     concurrent_clients: Summary,
     used_memory: Summary,
-    continued_per_client: HashMap<AnonymousId, u64>,
+    continued_per_client: ContinuedPerClient,
     included_tables: Summary,
     rows_per_shape: Summary,
 }
@@ -55,6 +73,8 @@ impl Window {
     fn new(began: SystemTime) -> Self {
         Self {
             began,
+            counts: [0; COUNTERS],
+            shed: 0,
             initial_syncs: 0,
             subscriptions_established: 0,
             subscriptions_continued: 0,
@@ -62,10 +82,15 @@ impl Window {
             distinct_users: DistinctCount::new(),
             concurrent_clients: Summary::new(),
             used_memory: Summary::new(),
-            continued_per_client: HashMap::new(),
+            continued_per_client: ContinuedPerClient::default(),
             included_tables: Summary::new(),
             rows_per_shape: Summary::new(),
         }
+    }
+
+    fn add(&mut self, counter: Counter, n: u64) {
+        let count = &mut self.counts[counter as usize];
+        *count = count.saturating_add(n);
     }
 }
 
@@ -78,16 +103,14 @@ impl Default for Collector {
 impl Collector {
     /// A collector whose first window begins now.
     pub fn new() -> Self {
-        Self::with_shared(Arc::new(HotCounters::new()), Arc::new(AtomicU64::new(0)))
+        Self::with_intake(Intake::new())
     }
 
-    pub(crate) fn with_shared(counters: Arc<HotCounters>, dropped_events: Arc<AtomicU64>) -> Self {
+    pub(crate) fn with_intake(intake: Arc<Intake>) -> Self {
         Self {
-            counters,
-            dropped_events,
+            intake,
             window: Window::new(SystemTime::now()),
-            connected: HashMap::new(),
-            connected_total: 0,
+            connections: Connections::default(),
             electrified_tables: 0,
             pg_version: None,
             wal: WalStatus::default(),
@@ -102,23 +125,72 @@ impl Collector {
         })
     }
 
+    /// Applies the queued structured events, oldest first.
+    fn drain_queue(&mut self) {
+        let intake = Arc::clone(&self.intake);
+        intake.drain(|event| self.apply(event));
+    }
+
+    /// Brings the window up to date with everything recorded through the handle.
+    fn fold(&mut self) {
+        self.drain_queue();
+        let drained = self.intake.counters.drain();
+        for counter in Counter::ALL {
+            self.window.add(counter, drained.counts[counter as usize]);
+        }
+        self.window.shed = self.window.shed.saturating_add(drained.shed);
+    }
+
+    fn apply(&mut self, event: Event) {
+        let w = &mut self.window;
+        match event {
+            Event::Connected { client, user } => {
+                w.distinct_clients.insert(client);
+                w.distinct_users.insert(user);
+                self.connections.connect(client);
+            }
+            // An unknown client changes nothing: no underflow, no phantom disconnect.
+            Event::Disconnected(client) => self.connections.disconnect(client),
+            Event::Established { included_tables } => {
+                w.subscriptions_established = w.subscriptions_established.saturating_add(1);
+                w.included_tables.record(included_tables);
+            }
+            Event::Continued(client) => {
+                w.subscriptions_continued = w.subscriptions_continued.saturating_add(1);
+                w.continued_per_client.record(client);
+            }
+            Event::SyncInline { shapes, rows } => {
+                w.initial_syncs = w.initial_syncs.saturating_add(1);
+                let shapes = usize::from(shapes).min(rows.len());
+                rows[..shapes]
+                    .iter()
+                    .for_each(|&n| w.rows_per_shape.record(n));
+            }
+            Event::SyncMany(rows) => {
+                w.initial_syncs = w.initial_syncs.saturating_add(1);
+                rows.iter().for_each(|&n| w.rows_per_shape.record(n));
+            }
+            Event::PgVersion(version) => self.pg_version = Some(version.into_string()),
+            Event::Wal(status) => self.wal = *status,
+            Event::ElectrifiedTables(count) => self.electrified_tables = count,
+        }
+    }
+
     fn sample_gauges(&mut self, used_memory: Option<u64>) {
         if let Some(bytes) = used_memory {
             self.window.used_memory.record(bytes);
         }
-        self.window.concurrent_clients.record(self.connected_total);
+        self.window
+            .concurrent_clients
+            .record(self.connections.total());
     }
 
     fn snapshot(&mut self, used_memory: Option<u64>) -> WindowSnapshot {
+        self.fold();
         self.sample_gauges(used_memory);
         let taken = SystemTime::now();
         let w = std::mem::replace(&mut self.window, Window::new(taken));
-        let hot: Totals = self.counters.drain();
-        let hot = |c: Counter| hot[c as usize];
-        let mut per_client = Summary::new();
-        w.continued_per_client
-            .values()
-            .for_each(|&n| per_client.record(n));
+        let hot = |c: Counter| w.counts[c as usize];
         WindowSnapshot {
             began: w.began,
             taken,
@@ -132,7 +204,7 @@ impl Collector {
                 operations_received_from_clients: hot(Counter::OperationsReceivedFromClients),
                 operations_sent_to_clients: hot(Counter::OperationsSentToClients),
                 subscriptions_continued: w.subscriptions_continued,
-                subscriptions_continued_per_client: per_client.stats(),
+                subscriptions_continued_per_client: w.continued_per_client.summary().stats(),
                 subscriptions_established: w.subscriptions_established,
                 subscriptions_included_tables: w.included_tables.stats(),
                 subscriptions_rows_per_shape: w.rows_per_shape.stats(),
@@ -145,13 +217,17 @@ impl Collector {
             wal_cache_memory: self.wal.wal_cache_memory,
             wal_transactions: self.wal.wal_transactions,
             pg_version: self.pg_version.clone(),
-            dropped_events: self.dropped_events.swap(0, Relaxed),
+            dropped_events: w.shed,
         }
     }
 }
 
 impl Actor for Collector {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(FOLD_EVERY, |collector, _| collector.fold());
+    }
 }
 
 /// Everything one window produced; the scheduler turns it into a [`Report`](crate::Report).
@@ -173,7 +249,8 @@ pub struct WindowSnapshot {
     pub wal_transactions: u64,
     /// Postgres version, once reported.
     pub pg_version: Option<String>,
-    /// Usage events shed since the last snapshot because the mailbox was full.
+    /// Usage events shed since the last snapshot because the intake queue (or, for event types
+    /// without a compact form, the mailbox) was full.
     pub dropped_events: u64,
 }
 
@@ -193,6 +270,11 @@ pub struct SampleGauges {
     pub used_memory: Option<u64>,
 }
 
+/// Asks the collector to drain the intake queue now; sent by a producer that found it filling.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct DrainIntake;
+
 /// Stops the collector once every message before it has been handled.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
@@ -208,7 +290,16 @@ impl Handler<TakeSnapshot> for Collector {
 impl Handler<SampleGauges> for Collector {
     type Result = ();
     fn handle(&mut self, msg: SampleGauges, _: &mut Context<Self>) {
+        // Connects and disconnects queued before the tick count in its sample.
+        self.drain_queue();
         self.sample_gauges(msg.used_memory);
+    }
+}
+
+impl Handler<DrainIntake> for Collector {
+    type Result = ();
+    fn handle(&mut self, _: DrainIntake, _: &mut Context<Self>) {
+        self.drain_queue();
     }
 }
 
@@ -224,9 +315,9 @@ macro_rules! handle_counter_event {
         impl Handler<$event> for Collector {
             type Result = ();
             fn handle(&mut self, msg: $event, _: &mut Context<Self>) {
-                // Into the same counters the handle adds to, so both paths sum exactly.
+                // Into the same window totals the handle's slots are folded into.
                 for (counter, n) in msg.hot_counts().into_iter().flatten() {
-                    self.counters.add(counter, n);
+                    self.window.add(counter, n);
                 }
             }
         }
@@ -234,77 +325,29 @@ macro_rules! handle_counter_event {
 }
 handle_counter_event!(ReplicatedFromPg, ReceivedFromClient, SentToClients);
 
-impl Handler<ClientConnected> for Collector {
-    type Result = ();
-    fn handle(&mut self, msg: ClientConnected, _: &mut Context<Self>) {
-        self.window.distinct_clients.insert(msg.client);
-        self.window.distinct_users.insert(msg.user);
-        *self.connected.entry(msg.client).or_insert(0) += 1;
-        self.connected_total = self.connected_total.saturating_add(1);
-    }
-}
-
-impl Handler<ClientDisconnected> for Collector {
-    type Result = ();
-    fn handle(&mut self, msg: ClientDisconnected, _: &mut Context<Self>) {
-        // An unknown client changes nothing: no underflow, no phantom disconnect.
-        if let Some(n) = self.connected.get_mut(&msg.client) {
-            *n -= 1;
-            if *n == 0 {
-                self.connected.remove(&msg.client);
+macro_rules! handle_structured_event {
+    ($($event:ty),*) => {$(
+        impl Handler<$event> for Collector {
+            type Result = ();
+            fn handle(&mut self, msg: $event, _: &mut Context<Self>) {
+                // What a sender queued through the handle before this message comes first, so
+                // an actor that mixes both paths keeps its order (a connect before its
+                // disconnect).
+                if !self.intake.is_empty() {
+                    self.drain_queue();
+                }
+                self.apply(Event::from(msg));
             }
-            self.connected_total -= 1;
         }
-    }
+    )*};
 }
-
-impl Handler<SubscriptionEstablished> for Collector {
-    type Result = ();
-    fn handle(&mut self, msg: SubscriptionEstablished, _: &mut Context<Self>) {
-        let w = &mut self.window;
-        w.subscriptions_established = w.subscriptions_established.saturating_add(1);
-        w.included_tables.record(msg.included_tables);
-    }
-}
-
-impl Handler<SubscriptionContinued> for Collector {
-    type Result = ();
-    fn handle(&mut self, msg: SubscriptionContinued, _: &mut Context<Self>) {
-        let w = &mut self.window;
-        w.subscriptions_continued = w.subscriptions_continued.saturating_add(1);
-        let n = w.continued_per_client.entry(msg.client).or_insert(0);
-        *n = n.saturating_add(1);
-    }
-}
-
-impl Handler<InitialSync> for Collector {
-    type Result = ();
-    fn handle(&mut self, msg: InitialSync, _: &mut Context<Self>) {
-        let w = &mut self.window;
-        w.initial_syncs = w.initial_syncs.saturating_add(1);
-        msg.rows_per_shape
-            .iter()
-            .for_each(|&rows| w.rows_per_shape.record(rows));
-    }
-}
-
-impl Handler<PgVersion> for Collector {
-    type Result = ();
-    fn handle(&mut self, msg: PgVersion, _: &mut Context<Self>) {
-        self.pg_version = Some(msg.as_str().to_owned());
-    }
-}
-
-impl Handler<WalStatus> for Collector {
-    type Result = ();
-    fn handle(&mut self, msg: WalStatus, _: &mut Context<Self>) {
-        self.wal = msg;
-    }
-}
-
-impl Handler<ElectrifiedTables> for Collector {
-    type Result = ();
-    fn handle(&mut self, msg: ElectrifiedTables, _: &mut Context<Self>) {
-        self.electrified_tables = msg.count;
-    }
-}
+handle_structured_event!(
+    ClientConnected,
+    ClientDisconnected,
+    SubscriptionEstablished,
+    SubscriptionContinued,
+    InitialSync,
+    PgVersion,
+    WalStatus,
+    ElectrifiedTables
+);

@@ -81,6 +81,7 @@
 #![deny(missing_docs)]
 
 mod audit;
+pub mod clients;
 pub mod collector;
 pub mod config;
 pub mod counters;
@@ -89,6 +90,7 @@ mod environment;
 pub mod error;
 mod identity;
 pub mod log_only;
+mod intake;
 pub mod messages;
 pub mod outbox;
 pub mod report;

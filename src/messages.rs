@@ -3,8 +3,9 @@
 //! Every message is an actix [`Message`] that the [`Collector`](crate::Collector) handles, so an
 //! actor may hold an `Addr<Collector>` or a `Recipient<M>` for the events it produces. The
 //! cheaper path is [`Telemetry::record`](crate::Telemetry::record): counter events
-//! ([`ReplicatedFromPg`], [`ReceivedFromClient`], [`SentToClients`]) then become a few relaxed
-//! atomic adds and never touch a mailbox, and the other events go through a bounded mailbox.
+//! ([`ReplicatedFromPg`], [`ReceivedFromClient`], [`SentToClients`]) then become plain stores
+//! into the calling thread's own counter slot and never touch a mailbox, and the other events
+//! go, in a compact form, through a bounded lock-free queue that the collector drains.
 //!
 //! Client and user ids are hashed into an [`AnonymousId`] as the message is built, so raw ids
 //! never travel further than the constructor.
@@ -16,6 +17,7 @@ use actix::Message;
 use crate::counters::Counter;
 use crate::distinct::AnonymousId;
 use crate::error::UsageError;
+use crate::intake::Event;
 
 /// An event that can be passed to [`Telemetry::record`](crate::Telemetry::record).
 pub trait UsageEvent: Message<Result = ()> + Send + 'static {
@@ -25,6 +27,32 @@ pub trait UsageEvent: Message<Result = ()> + Send + 'static {
     fn hot_counts(&self) -> Option<[(Counter, u64); 2]> {
         None
     }
+
+    /// The event in the compact form the handle queues for the collector, or the event itself
+    /// if it has none (it then goes through the collector's mailbox).
+    #[inline]
+    fn into_compact(self) -> Result<CompactEvent, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
+}
+
+/// A structured event in the compact form [`Telemetry::record`](crate::Telemetry::record)
+/// queues for the collector: ids hashed, only what the collector aggregates, 32 bytes. Opaque.
+#[derive(Debug)]
+pub struct CompactEvent(pub(crate) Event);
+
+macro_rules! compact_event {
+    ($($event:ty),*) => {$(
+        impl UsageEvent for $event {
+            #[inline]
+            fn into_compact(self) -> Result<CompactEvent, Self> {
+                Ok(CompactEvent(Event::from(self)))
+            }
+        }
+    )*};
 }
 
 macro_rules! counter_event {
@@ -198,6 +226,10 @@ impl PgVersion {
     pub fn as_str(&self) -> &str {
         &self.version
     }
+
+    pub(crate) fn into_string(self) -> String {
+        self.version
+    }
 }
 
 fn is_version(word: &str) -> bool {
@@ -241,11 +273,13 @@ pub struct ElectrifiedTables {
     pub count: u64,
 }
 
-impl UsageEvent for ClientConnected {}
-impl UsageEvent for ClientDisconnected {}
-impl UsageEvent for SubscriptionEstablished {}
-impl UsageEvent for SubscriptionContinued {}
-impl UsageEvent for InitialSync {}
-impl UsageEvent for PgVersion {}
-impl UsageEvent for WalStatus {}
-impl UsageEvent for ElectrifiedTables {}
+compact_event!(
+    ClientConnected,
+    ClientDisconnected,
+    SubscriptionEstablished,
+    SubscriptionContinued,
+    InitialSync,
+    PgVersion,
+    WalStatus,
+    ElectrifiedTables
+);

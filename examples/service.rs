@@ -51,18 +51,21 @@ use serde::Serialize;
 const USAGE: &str = "\
 A simulated Electric sync service that records usage with electric-telemetry.
 
-Usage: service [--duration D] [--clients N] [--local-receiver]
+Usage: service [--duration D] [--clients N] [--local-receiver] [--print-report]
 
 Options:
   --duration D       stop after D (e.g. 20s, 2m, 1h 30m); without it, run until Ctrl-C or SIGTERM
   --clients N        keep N clients connected, 1 to 10000 (default 8)
   --local-receiver   send the reports to a receiver inside this process (127.0.0.1, a free
                      port) that prints each one, and check its totals against the simulation's
+  --print-report     at exit, print the report telemetry would send now (a preview: it resets
+                     and sends nothing), before the final report is taken
   -h, --help         print this help
 
-Telemetry reads ELECTRIC_TELEMETRY (set it to disabled to opt out), ELECTRIC_TELEMETRY_URL,
-ELECTRIC_TELEMETRY_INTERVAL, ELECTRIC_TELEMETRY_FIRST_REPORT_IN, ELECTRIC_INSTANCE_ID and
-ELECTRIC_STORAGE_DIR. RUST_LOG sets the log level (default info). Logs go to stderr, reports
+Telemetry reads ELECTRIC_TELEMETRY (set it to disabled to opt out, or to log to log reports
+instead of sending them), DO_NOT_TRACK, ELECTRIC_TELEMETRY_URL, ELECTRIC_TELEMETRY_AUDIT_LOG,
+ELECTRIC_TELEMETRY_CA_FILE, ELECTRIC_TELEMETRY_INTERVAL, ELECTRIC_TELEMETRY_FIRST_REPORT_IN,
+ELECTRIC_INSTANCE_ID and ELECTRIC_STORAGE_DIR. RUST_LOG sets the log level (default info). Logs go to stderr, reports
 and totals to stdout.";
 
 /// The Postgres version the simulated replication connection "learns".
@@ -169,6 +172,16 @@ async fn run(args: Args) -> ExitCode {
     let _ = hub.send(Halt).await;
     recorder.close();
     let simulated = recorder.totals();
+
+    if args.print_report {
+        // A preview leaves the window as it is: the final report below holds the same counts.
+        match telemetry.preview_json().await {
+            Some(json) => say(&format!(
+                "--- preview of the report telemetry would send now\n{json}"
+            )),
+            None => say("--- preview: telemetry is not running, so nothing would be sent"),
+        }
+    }
 
     // Before System::stop(): after it no asynchronous work, the final POST included, completes.
     match telemetry.shutdown().await {
@@ -277,6 +290,7 @@ struct Args {
     duration: Option<Duration>,
     clients: usize,
     local_receiver: bool,
+    print_report: bool,
 }
 
 enum Parsed {
@@ -291,6 +305,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Parsed, String> 
         duration: None,
         clients: 8,
         local_receiver: false,
+        print_report: false,
     };
     while let Some(arg) = argv.next() {
         // Both `--flag value` and `--flag=value`.
@@ -330,6 +345,12 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Parsed, String> 
                     return Err("--local-receiver takes no value".to_owned());
                 }
                 args.local_receiver = true;
+            }
+            "--print-report" => {
+                if inline.is_some() {
+                    return Err("--print-report takes no value".to_owned());
+                }
+                args.print_report = true;
             }
             _ => return Err(format!("unknown argument {arg:?}")),
         }

@@ -190,12 +190,39 @@ impl Collector {
         self.sample_gauges(used_memory);
         let taken = SystemTime::now();
         let w = std::mem::replace(&mut self.window, Window::new(taken));
+        let gauges = (w.concurrent_clients.stats(), w.used_memory.stats());
+        self.figures(&w, taken, gauges)
+    }
+
+    /// The figures the window would have if a snapshot were taken now, leaving the window as
+    /// it is: no new window, no sample added, nothing reset.
+    fn preview(&mut self, used_memory: Option<u64>) -> WindowSnapshot {
+        // Folding only moves what was recorded into the current window, where the next
+        // snapshot would put it anyway.
+        self.fold();
+        let mut concurrent = self.window.concurrent_clients.clone();
+        concurrent.record(self.connections.total());
+        let mut memory = self.window.used_memory.clone();
+        if let Some(bytes) = used_memory {
+            memory.record(bytes);
+        }
+        let gauges = (concurrent.stats(), memory.stats());
+        self.figures(&self.window, SystemTime::now(), gauges)
+    }
+
+    /// The figures of window `w`, taken at `taken`, with the gauges' summaries given.
+    fn figures(
+        &self,
+        w: &Window,
+        taken: SystemTime,
+        (concurrent_clients, used_memory): (SummaryStats, SummaryStats),
+    ) -> WindowSnapshot {
         let hot = |c: Counter| w.counts[c as usize];
         WindowSnapshot {
             began: w.began,
             taken,
             usage: Usage {
-                concurrent_clients: w.concurrent_clients.stats(),
+                concurrent_clients,
                 distinct_clients: w.distinct_clients.count(),
                 distinct_users: w.distinct_users.count(),
                 electrified_tables: self.electrified_tables,
@@ -212,7 +239,7 @@ impl Collector {
                 transactions_received_from_clients: hot(Counter::TransactionsReceivedFromClients),
                 transactions_sent_to_clients: hot(Counter::TransactionsSentToClients),
             },
-            used_memory: w.used_memory.stats(),
+            used_memory,
             oldest_wal_time: self.wal.oldest_wal_time,
             wal_cache_memory: self.wal.wal_cache_memory,
             wal_transactions: self.wal.wal_transactions,
@@ -279,6 +306,22 @@ pub(crate) struct DrainIntake;
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub(crate) struct StopCollector;
+
+/// The figures a snapshot taken now would hold, without taking one: the window goes on
+/// untouched, so any number of previews changes no later report.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "WindowSnapshot")]
+pub struct PreviewSnapshot {
+    /// A sample of resident memory to show with the window's samples (not recorded in it).
+    pub used_memory: Option<u64>,
+}
+
+impl Handler<PreviewSnapshot> for Collector {
+    type Result = MessageResult<PreviewSnapshot>;
+    fn handle(&mut self, msg: PreviewSnapshot, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.preview(msg.used_memory))
+    }
+}
 
 impl Handler<TakeSnapshot> for Collector {
     type Result = MessageResult<TakeSnapshot>;

@@ -25,7 +25,8 @@
 //!
 //! #[actix::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     // ELECTRIC_TELEMETRY=disabled (or 0, false, off, ...) turns it off.
+//!     // ELECTRIC_TELEMETRY=disabled (or 0, false, off, ...) or DO_NOT_TRACK=1 turns it off;
+//!     // ELECTRIC_TELEMETRY=log writes reports to the log instead of sending them.
 //!     let config = TelemetryConfig::builder()
 //!         .electric_version("1.2.3")
 //!         .with_env()?
@@ -38,6 +39,11 @@
 //!     telemetry.record(SentToClients::new(1, 12));
 //!
 //!     // ... run the service ...
+//!
+//!     // What would be sent now, as JSON; nothing is reset or sent.
+//!     if let Some(json) = telemetry.preview_json().await {
+//!         println!("{json}");
+//!     }
 //!
 //!     // Deliver the partial window (bounded by the shutdown timeout), then stop.
 //!     telemetry.shutdown().await;
@@ -89,8 +95,8 @@ pub mod distinct;
 mod environment;
 pub mod error;
 mod identity;
-pub mod log_only;
 mod intake;
+pub mod log_only;
 pub mod messages;
 pub mod outbox;
 pub mod report;
@@ -99,7 +105,7 @@ pub mod sender;
 pub mod summary;
 mod telemetry;
 
-pub use collector::{Collector, SampleGauges, TakeSnapshot, WindowSnapshot};
+pub use collector::{Collector, PreviewSnapshot, SampleGauges, TakeSnapshot, WindowSnapshot};
 pub use config::{TelemetryConfig, TelemetryConfigBuilder, TelemetryMode};
 pub use counters::Counter;
 pub use distinct::AnonymousId;

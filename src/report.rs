@@ -33,7 +33,8 @@ pub struct Report {
     /// When the window this report covers began (RFC 3339, UTC): the previous report's
     /// `timestamp`, or the start of telemetry for the first report.
     pub last_reported: String,
-    /// Usage events shed because the collector's mailbox was full (counted, never silent).
+    /// Usage events shed since the last report because the collector's event queue (or, for
+    /// event types without a compact form, its mailbox) was full: counted, never silent.
     pub dropped_events: u64,
     /// Earlier reports dropped without delivery since the last delivered one: past the
     /// outbox's bound, or refused for good by the endpoint (counted, never silent).

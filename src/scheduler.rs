@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::collector::{Collector, SampleGauges, StopCollector, TakeSnapshot};
+use crate::collector::{Collector, PreviewSnapshot, SampleGauges, StopCollector, TakeSnapshot};
 use crate::config::TelemetryConfig;
 use crate::environment::MemorySampler;
 use crate::error::DeliveryError;
-use crate::report::ReportBuilder;
+use crate::report::{Report, ReportBuilder};
 use crate::sender::{Deliver, Flush};
 
 /// The scheduler actor.
@@ -94,6 +94,24 @@ impl Actor for Scheduler {
         // however late any one tick's handler ran.
         let first = tokio::time::Instant::now() + self.first_report_in;
         ctx.run_interval_at(first, self.interval, |s, ctx| s.report(ctx));
+    }
+}
+
+/// Builds the report a tick now would send, without taking a snapshot. `None` once the
+/// collector is gone.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Option<Report>")]
+pub(crate) struct Preview;
+
+impl Handler<Preview> for Scheduler {
+    type Result = ResponseFuture<Option<Report>>;
+
+    fn handle(&mut self, _: Preview, _: &mut Context<Self>) -> Self::Result {
+        let figures = self.collector.send(PreviewSnapshot {
+            used_memory: self.memory.sample(),
+        });
+        let builder = Arc::clone(&self.builder);
+        Box::pin(async move { figures.await.ok().map(|snapshot| builder.build(snapshot)) })
     }
 }
 

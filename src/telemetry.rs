@@ -14,7 +14,8 @@ use crate::error::{DeliveryError, StartError};
 use crate::intake::{Event, Intake};
 use crate::log_only::LogOnly;
 use crate::messages::{CompactEvent, UsageEvent};
-use crate::scheduler::{Scheduler, Shutdown};
+use crate::report::Report;
+use crate::scheduler::{Preview, Scheduler, Shutdown};
 use crate::sender::{Deliver, Flush, GetOutboxStatus, OutboxStatus, Sender};
 
 /// The handle to a running (or disabled) telemetry subsystem.
@@ -233,6 +234,31 @@ impl Telemetry {
     /// ignores the mailbox bound; [`record`](Self::record) is bounded and much cheaper.
     pub fn collector(&self) -> Option<Addr<Collector>> {
         self.running.as_ref().map(|r| r.collector.clone())
+    }
+
+    /// The report that would be sent if one were due now, without starting a new window,
+    /// resetting anything or sending anything: any number of previews changes no later
+    /// report. `None` when telemetry is disabled or shut down.
+    ///
+    /// It holds the current window's figures so far, with a fresh sample of the gauges shown
+    /// alongside the window's samples (not added to them), and a `report_id` of its own.
+    pub async fn preview(&self) -> Option<Report> {
+        let running = self.running.as_ref()?;
+        if running.shut_down.load(Relaxed) {
+            return None;
+        }
+        let mut report = running.scheduler.send(Preview).await.ok()??;
+        // A report queued now would also carry the drops the outbox has yet to report.
+        if let Ok(status) = running.outbox_status.send(GetOutboxStatus).await {
+            report.dropped_reports = status.dropped_not_yet_reported;
+        }
+        Some(report)
+    }
+
+    /// [`preview`](Self::preview) as pretty-printed JSON, exactly the fields that would be sent.
+    pub async fn preview_json(&self) -> Option<String> {
+        let report = self.preview().await?;
+        serde_json::to_string_pretty(&report).ok()
     }
 
     /// How the outbox stands (pending reports, failed attempts); `None` when telemetry is

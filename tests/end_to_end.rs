@@ -384,3 +384,72 @@ async fn every_opt_out_sends_nothing_writes_nothing_and_the_handle_still_works()
     );
     receiver.stop().await;
 }
+
+#[actix_rt::test]
+async fn preview_shows_what_would_be_sent_and_changes_no_later_report() {
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let telemetry = Telemetry::start(config(&receiver, &storage).build().unwrap()).unwrap();
+    telemetry.record(ClientConnected::new("c1", "u1"));
+    telemetry.record(ReplicatedFromPg::new(2, 9));
+    telemetry.record(SubscriptionEstablished::new("c1", 3));
+    let mut previews = Vec::new();
+    for _ in 0..5 {
+        previews.push(telemetry.preview().await.expect("telemetry is running"));
+    }
+    let preview = &previews[0];
+    let usage = &preview.data.usage;
+    assert_eq!(
+        (usage.transactions_from_pg, usage.operations_from_pg),
+        (2, 9)
+    );
+    assert_eq!(usage.subscriptions_established, 1);
+    assert_eq!(usage.distinct_clients, 1);
+    assert_eq!(
+        (usage.concurrent_clients.min, usage.concurrent_clients.max),
+        (1, 1)
+    );
+    for later in &previews[1..] {
+        assert_eq!(
+            later.data.usage, preview.data.usage,
+            "a preview resets nothing"
+        );
+        assert_eq!(
+            later.last_reported, preview.last_reported,
+            "nor starts a window"
+        );
+    }
+    let json = telemetry.preview_json().await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<Report>(&json).unwrap().data.usage,
+        *usage
+    );
+    assert!(receiver.received().is_empty(), "a preview sends nothing");
+
+    telemetry.record(ClientConnected::new("c2", "u2"));
+    assert_eq!(telemetry.shutdown().await, ShutdownOutcome::Delivered);
+    let reports = receiver.reports();
+    assert_eq!(reports.len(), 1);
+    let sent = &reports[0];
+    assert_eq!(sent.last_reported, preview.last_reported, "the same window");
+    assert_ne!(sent.report_id, preview.report_id);
+    let usage = &sent.data.usage;
+    assert_eq!(
+        (usage.transactions_from_pg, usage.operations_from_pg),
+        (2, 9)
+    );
+    assert_eq!(usage.subscriptions_established, 1);
+    assert_eq!(usage.distinct_clients, 2);
+    // Had a preview recorded its gauge sample (1 client), the minimum would be 1: the only
+    // sample is the final snapshot's own, with both clients connected.
+    assert_eq!(
+        (usage.concurrent_clients.min, usage.concurrent_clients.max),
+        (2, 2)
+    );
+    assert!(
+        telemetry.preview().await.is_none(),
+        "nothing to preview once stopped"
+    );
+    assert!(Telemetry::disabled().preview().await.is_none());
+    receiver.stop().await;
+}

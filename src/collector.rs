@@ -373,9 +373,9 @@ macro_rules! handle_structured_event {
         impl Handler<$event> for Collector {
             type Result = ();
             fn handle(&mut self, msg: $event, _: &mut Context<Self>) {
-                // What a sender queued through the handle before this message comes first, so
-                // an actor that mixes both paths keeps its order (a connect before its
-                // disconnect).
+                // What was queued through the handle before this message comes first. The other
+                // way round is not ordered: handle events recorded after this message was sent
+                // but before it is handled also come first. Use one path per client.
                 if !self.intake.is_empty() {
                     self.drain_queue();
                 }

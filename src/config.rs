@@ -443,7 +443,8 @@ impl TelemetryConfigBuilder {
                 "at least 4096 bytes",
             ));
         }
-        if let Some(path) = &c.ca_file {
+        // An opt-out touches no file and cannot stop the host from starting over one.
+        if let (Some(path), true) = (&c.ca_file, c.mode != TelemetryMode::Disabled) {
             read_ca_file(path)?;
         }
         Ok(self.config)

@@ -3,7 +3,8 @@
 //! Each pending report is one file, `<storage dir>/telemetry/outbox/<seq>-<report_id>.json`,
 //! written atomically (temporary file, fsync, rename), so a crash, a kill or a restart leaves
 //! every accepted report in place to be sent after the next start. A file that cannot be read
-//! as a report is renamed to `*.corrupt` with one warning, never a crash.
+//! as a report is renamed to `*.corrupt` with one warning, never a crash, and counted as a
+//! dropped report (the last 8 such files are kept for a look).
 //!
 //! The outbox is bounded by a number of reports and a number of bytes. Past either bound the
 //! oldest report that is not being sent right now is dropped, and the loss is folded into the
@@ -19,6 +20,8 @@ use crate::identity::write_atomically;
 use crate::report::Report;
 
 const CARRY_FILE: &str = "dropped_reports";
+/// How many unreadable files are kept aside for a look; older ones are deleted.
+const CORRUPT_KEPT: usize = 8;
 
 /// The folder the outbox lives in.
 pub fn outbox_dir(storage_dir: &Path) -> PathBuf {
@@ -97,6 +100,8 @@ impl Outbox {
         };
         let mut found = Vec::new();
         let mut corrupt = Vec::new();
+        // Unreadable report files: each one is a report lost.
+        let mut lost = 0u64;
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -116,7 +121,10 @@ impl Outbox {
                     .and_then(|b| serde_json::from_slice::<Report>(&b).ok());
                 match (seq, report) {
                     (Some(seq), Some(report)) => found.push((seq, report)),
-                    _ => corrupt.push(path),
+                    _ => {
+                        corrupt.push(path);
+                        lost += 1;
+                    }
                 }
             }
         }
@@ -126,16 +134,21 @@ impl Outbox {
         if !corrupt.is_empty() {
             tracing::warn!(
                 dir = %dir.display(), files = corrupt.len(),
-                "telemetry's outbox held unreadable files; they were renamed to *.corrupt and \
-                 will not be sent"
+                "telemetry's outbox held unreadable files; they were renamed to *.corrupt, will \
+                 not be sent, and are counted in the next report's dropped_reports"
             );
+            prune_corrupt(&dir);
+        }
+        if lost > 0 {
+            self.carry = self.carry.saturating_add(lost);
+            self.write_carry_file();
         }
         found.sort_by_key(|(seq, _)| *seq);
         loaded.reports = found.len();
         loaded.corrupt = corrupt.len();
         for (seq, report) in found {
             let bytes = json_len(&report);
-            self.next_seq = self.next_seq.max(seq + 1);
+            self.next_seq = self.next_seq.max(seq.saturating_add(1));
             self.bytes += bytes;
             self.queue.push_back(Pending { seq, report, bytes });
         }
@@ -146,16 +159,18 @@ impl Outbox {
     /// Queues a report (on disk first), dropping the oldest ones past the bounds.
     /// `in_flight` is the report being sent now, which is never dropped.
     pub(crate) fn push(&mut self, mut report: Report, in_flight: Option<u64>) {
-        if self.carry > 0 {
-            report.dropped_reports = report.dropped_reports.saturating_add(self.carry);
-            self.carry = 0;
-            self.remove_carry_file();
-        }
+        let carried = std::mem::take(&mut self.carry);
+        report.dropped_reports = report.dropped_reports.saturating_add(carried);
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.saturating_add(1);
         let bytes = json_len(&report);
         let pending = Pending { seq, report, bytes };
         self.write(&pending);
+        if carried > 0 {
+            // Only now that a report on disk carries the count: a crash before this line
+            // leaves the count in both places (counted twice), never in neither.
+            self.remove_carry_file();
+        }
         self.bytes += bytes;
         self.queue.push_back(pending);
         self.enforce_bounds(in_flight);
@@ -285,6 +300,23 @@ impl Outbox {
     }
 }
 
+/// Deletes all but the newest [`CORRUPT_KEPT`] `*.corrupt` files (names sort by sequence).
+fn prune_corrupt(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut corrupt: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "corrupt"))
+        .collect();
+    corrupt.sort();
+    let excess = corrupt.len().saturating_sub(CORRUPT_KEPT);
+    for path in &corrupt[..excess] {
+        let _ = fs::remove_file(path);
+    }
+}
+
 fn json_len(report: &Report) -> u64 {
     serde_json::to_vec(report).map_or(0, |b| b.len() as u64)
 }
@@ -336,6 +368,31 @@ mod tests {
         assert_eq!(outbox.front().unwrap().seq, on_wire);
         let carried: u64 = outbox.queue.iter().map(|p| p.report.dropped_reports).sum();
         assert_eq!(carried, 7, "11 queued, 4 kept, 7 counted");
+    }
+
+    #[test]
+    fn unreadable_files_are_counted_and_only_the_newest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..12 {
+            fs::write(dir.path().join(format!("{i:020}-x.json")), "not json").unwrap();
+        }
+        let mut outbox = Outbox::new(Some(dir.path().to_owned()), BOUNDS);
+        assert_eq!(outbox.load().corrupt, 12);
+        assert_eq!(
+            outbox.carry(),
+            12,
+            "each unreadable report is a counted loss"
+        );
+        let kept: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "corrupt"))
+            .collect();
+        assert_eq!(kept.len(), CORRUPT_KEPT);
+        // The count survives a restart until a report carries it.
+        let mut restarted = Outbox::new(Some(dir.path().to_owned()), BOUNDS);
+        restarted.load();
+        assert_eq!(restarted.carry(), 12);
     }
 
     #[test]

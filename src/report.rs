@@ -3,6 +3,8 @@
 //! Every struct denies unknown fields so that a test reading a report back fails the moment
 //! the shape drifts; Electric's payload changed shape unnoticed and broke its receiver.
 
+use std::time::{Duration, SystemTime};
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -142,8 +144,31 @@ pub struct Usage {
 }
 
 /// Formats a time as RFC 3339 in UTC with microseconds, as the seed does.
-pub(crate) fn rfc3339(time: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_micros(time).to_string()
+/// `None` for a time RFC 3339 cannot show (before 1970 or after 9999), which humantime would
+/// panic on: a host's clock or a WAL time from the host must never take the reporter down.
+pub(crate) fn rfc3339(time: SystemTime) -> Option<String> {
+    use std::fmt::Write;
+    // 9999-12-31T23:59:59Z, the last second humantime can format.
+    const LAST: Duration = Duration::from_secs(253_402_300_799);
+    let since_epoch = time.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    if since_epoch > LAST {
+        return None;
+    }
+    let mut text = String::new();
+    write!(text, "{}", humantime::format_rfc3339_micros(time)).ok()?;
+    Some(text)
+}
+
+/// [`rfc3339`] for our own clock readings: a clock set outside RFC 3339's range shows as the
+/// nearest end of it rather than failing the report.
+fn rfc3339_clamped(time: SystemTime) -> String {
+    rfc3339(time).unwrap_or_else(|| {
+        if time < SystemTime::UNIX_EPOCH {
+            "1970-01-01T00:00:00.000000Z".to_owned()
+        } else {
+            "9999-12-31T23:59:59.000000Z".to_owned()
+        }
+    })
 }
 
 /// Turns a collector's [`WindowSnapshot`] into a [`Report`], adding what does not change
@@ -171,8 +196,8 @@ impl ReportBuilder {
         Report {
             report_id: Uuid::new_v4(),
             report_version: REPORT_VERSION,
-            timestamp: rfc3339(snapshot.taken),
-            last_reported: rfc3339(snapshot.began),
+            timestamp: rfc3339_clamped(snapshot.taken),
+            last_reported: rfc3339_clamped(snapshot.began),
             dropped_events: snapshot.dropped_events,
             dropped_reports: 0,
             data: ReportData {
@@ -187,7 +212,8 @@ impl ReportBuilder {
                     ram: host.ram,
                 },
                 resources: Resources {
-                    oldest_wal_time: snapshot.oldest_wal_time.map(rfc3339),
+                    // Out of range means not a real WAL time: sent as unknown.
+                    oldest_wal_time: snapshot.oldest_wal_time.and_then(rfc3339),
                     uptime: self.started.elapsed().as_secs(),
                     used_memory: snapshot.used_memory,
                     wal_cache_memory: snapshot.wal_cache_memory,
@@ -196,5 +222,31 @@ impl ReportBuilder {
                 usage: snapshot.usage,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_outside_rfc3339_never_panic() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        assert_eq!(
+            rfc3339(epoch).as_deref(),
+            Some("1970-01-01T00:00:00.000000Z")
+        );
+        assert_eq!(rfc3339(epoch - Duration::from_secs(1)), None);
+        let last = epoch + Duration::from_secs(253_402_300_799);
+        assert_eq!(
+            rfc3339(last).as_deref(),
+            Some("9999-12-31T23:59:59.000000Z")
+        );
+        assert_eq!(rfc3339(last + Duration::from_secs(1)), None);
+        assert_eq!(
+            rfc3339_clamped(epoch - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000000Z"
+        );
+        assert!(rfc3339_clamped(last + Duration::from_secs(86_400)).starts_with("9999"));
     }
 }

@@ -138,7 +138,6 @@ impl Handler<Shutdown> for Scheduler {
                 .send(TakeSnapshot { used_memory })
                 .await
                 .map_err(|_| DeliveryError::NotRunning)?;
-            collector.do_send(StopCollector);
             // Queued (on disk) before any attempt, so a deadline cut leaves it for next start.
             deliver
                 .send(Deliver(builder.build(snapshot)))
@@ -154,7 +153,9 @@ impl Handler<Shutdown> for Scheduler {
                 .await
                 .unwrap_or(Err(DeliveryError::DeadlineExceeded))
         };
-        Box::pin(bounded.into_actor(self).map(|result, _, ctx| {
+        Box::pin(bounded.into_actor(self).map(|result, scheduler, ctx| {
+            // Also when the deadline cut the shutdown short: nothing keeps collecting after.
+            scheduler.collector.do_send(StopCollector);
             ctx.stop();
             result
         }))

@@ -9,11 +9,14 @@
 //! - A transport error, a timeout, 408, 429 or 5xx is retried with exponential backoff and full
 //!   jitter (a random wait up to a ceiling that starts at `retry_initial_backoff` and doubles
 //!   to `retry_max_backoff`, never more than one report interval). `Retry-After` (seconds or
-//!   an HTTP date) replaces the backoff, up to one report interval.
+//!   an HTTP date) is honoured as a floor on that wait, so `Retry-After: 0` never means "at
+//!   once, forever", up to the same cap.
 //! - Any other answer (another 4xx, a redirect) means the endpoint rejects the payload: the
 //!   report is dropped with a warning naming the status and the start of the body, and the
 //!   loss travels in the next report's `dropped_reports`.
-//! - [`Flush`] (used at shutdown) tries every pending report now, skipping any backoff wait.
+//! - [`Flush`] (used at shutdown) tries every pending report now, skipping any backoff wait,
+//!   and keeps retrying a short wait apart until the outbox is empty or the caller's deadline
+//!   ends it.
 //! - With an audit file configured, each accepted report is appended to it as sent.
 //! - TLS verifies the endpoint's certificate against the webpki roots, plus the CA
 //!   certificates of `ELECTRIC_TELEMETRY_CA_FILE` if set.
@@ -36,6 +39,9 @@ use crate::error::DeliveryError;
 use crate::outbox::{outbox_dir, Bounds, Outbox};
 use crate::report::Report;
 
+/// During a flush, the longest wait between two attempts: shutdown has a deadline.
+const FLUSH_RETRY_MAX: Duration = Duration::from_millis(250);
+
 /// How much of an error response's body is read, and how much of it a log line shows.
 const ERROR_BODY_LIMIT: usize = 4096;
 const ERROR_BODY_SHOWN: usize = 200;
@@ -45,8 +51,9 @@ const ERROR_BODY_SHOWN: usize = 200;
 #[rtype(result = "()")]
 pub struct Deliver(pub Report);
 
-/// Tries to deliver every queued report now, skipping any backoff wait. Answers `Ok` once
-/// the outbox is empty, or the first transient error; reports that fail stay queued.
+/// Tries to deliver every queued report now, skipping any backoff wait and retrying a short
+/// wait apart. Answers `Ok` once the outbox is empty; bound it with a timeout, as shutdown
+/// does. Reports not delivered by then stay queued (and on disk).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<(), DeliveryError>")]
 pub struct Flush;
@@ -79,6 +86,8 @@ enum Attempt {
 /// The sender actor.
 pub struct Sender {
     url: String,
+    /// The URL as logs show it: no userinfo, no query.
+    shown_url: String,
     request_timeout: Duration,
     connect_timeout: Duration,
     ca_file: Option<PathBuf>,
@@ -108,6 +117,7 @@ impl Sender {
         };
         Self {
             url: config.url().to_owned(),
+            shown_url: url_for_logs(config.url()),
             request_timeout: config.request_timeout(),
             connect_timeout: config.connect_timeout(),
             ca_file: config.ca_file().map(PathBuf::from),
@@ -172,24 +182,26 @@ impl Sender {
                 self.failures = 0;
                 match &mut self.outage {
                     Some(delivered) => *delivered += 1,
-                    None => tracing::debug!(url = %self.url, "telemetry report delivered"),
+                    None => tracing::debug!(url = %self.shown_url, "telemetry report delivered"),
                 }
             }
             Attempt::Refused(e) => {
                 self.outbox.refused(seq);
                 self.failures = 0;
                 tracing::warn!(
-                    url = %self.url, error = %e,
+                    url = %self.shown_url, error = %e,
                     "the telemetry endpoint refused a report; it was dropped and the loss will \
                      be counted in the next report's dropped_reports"
                 );
             }
             Attempt::Transient(e, retry_after) => {
                 self.failures = self.failures.saturating_add(1);
-                let wait = self.next_wait(retry_after);
+                let mut wait = self.next_wait(retry_after);
+                if !self.flush_waiters.is_empty() {
+                    // Shutting down: keep trying until the flush's deadline, not the backoff's.
+                    wait = wait.min(FLUSH_RETRY_MAX);
+                }
                 self.note_failure(&e, wait);
-                // A flush does not wait out a backoff: it reports the failure instead.
-                self.answer_flush(Err(e));
                 self.retry_timer = Some(ctx.run_later(wait, |sender, ctx| {
                     sender.retry_timer = None;
                     sender.pump(ctx);
@@ -200,32 +212,33 @@ impl Sender {
         self.pump(ctx);
     }
 
-    /// Full jitter: a random wait up to a ceiling that doubles per failure, or what the
-    /// endpoint asked for; never more than `retry_max` (itself at most one report interval).
+    /// Full jitter: a random wait up to a ceiling that doubles per failure, and at least what
+    /// the endpoint asked for; never more than `retry_max` (itself at most one interval).
     fn next_wait(&self, retry_after: Option<Duration>) -> Duration {
-        if let Some(asked) = retry_after {
-            return asked.min(self.retry_max);
-        }
         let doublings = self.failures.saturating_sub(1).min(30);
         let ceiling = self
             .retry_initial
             .saturating_mul(1 << doublings)
             .min(self.retry_max);
-        ceiling.mul_f64(fastrand::f64())
+        let jittered = ceiling.mul_f64(fastrand::f64());
+        // A floor, not a replacement: `Retry-After: 0`, or a date the server's clock puts in
+        // the past, must not turn a fleet of reporters into a retry storm.
+        let wait = retry_after.map_or(jittered, |asked| asked.max(jittered));
+        wait.min(self.retry_max)
     }
 
     fn note_failure(&mut self, e: &DeliveryError, wait: Duration) {
         if self.outage.is_none() {
             self.outage = Some(0);
             tracing::warn!(
-                url = %self.url, error = %e,
+                url = %self.shown_url, error = %e,
                 "telemetry could not deliver its usage report; it is kept and retried, this \
                  does not affect the service, and further failures are logged at debug level. \
                  Set ELECTRIC_TELEMETRY=disabled to opt out"
             );
         } else {
             tracing::debug!(
-                url = %self.url, error = %e, retry_in = ?wait, failures = self.failures,
+                url = %self.shown_url, error = %e, retry_in = ?wait, failures = self.failures,
                 "telemetry report not delivered; will retry"
             );
         }
@@ -234,7 +247,7 @@ impl Sender {
     fn end_outage(&mut self) {
         if let Some(delivered) = self.outage.take() {
             tracing::info!(
-                url = %self.url, delivered,
+                url = %self.shown_url, delivered,
                 "telemetry reaches its endpoint again; every pending report was delivered"
             );
         }
@@ -318,6 +331,20 @@ impl Handler<GetOutboxStatus> for Sender {
             failed_attempts: u64::from(self.failures),
             dropped_not_yet_reported: self.outbox.carry(),
         })
+    }
+}
+
+/// `url` as logs may show it: scheme, host, port and path, without userinfo or query, which
+/// could hold credentials.
+pub(crate) fn url_for_logs(url: &str) -> String {
+    match url.parse::<awc::http::Uri>() {
+        Ok(uri) => {
+            let scheme = uri.scheme_str().unwrap_or("");
+            let host = uri.host().unwrap_or("");
+            let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{scheme}://{host}{port}{}", uri.path())
+        }
+        Err(_) => "(unparsable URL)".to_owned(),
     }
 }
 
@@ -412,6 +439,18 @@ mod tests {
     }
 
     #[test]
+    fn urls_in_logs_carry_no_credentials() {
+        assert_eq!(
+            url_for_logs("https://user:secret@telemetry.example.com:8443/in?token=abc"),
+            "https://telemetry.example.com:8443/in"
+        );
+        assert_eq!(
+            url_for_logs("http://127.0.0.1:9/checkpoint"),
+            "http://127.0.0.1:9/checkpoint"
+        );
+    }
+
+    #[test]
     fn retry_after_reads_seconds_and_http_dates() {
         assert_eq!(retry_after(&headers("120")), Some(Duration::from_secs(120)));
         let in_a_minute = SystemTime::now() + Duration::from_secs(61);
@@ -447,8 +486,13 @@ mod tests {
         assert_eq!(
             sender.next_wait(Some(Duration::from_secs(30))),
             Duration::from_secs(30),
-            "Retry-After replaces the backoff"
+            "Retry-After longer than the backoff is honoured"
         );
+        for _ in 0..50 {
+            let wait = sender.next_wait(Some(Duration::from_secs(3)));
+            assert!(wait >= Duration::from_secs(3), "at least what was asked");
+            assert!(wait <= Duration::from_secs(4), "or the backoff, if longer");
+        }
         assert_eq!(
             sender.next_wait(Some(Duration::from_secs(86_400))),
             Duration::from_secs(60),

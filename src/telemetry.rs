@@ -131,7 +131,7 @@ impl Telemetry {
             let sender_config = config.clone();
             let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&sender_config));
             tracing::info!(
-                url = config.url(),
+                url = crate::sender::url_for_logs(config.url()),
                 decided_by,
                 "telemetry is enabled: an anonymous usage report is sent every {every}, the \
                  first in {first}. Set {ENV_TELEMETRY}=disabled or {ENV_DO_NOT_TRACK}=1 to opt \
@@ -283,16 +283,18 @@ impl Telemetry {
             return ShutdownOutcome::NotRunning;
         }
         let deadline = running.shutdown_timeout;
-        let request = running.scheduler.send(Shutdown { deadline });
-        // The scheduler bounds its own work by `deadline`; this bound covers a scheduler that
-        // cannot answer at all.
-        let outcome =
-            match tokio::time::timeout(deadline + Duration::from_millis(50), request).await {
-                Ok(Ok(Ok(()))) => ShutdownOutcome::Delivered,
-                Ok(Ok(Err(e))) => ShutdownOutcome::NotDelivered(e),
-                Ok(Err(_)) => ShutdownOutcome::NotDelivered(DeliveryError::NotRunning),
-                Err(_) => ShutdownOutcome::NotDelivered(DeliveryError::DeadlineExceeded),
-            };
+        // The scheduler's own bound ends a little earlier, so that its answer (and the
+        // collector's stop) normally arrives; this one covers a scheduler that cannot answer.
+        let margin = (deadline / 10).min(Duration::from_millis(50));
+        let request = running.scheduler.send(Shutdown {
+            deadline: deadline - margin,
+        });
+        let outcome = match tokio::time::timeout(deadline, request).await {
+            Ok(Ok(Ok(()))) => ShutdownOutcome::Delivered,
+            Ok(Ok(Err(e))) => ShutdownOutcome::NotDelivered(e),
+            Ok(Err(_)) => ShutdownOutcome::NotDelivered(DeliveryError::NotRunning),
+            Err(_) => ShutdownOutcome::NotDelivered(DeliveryError::DeadlineExceeded),
+        };
         if let Some(arbiter) = &running.sender_arbiter {
             arbiter.stop();
         }

@@ -273,4 +273,11 @@ fn audit_log_and_ca_file_are_read_and_checked() {
     std::fs::write(&not_pem, "hello").unwrap();
     let err = from(&[(ENV_CA_FILE, not_pem.to_str().unwrap())]).unwrap_err();
     assert!(err.to_string().contains("no certificate"), "{err}");
+    // Opted out: the file is not read, so a stale path cannot keep the host from starting.
+    let c = from(&[
+        (ENV_CA_FILE, missing.to_str().unwrap()),
+        (ENV_DO_NOT_TRACK, "1"),
+    ])
+    .unwrap();
+    assert!(!c.enabled());
 }

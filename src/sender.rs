@@ -11,9 +11,11 @@
 //!   to `retry_max_backoff`, never more than one report interval). `Retry-After` (seconds or
 //!   an HTTP date) is honoured as a floor on that wait, so `Retry-After: 0` never means "at
 //!   once, forever", up to the same cap.
-//! - Any other answer (another 4xx, a redirect) means the endpoint rejects the payload: the
-//!   report is dropped with a warning naming the status and the start of the body, and the
-//!   loss travels in the next report's `dropped_reports`.
+//! - A redirect is never followed; the report stays queued and is retried like a transient
+//!   failure, so fixing the URL (and restarting) delivers it.
+//! - Any other answer (another 4xx) means the endpoint rejects the payload: the report is
+//!   dropped with a warning naming the status and the start of the body, and the loss travels
+//!   in the next report's `dropped_reports`.
 //! - [`Flush`] (used at shutdown) tries every pending report now, skipping any backoff wait,
 //!   and keeps retrying a short wait apart until the outbox is empty or the caller's deadline
 //!   ends it.
@@ -401,6 +403,9 @@ fn post(
         };
         match status.as_u16() {
             408 | 429 | 500..=599 => Attempt::Transient(error, retry_after),
+            // Not followed (it could lead anywhere), but not a verdict on the payload either:
+            // the report stays queued until the URL is fixed, within the outbox's bound.
+            300..=399 => Attempt::Transient(error, None),
             _ => Attempt::Refused(error),
         }
     };

@@ -125,6 +125,31 @@ async fn transient_statuses_are_retried_with_the_same_report_id_until_delivered(
 }
 
 #[actix_rt::test]
+async fn a_redirect_is_not_followed_and_the_report_is_kept() {
+    let receiver = Receiver::start();
+    receiver.script([301, 307, 308].map(Answer::status));
+    let storage = tempfile::tempdir().unwrap();
+    let (sender, _) = start_sender(config(&receiver.url, storage.path()));
+    sender.send(Deliver(report(5))).await.unwrap();
+    assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 1).await);
+    let received = receiver.received();
+    assert_eq!(
+        received.len(),
+        4,
+        "three redirects, each retried at the same URL"
+    );
+    assert!(received
+        .iter()
+        .all(|r| r.idempotency_key == received[0].idempotency_key));
+    assert_eq!(
+        accepted(&received)[0].dropped_reports,
+        0,
+        "nothing was dropped"
+    );
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
 async fn retry_after_in_seconds_is_honoured() {
     let receiver = Receiver::start();
     receiver.script([Answer {

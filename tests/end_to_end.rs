@@ -218,11 +218,7 @@ async fn reports_a_dead_endpoint_missed_are_delivered_after_the_next_start() {
 #[actix_rt::test]
 async fn a_flaky_endpoint_loses_nothing() {
     let receiver = Receiver::start();
-    let retry_now = Answer {
-        status: 429,
-        retry_after: Some("0".into()),
-        ..Answer::default()
-    };
+    let retry_now = Answer::retry_after(429, "0");
     receiver.script([
         Answer::status(500),
         retry_now.clone(),

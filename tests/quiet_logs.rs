@@ -9,7 +9,9 @@ mod common;
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::{accepted, eventually, free_port, seed_report, LogCapture, Receiver};
+use common::{
+    accepted, eventually, free_port, outbox_status_when, seed_report, LogCapture, Receiver,
+};
 use electric_telemetry::*;
 
 #[actix_rt::test]
@@ -35,14 +37,9 @@ async fn an_outage_is_one_warning_then_one_info_line_and_never_an_error() {
         report.data.usage.operations_from_pg = n;
         sender.send(Deliver(report)).await.unwrap();
     }
-    let mut failed = 0;
-    for _ in 0..500 {
-        failed = sender.send(GetOutboxStatus).await.unwrap().failed_attempts;
-        if failed >= 6 {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
+    let failed = outbox_status_when(&sender, |s| s.failed_attempts >= 6)
+        .await
+        .failed_attempts;
     assert!(failed >= 6, "several failed attempts");
     assert_eq!(
         captured.lines(" WARN ").len(),

@@ -10,7 +10,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::{accepted, eventually, free_port, seed_report, Answer, CuttingServer, Receiver};
+use common::{
+    accepted, eventually, free_port, outbox_status_when, seed_report, Answer, CuttingServer,
+    Receiver,
+};
 use electric_telemetry::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -56,13 +59,7 @@ async fn pending(sender: &Addr<Sender>) -> usize {
 /// Waits (bounded) until the outbox is empty. The receiver notes a request before it answers,
 /// so the sender settles a delivery a moment after the receiver has it.
 async fn drained(sender: &Addr<Sender>) -> bool {
-    for _ in 0..1000 {
-        if pending(sender).await == 0 {
-            return true;
-        }
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
+    outbox_status_when(sender, |s| s.pending == 0).await.pending == 0
 }
 
 fn outbox_files(storage: &Path, ext: &str) -> usize {
@@ -152,11 +149,7 @@ async fn a_redirect_is_not_followed_and_the_report_is_kept() {
 #[actix_rt::test]
 async fn retry_after_in_seconds_is_honoured() {
     let receiver = Receiver::start();
-    receiver.script([Answer {
-        status: 429,
-        retry_after: Some("1".into()),
-        ..Answer::default()
-    }]);
+    receiver.script([Answer::retry_after(429, "1")]);
     let storage = tempfile::tempdir().unwrap();
     // The backoff alone would retry within 100 ms; the endpoint asks for 1 s.
     let (sender, _) = start_sender(
@@ -200,14 +193,9 @@ async fn a_refused_connection_is_retried_until_the_endpoint_comes_up() {
     for n in 1..=3 {
         sender.send(Deliver(report(n))).await.unwrap();
     }
-    let mut failed = 0;
-    for _ in 0..500 {
-        failed = sender.send(GetOutboxStatus).await.unwrap().failed_attempts;
-        if failed >= 3 {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
+    let failed = outbox_status_when(&sender, |s| s.failed_attempts >= 3)
+        .await
+        .failed_attempts;
     assert!(failed >= 3, "the endpoint was tried while down");
     assert_eq!(
         outbox_files(storage.path(), "json"),
@@ -407,11 +395,7 @@ async fn flush_skips_the_backoff_wait() {
 #[actix_rt::test]
 async fn retry_after_zero_never_turns_into_a_retry_storm() {
     let receiver = Receiver::start();
-    let now = Answer {
-        status: 503,
-        retry_after: Some("0".into()),
-        ..Answer::default()
-    };
+    let now = Answer::retry_after(503, "0");
     receiver.script(std::iter::repeat_n(now, 1000));
     let storage = tempfile::tempdir().unwrap();
     let (sender, _) = start_sender(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use common::{eventually, seed_report};
+use common::{eventually, outbox_status_when, seed_report};
 use electric_telemetry::*;
 
 /// An https receiver on 127.0.0.1 whose certificate (for that IP) nobody trusts by default.
@@ -80,14 +80,7 @@ async fn an_untrusted_certificate_is_refused_and_a_configured_ca_is_trusted() {
             .storage_dir(storage.path().join("a")),
     );
     untrusting.send(Deliver(seed_report())).await.unwrap();
-    let mut status = OutboxStatus::default();
-    for _ in 0..300 {
-        status = untrusting.send(GetOutboxStatus).await.unwrap();
-        if status.failed_attempts >= 2 {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
+    let status = outbox_status_when(&untrusting, |s| s.failed_attempts >= 2).await;
     assert!(
         status.failed_attempts >= 2 && status.pending == 1,
         "{status:?}"
@@ -120,14 +113,9 @@ async fn an_untrusted_certificate_is_refused_and_a_configured_ca_is_trusted() {
     );
     let body = server.bodies.lock().unwrap()[0].clone();
     assert_eq!(serde_json::from_slice::<Report>(&body).unwrap(), report);
-    let mut pending = 1;
-    for _ in 0..1000 {
-        pending = trusting.send(GetOutboxStatus).await.unwrap().pending;
-        if pending == 0 {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
+    let pending = outbox_status_when(&trusting, |s| s.pending == 0)
+        .await
+        .pending;
     assert_eq!(pending, 0, "the delivered report leaves the outbox");
     server.server.stop(false).await;
 }

@@ -25,6 +25,35 @@ impl Answer {
             ..Self::default()
         }
     }
+
+    /// `status` with a `Retry-After` header.
+    pub fn retry_after(status: u16, retry_after: &str) -> Self {
+        Self {
+            status,
+            retry_after: Some(retry_after.to_owned()),
+            ..Self::default()
+        }
+    }
+}
+
+/// Polls the sender's outbox status (real time, bounded to 10 s) until `done` holds, and
+/// returns the last status seen, for the caller to assert on.
+pub async fn outbox_status_when(
+    sender: &actix::Addr<electric_telemetry::Sender>,
+    done: impl Fn(&electric_telemetry::OutboxStatus) -> bool,
+) -> electric_telemetry::OutboxStatus {
+    let mut status = electric_telemetry::OutboxStatus::default();
+    for _ in 0..1000 {
+        status = sender
+            .send(electric_telemetry::GetOutboxStatus)
+            .await
+            .expect("the sender answers");
+        if done(&status) {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    status
 }
 
 /// One request as the receiver saw it.

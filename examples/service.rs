@@ -39,7 +39,7 @@ use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use electric_telemetry::report::Usage;
+use electric_telemetry::Usage;
 use electric_telemetry::{
     ClientConnected, ClientDisconnected, Collector, ElectrifiedTables, InitialSync, PgVersion,
     ReceivedFromClient, ReplicatedFromPg, Report, SentToClients, ShutdownOutcome,
@@ -187,8 +187,8 @@ async fn run(args: Args) -> ExitCode {
     match telemetry.shutdown().await {
         ShutdownOutcome::Delivered => tracing::info!("telemetry delivered its final report"),
         // The library logs this one itself, with the reason.
-        ShutdownOutcome::NotDelivered(_) => {}
         ShutdownOutcome::NotRunning => tracing::info!("telemetry was not running"),
+        _ => {}
     }
 
     say(&format!("simulated: {}", simulated.to_json()));

@@ -12,6 +12,7 @@ use awc::http::Uri;
 use uuid::Uuid;
 
 use crate::error::ConfigError;
+use crate::files::read_certificates;
 
 /// The opt-out switch.
 pub const ENV_TELEMETRY: &str = "ELECTRIC_TELEMETRY";
@@ -49,6 +50,7 @@ const SECOND: Duration = Duration::from_secs(1);
 
 /// What telemetry does with its reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum TelemetryMode {
     /// Collect and send reports to the endpoint (the default).
     Send,
@@ -445,37 +447,18 @@ impl TelemetryConfigBuilder {
         }
         // An opt-out touches no file and cannot stop the host from starting over one.
         if let (Some(path), true) = (&c.ca_file, c.mode != TelemetryMode::Disabled) {
-            read_ca_file(path)?;
+            check_ca_file(path)?;
         }
         Ok(self.config)
     }
 }
 
 /// Reads the CA certificates of a PEM file; an error names the variable and the file.
-pub(crate) fn read_ca_file(
-    path: &std::path::Path,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
+fn check_ca_file(path: &std::path::Path) -> Result<(), ConfigError> {
     const ACCEPTED: &str = "a readable PEM file holding one or more CERTIFICATE blocks";
-    let shown = path.display().to_string();
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| ConfigError::new(ENV_CA_FILE, &shown, e.to_string(), ACCEPTED))?
-        .collect();
-    match certs {
-        Ok(certs) if !certs.is_empty() => Ok(certs),
-        Ok(_) => Err(ConfigError::new(
-            ENV_CA_FILE,
-            &shown,
-            "no certificate in it",
-            ACCEPTED,
-        )),
-        Err(e) => Err(ConfigError::new(
-            ENV_CA_FILE,
-            &shown,
-            e.to_string(),
-            ACCEPTED,
-        )),
-    }
+    read_certificates(path).map(drop).map_err(|problem| {
+        ConfigError::new(ENV_CA_FILE, &path.display().to_string(), problem, ACCEPTED)
+    })
 }
 
 fn parse_switch(setting: &'static str, value: &str) -> Result<TelemetryMode, ConfigError> {

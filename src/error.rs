@@ -5,6 +5,7 @@ use thiserror::Error;
 /// A configuration value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{setting}={value:?} is not valid: {problem}. Accepted: {accepted}")]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The environment variable or builder setting, e.g. `ELECTRIC_TELEMETRY_URL`.
     pub setting: &'static str,
@@ -40,6 +41,7 @@ impl ConfigError {
 
 /// Telemetry could not start.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// There is no running actix System on this thread.
     #[error(
@@ -51,6 +53,7 @@ pub enum StartError {
 
 /// A usage value that cannot be recorded. Nothing already recorded is affected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum UsageError {
     /// The Postgres version was not shaped like one.
     #[error(
@@ -66,6 +69,7 @@ pub enum UsageError {
 
 /// A report was not delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum DeliveryError {
     /// The endpoint answered with a status other than 2xx.
     #[error("the endpoint answered {status}: {body_start:?}")]

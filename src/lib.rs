@@ -6,15 +6,20 @@
 //! hours (the first 5 minutes after start). Only counts and summaries leave the process; client
 //! and user ids are hashed with a per-process random key the moment they are recorded.
 //!
-//! Three actors do the work:
-//! - the [`Collector`] keeps the current window's aggregates and handles the typed usage
-//!   messages of [`messages`];
-//! - the [`Scheduler`] owns time: it samples the gauges, and at each report tick takes a
-//!   snapshot (which starts a new window) and hands the [`Report`] to the sender;
-//! - the [`Sender`] keeps undelivered reports in an on-disk [`outbox`] and POSTs them in order
-//!   with awc (rustls, webpki roots) from a thread of its own, retrying with backoff until the
+//! Three actors do the work, all started by [`Telemetry::start`]:
+//! - the [`Collector`] keeps the current window's aggregates; the handle records into it
+//!   without a message (hot counters, a bounded lock-free queue), and it handles every
+//!   [`UsageEvent`] as an actix message too;
+//! - the scheduler owns time: it samples the gauges, and at each report tick takes a snapshot
+//!   (which starts a new window) and hands the [`Report`] to the sender;
+//! - the sender keeps undelivered reports in an on-disk outbox and POSTs them in order with
+//!   awc (rustls, webpki roots) from a thread of its own, retrying with backoff until the
 //!   endpoint answers 2xx; a clean shutdown delivers the partial window or keeps it for the
 //!   next start.
+//!
+//! What a caller may rely on: a recording call never blocks and never fails; every recorded
+//! event lands in exactly one report or is counted in `dropped_events`; a report is on disk
+//! before its first attempt and is removed only on a 2xx; an opt-out starts nothing.
 //!
 //! ## Embedding it in a service
 //!
@@ -82,47 +87,68 @@
 //! # }
 //! ```
 //!
-//! See the README for the configuration table and every field of the payload.
+//! See the README for the configuration table and every field of the payload, and
+//! `examples/embed.rs` for a complete program.
+//!
+//! ## Cargo features
+//!
+//! - `host-facts` (default): reads total RAM, CPUs and the process's resident memory with
+//!   `sysinfo`. Without it `ram` is 0, `cores` comes from the standard library and
+//!   `used_memory` has no samples.
+//! - `unstable-internals`: exposes the actors and sketches to this crate's own tests and
+//!   benchmarks as `electric_telemetry::internals`. No stability promise of any kind: do not
+//!   enable it in a service.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
-mod audit;
-pub mod clients;
-pub mod collector;
-pub mod config;
-pub mod counters;
-pub mod distinct;
-mod environment;
-pub mod error;
-mod identity;
-mod intake;
-pub mod log_only;
-pub mod messages;
-pub mod outbox;
-pub mod report;
-pub mod scheduler;
-pub mod sender;
-pub mod summary;
+mod config;
+mod delivery;
+mod error;
+mod files;
+mod report;
+mod scheduler;
+mod sketch;
 mod telemetry;
+mod usage;
 
-pub use collector::{Collector, PreviewSnapshot, SampleGauges, TakeSnapshot, WindowSnapshot};
 pub use config::{TelemetryConfig, TelemetryConfigBuilder, TelemetryMode};
-pub use counters::Counter;
-pub use distinct::AnonymousId;
+pub use delivery::sender::OutboxStatus;
 pub use error::{ConfigError, DeliveryError, StartError, UsageError};
-pub use identity::cluster_uuid_path;
-pub use log_only::LogOnly;
-pub use messages::{
+pub use report::wire::{
+    Environment, Os, Report, ReportData, Resources, REPORT_SCHEMA, REPORT_VERSION,
+};
+pub use sketch::summary::{Median, SummaryStats};
+pub use telemetry::{ShutdownOutcome, Telemetry};
+pub use usage::collector::Collector;
+pub use usage::counters::Counter;
+pub use usage::events::{
     ClientConnected, ClientDisconnected, ElectrifiedTables, InitialSync, PgVersion,
     ReceivedFromClient, ReplicatedFromPg, SentToClients, SubscriptionContinued,
     SubscriptionEstablished, UsageEvent, WalStatus,
 };
-pub use outbox::outbox_dir;
-pub use report::{Report, REPORT_SCHEMA, REPORT_VERSION};
-pub use scheduler::Scheduler;
-pub use sender::{Deliver, Flush, GetOutboxStatus, OutboxStatus, Sender};
-pub use summary::{Summary, SummaryStats};
-pub use telemetry::{ShutdownOutcome, Telemetry};
+pub use usage::window::Usage;
+
+/// The actors, messages and sketches behind the public API, for this crate's own integration
+/// tests and benchmarks. **Unstable**: no semver promise of any kind; only with the
+/// `unstable-internals` feature.
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::config::{
+        DEFAULT_URL, ENV_AUDIT_LOG, ENV_CA_FILE, ENV_DO_NOT_TRACK, ENV_FIRST_REPORT_IN,
+        ENV_INSTANCE_ID, ENV_INTERVAL, ENV_STORAGE_DIR, ENV_TELEMETRY, ENV_URL,
+    };
+    pub use crate::delivery::log_only::LogOnly;
+    pub use crate::delivery::outbox::outbox_dir;
+    pub use crate::delivery::sender::{Deliver, Flush, GetOutboxStatus, Sender};
+    pub use crate::report::identity::cluster_uuid_path;
+    pub use crate::scheduler::Scheduler;
+    pub use crate::sketch::distinct::{AnonymousId, DistinctCount, EXACT_IDS};
+    pub use crate::sketch::summary::{Summary, EXACT_VALUES};
+    pub use crate::usage::collector::{PreviewSnapshot, SampleGauges, TakeSnapshot};
+    pub use crate::usage::window::WindowSnapshot;
+}
 
 // Compiles the README's Rust examples as doctests, so the README cannot drift from the API.
 #[cfg(doctest)]

@@ -12,12 +12,15 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::collector::{Collector, PreviewSnapshot, SampleGauges, StopCollector, TakeSnapshot};
 use crate::config::TelemetryConfig;
-use crate::environment::MemorySampler;
+use crate::delivery::sender::{Deliver, Flush};
 use crate::error::DeliveryError;
-use crate::report::{Report, ReportBuilder};
-use crate::sender::{Deliver, Flush};
+use crate::report::builder::ReportBuilder;
+use crate::report::host::MemorySampler;
+use crate::report::wire::Report;
+use crate::usage::collector::{
+    Collector, PreviewSnapshot, SampleGauges, StopCollector, TakeSnapshot,
+};
 
 /// The scheduler actor.
 pub struct Scheduler {

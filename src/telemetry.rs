@@ -4,19 +4,20 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::dev::SendError;
 use actix::prelude::*;
 
-use crate::collector::{Collector, DrainIntake};
 use crate::config::{TelemetryConfig, TelemetryMode, ENV_DO_NOT_TRACK, ENV_TELEMETRY};
-use crate::counters::Counter;
+use crate::delivery::http::url_for_logs;
+use crate::delivery::log_only::LogOnly;
+use crate::delivery::sender::{Deliver, Flush, GetOutboxStatus, OutboxStatus, Sender};
 use crate::error::{DeliveryError, StartError};
-use crate::intake::{Event, Intake};
-use crate::log_only::LogOnly;
-use crate::messages::{CompactEvent, UsageEvent};
-use crate::report::Report;
+use crate::report::wire::Report;
 use crate::scheduler::{Preview, Scheduler, Shutdown};
-use crate::sender::{Deliver, Flush, GetOutboxStatus, OutboxStatus, Sender};
+use crate::usage::collector::{Collector, DrainIntake};
+use crate::usage::counters::Counter;
+use crate::usage::event::Event;
+use crate::usage::events::UsageEvent;
+use crate::usage::intake::Intake;
 
 /// The handle to a running (or disabled) telemetry subsystem.
 ///
@@ -39,31 +40,16 @@ struct Running {
 }
 
 impl Running {
-    /// Outside `record`, whose `Collector: Handler<E>` bound would capture the wake-up's type.
     #[inline]
     fn queue(&self, event: Event) {
         self.intake
             .push(event, || self.collector.do_send(DrainIntake));
     }
-
-    /// For event types without a compact form: the collector's bounded mailbox.
-    #[cold]
-    fn send_to_mailbox<E>(&self, event: E)
-    where
-        E: UsageEvent,
-        Collector: Handler<E>,
-    {
-        match self.collector.try_send(event) {
-            Ok(()) => {}
-            Err(SendError::Full(_)) => self.intake.count_shed(),
-            // Telemetry has shut down: there is nothing left to record into.
-            Err(SendError::Closed(_)) => {}
-        }
-    }
 }
 
 /// How a [`Telemetry::shutdown`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ShutdownOutcome {
     /// The final report, covering the window up to the shutdown, reached the endpoint, and so
     /// did every report queued before it.
@@ -131,7 +117,7 @@ impl Telemetry {
             let sender_config = config.clone();
             let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&sender_config));
             tracing::info!(
-                url = crate::sender::url_for_logs(config.url()),
+                url = url_for_logs(config.url()),
                 decided_by,
                 "telemetry is enabled: an anonymous usage report is sent every {every}, the \
                  first in {first}. Set {ENV_TELEMETRY}=disabled or {ENV_DO_NOT_TRACK}=1 to opt \
@@ -180,21 +166,16 @@ impl Telemetry {
     /// Building an event hashes its ids even when telemetry is off; on a busy path,
     /// [`record_with`](Self::record_with) skips that too.
     #[inline]
-    pub fn record<E>(&self, event: E)
-    where
-        E: UsageEvent,
-        Collector: Handler<E>,
-    {
+    pub fn record<E: UsageEvent>(&self, event: E) {
         let Some(running) = &self.running else {
             return;
         };
-        if let Some([a, b]) = event.hot_counts() {
-            running.intake.counters.add_two(a, b);
-            return;
-        }
-        match event.into_compact() {
-            Ok(CompactEvent(event)) => running.queue(event),
-            Err(event) => running.send_to_mailbox(event),
+        match event.into_event() {
+            Event::Count { counters, n } => running
+                .intake
+                .counters
+                .add_two((counters[0], n[0]), (counters[1], n[1])),
+            event => running.queue(event),
         }
     }
 
@@ -208,12 +189,7 @@ impl Telemetry {
     /// telemetry.record_with(|| ClientConnected::new(client_id, user_id));
     /// ```
     #[inline]
-    pub fn record_with<E, F>(&self, build: F)
-    where
-        F: FnOnce() -> E,
-        E: UsageEvent,
-        Collector: Handler<E>,
-    {
+    pub fn record_with<E: UsageEvent>(&self, build: impl FnOnce() -> E) {
         if self.running.is_some() {
             self.record(build());
         }
@@ -227,11 +203,11 @@ impl Telemetry {
         }
     }
 
-    /// The collector's address, for actors that prefer to send it typed messages directly.
-    /// `None` when telemetry is disabled.
+    /// The collector's address, for actors that prefer to send it usage events as messages
+    /// (`collector.recipient::<InitialSync>()`, say). `None` when telemetry is disabled.
     ///
-    /// Note that a send from another thread costs about a microsecond and that `Addr::do_send`
-    /// ignores the mailbox bound; [`record`](Self::record) is bounded and much cheaper.
+    /// An actor send from another thread costs far more than [`record`](Self::record), and
+    /// `Addr::do_send` ignores the mailbox bound; prefer the handle on busy paths.
     pub fn collector(&self) -> Option<Addr<Collector>> {
         self.running.as_ref().map(|r| r.collector.clone())
     }

@@ -7,6 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System as SystemAlloc};
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 
 use actix::prelude::*;
+use electric_telemetry::internals::*;
 use electric_telemetry::*;
 
 struct Counting;

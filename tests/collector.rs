@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
+use electric_telemetry::internals::*;
 use electric_telemetry::*;
 
 async fn snapshot(collector: &Addr<Collector>) -> WindowSnapshot {
@@ -82,8 +83,11 @@ async fn every_usage_field_is_aggregated_over_the_window() {
     );
     assert_eq!(u.electrified_tables, 4);
     assert_eq!(snap.pg_version.as_deref(), Some("14.9"));
-    assert_eq!(snap.oldest_wal_time, Some(wal_time));
-    assert_eq!((snap.wal_cache_memory, snap.wal_transactions), (2520, 2));
+    assert_eq!(snap.wal.oldest_wal_time, Some(wal_time));
+    assert_eq!(
+        (snap.wal.wal_cache_memory, snap.wal.wal_transactions),
+        (2520, 2)
+    );
     assert_eq!((snap.used_memory.min, snap.used_memory.max), (1000, 3000));
     assert_eq!(snap.dropped_events, 0);
     assert!(snap.began <= snap.taken);

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use electric_telemetry::config::*;
+use electric_telemetry::internals::*;
 use electric_telemetry::{ConfigError, TelemetryConfig, TelemetryMode};
 
 fn from(vars: &[(&str, &str)]) -> Result<TelemetryConfig, ConfigError> {

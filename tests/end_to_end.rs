@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{accepted, env_of, eventually, free_port, sum_counters, Answer, Receiver};
+use electric_telemetry::internals::*;
 use electric_telemetry::*;
 
 fn config(receiver: &Receiver, storage: &tempfile::TempDir) -> TelemetryConfigBuilder {

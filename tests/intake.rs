@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
+use electric_telemetry::internals::*;
 use electric_telemetry::*;
 
 /// Telemetry that never reports on its own (the first report is an hour away) and never

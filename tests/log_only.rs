@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{env_of, eventually, LogCapture, Receiver};
+use electric_telemetry::internals::*;
 use electric_telemetry::*;
 
 #[actix_rt::test]

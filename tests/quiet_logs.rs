@@ -12,6 +12,7 @@ use actix::prelude::*;
 use common::{
     accepted, eventually, free_port, outbox_status_when, seed_report, LogCapture, Receiver,
 };
+use electric_telemetry::internals::*;
 use electric_telemetry::*;
 
 #[actix_rt::test]

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
+use electric_telemetry::internals::*;
 use electric_telemetry::*;
 use tokio::time::{advance, pause};
 

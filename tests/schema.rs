@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use common::{eventually, seed_report, Receiver, SEED_SAMPLE};
-use electric_telemetry::report::{Environment, Os, ReportData, Resources, Usage};
+
+use electric_telemetry::internals::*;
 use electric_telemetry::*;
 use serde_json::{json, Value};
 
@@ -70,57 +71,56 @@ fn stats(samples: &[u64]) -> SummaryStats {
 }
 
 /// A report with every `Option` set and every summary sampled (even counts, so medians end in
-/// .5), built field by field: adding a field to the types breaks this literal, which points
-/// here to update the schema too.
+/// .5), written field by field. The types deny unknown fields and require every field, so
+/// adding a field to them makes this fail to parse, which points here to update the schema too.
 fn fully_populated() -> Report {
-    Report {
-        report_id: uuid::Uuid::new_v4(),
-        report_version: REPORT_VERSION,
-        timestamp: "2026-11-24T16:00:00.000000Z".into(),
-        last_reported: "2026-11-24T12:00:00.000000Z".into(),
-        dropped_events: 1,
-        dropped_reports: 2,
-        data: ReportData {
-            electric_version: "1.2.3".into(),
-            environment: Environment {
-                arch: "x86_64-unknown-linux-gnu".into(),
-                cores: 8,
-                electric_cluster_uuid: uuid::Uuid::new_v4(),
-                electric_instance_id: uuid::Uuid::new_v4().to_string(),
-                os: Os {
-                    family: "unix".into(),
-                    name: "linux".into(),
-                },
-                pg_version: Some("16.2".into()),
-                ram: 33_363_812_352,
+    let stats = |samples: &[u64]| serde_json::to_value(stats(samples)).unwrap();
+    serde_json::from_value(json!({
+        "report_id": uuid::Uuid::new_v4(),
+        "report_version": REPORT_VERSION,
+        "timestamp": "2026-11-24T16:00:00.000000Z",
+        "last_reported": "2026-11-24T12:00:00.000000Z",
+        "dropped_events": 1,
+        "dropped_reports": 2,
+        "data": {
+            "electric_version": "1.2.3",
+            "environment": {
+                "arch": "x86_64-unknown-linux-gnu",
+                "cores": 8,
+                "electric_cluster_uuid": uuid::Uuid::new_v4(),
+                "electric_instance_id": uuid::Uuid::new_v4().to_string(),
+                "os": {"family": "unix", "name": "linux"},
+                "pg_version": "16.2",
+                "ram": 33_363_812_352u64,
             },
-            resources: Resources {
-                oldest_wal_time: Some("2026-11-24T15:58:12.000000Z".into()),
-                uptime: 14_400,
-                used_memory: stats(&[60_123_136, 64_262_223]),
-                wal_cache_memory: 2520,
-                wal_transactions: 2,
+            "resources": {
+                "oldest_wal_time": "2026-11-24T15:58:12.000000Z",
+                "uptime": 14_400,
+                "used_memory": stats(&[60_123_136, 64_262_223]),
+                "wal_cache_memory": 2520,
+                "wal_transactions": 2,
             },
-            usage: Usage {
-                concurrent_clients: stats(&[0, 3, 4, 4]),
-                distinct_clients: 5,
-                distinct_users: 3,
-                electrified_tables: 3,
-                initial_syncs: 9,
-                operations_from_pg: 1200,
-                operations_received_from_clients: 40,
-                operations_sent_to_clients: 3600,
-                subscriptions_continued: 4,
-                subscriptions_continued_per_client: stats(&[1, 3]),
-                subscriptions_established: 9,
-                subscriptions_included_tables: stats(&[1, 2, 5]),
-                subscriptions_rows_per_shape: stats(&[0, 120, 121, 5000]),
-                transactions_from_pg: 100,
-                transactions_received_from_clients: 12,
-                transactions_sent_to_clients: 300,
+            "usage": {
+                "concurrent_clients": stats(&[0, 3, 4, 4]),
+                "distinct_clients": 5,
+                "distinct_users": 3,
+                "electrified_tables": 3,
+                "initial_syncs": 9,
+                "operations_from_pg": 1200,
+                "operations_received_from_clients": 40,
+                "operations_sent_to_clients": 3600,
+                "subscriptions_continued": 4,
+                "subscriptions_continued_per_client": stats(&[1, 3]),
+                "subscriptions_established": 9,
+                "subscriptions_included_tables": stats(&[1, 2, 5]),
+                "subscriptions_rows_per_shape": stats(&[0, 120, 121, 5000]),
+                "transactions_from_pg": 100,
+                "transactions_received_from_clients": 12,
+                "transactions_sent_to_clients": 300,
             },
         },
-    }
+    }))
+    .expect("every field of the report types is written out here")
 }
 
 /// A report of windows in which nothing happened: every `Option` `None`, every summary empty.
@@ -133,24 +133,15 @@ fn empty_windows() -> Report {
     resources.oldest_wal_time = None;
     resources.used_memory = SummaryStats::default();
     (resources.wal_cache_memory, resources.wal_transactions) = (0, 0);
-    report.data.usage = Usage {
-        concurrent_clients: SummaryStats::default(),
-        distinct_clients: 0,
-        distinct_users: 0,
-        electrified_tables: 0,
-        initial_syncs: 0,
-        operations_from_pg: 0,
-        operations_received_from_clients: 0,
-        operations_sent_to_clients: 0,
-        subscriptions_continued: 0,
-        subscriptions_continued_per_client: SummaryStats::default(),
-        subscriptions_established: 0,
-        subscriptions_included_tables: SummaryStats::default(),
-        subscriptions_rows_per_shape: SummaryStats::default(),
-        transactions_from_pg: 0,
-        transactions_received_from_clients: 0,
-        transactions_sent_to_clients: 0,
-    };
+    let mut usage = serde_json::to_value(&report.data.usage).unwrap();
+    for (_, value) in usage.as_object_mut().unwrap() {
+        *value = if value.is_object() {
+            serde_json::to_value(SummaryStats::default()).unwrap()
+        } else {
+            json!(0)
+        };
+    }
+    report.data.usage = serde_json::from_value(usage).unwrap();
     report
 }
 

@@ -14,6 +14,7 @@ use common::{
     accepted, eventually, free_port, outbox_status_when, seed_report, Answer, CuttingServer,
     Receiver,
 };
+use electric_telemetry::internals::*;
 use electric_telemetry::*;
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -4,9 +4,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use electric_telemetry::distinct::{DistinctCount, EXACT_IDS};
-use electric_telemetry::summary::{Summary, SummaryStats, EXACT_VALUES};
-use electric_telemetry::AnonymousId;
+use electric_telemetry::internals::{AnonymousId, DistinctCount, Summary, EXACT_IDS, EXACT_VALUES};
+use electric_telemetry::SummaryStats;
 use proptest::prelude::*;
 
 /// Samples that mix every hard case: tiny values (exact buckets), bucket edges, extremes and

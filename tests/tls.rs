@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use common::{eventually, outbox_status_when, seed_report};
+use electric_telemetry::internals::*;
 use electric_telemetry::*;
 
 /// An https receiver on 127.0.0.1 whose certificate (for that IP) nobody trusts by default.

@@ -22,8 +22,7 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use electric_telemetry::distinct::DistinctCount;
-use electric_telemetry::summary::Summary;
+use electric_telemetry::internals::*;
 use electric_telemetry::*;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::KeyValue;

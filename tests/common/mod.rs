@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use electric_telemetry::report::Usage;
 use electric_telemetry::Report;
+use electric_telemetry::Usage;
 
 /// One scripted answer.
 #[derive(Debug, Clone, Default)]
@@ -39,13 +39,13 @@ impl Answer {
 /// Polls the sender's outbox status (real time, bounded to 10 s) until `done` holds, and
 /// returns the last status seen, for the caller to assert on.
 pub async fn outbox_status_when(
-    sender: &actix::Addr<electric_telemetry::Sender>,
+    sender: &actix::Addr<electric_telemetry::internals::Sender>,
     done: impl Fn(&electric_telemetry::OutboxStatus) -> bool,
 ) -> electric_telemetry::OutboxStatus {
     let mut status = electric_telemetry::OutboxStatus::default();
     for _ in 0..1000 {
         status = sender
-            .send(electric_telemetry::GetOutboxStatus)
+            .send(electric_telemetry::internals::GetOutboxStatus)
             .await
             .expect("the sender answers");
         if done(&status) {

@@ -1,7 +1,7 @@
 //! The intake: how the handle hands structured events (connects, subscriptions, initial
 //! syncs, ...) to the collector without an actor send.
 //!
-//! An actix send from another thread costs 0.6–0.9 µs, and `do_send` ignores the mailbox bound
+//! An actix send from another thread is costly, and `do_send` ignores the mailbox bound
 //! altogether. [`Telemetry::record`](crate::Telemetry::record) instead pushes a compact event
 //! (32 bytes, ids already hashed) into a bounded lock-free queue that the collector owns and
 //! drains: once a second, whenever a producer finds the queue half full or full (one wake-up
@@ -18,12 +18,8 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::counters::HotCounters;
-use crate::distinct::AnonymousId;
-use crate::messages::{
-    ClientConnected, ClientDisconnected, ElectrifiedTables, InitialSync, PgVersion,
-    SubscriptionContinued, SubscriptionEstablished, WalStatus,
-};
+use super::counters::HotCounters;
+use super::event::Event;
 
 /// How many events the queue holds: 8 192 × 40 bytes (event and slot stamp) = 320 KiB,
 /// allocated once at start.
@@ -31,99 +27,6 @@ pub(crate) const QUEUE_CAPACITY: usize = 8 * 1024;
 
 /// How many pushes a thread makes between two looks at the queue's fill level.
 const CHECK_EVERY: u32 = 64;
-
-/// A structured event in the form the queue carries: only what the collector aggregates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Event {
-    Connected {
-        client: AnonymousId,
-        user: AnonymousId,
-    },
-    Disconnected(AnonymousId),
-    Established {
-        included_tables: u64,
-    },
-    Continued(AnonymousId),
-    /// An initial sync of at most two shapes, inline: the usual case needs no heap.
-    SyncInline {
-        shapes: u8,
-        rows: [u64; 2],
-    },
-    /// An initial sync of more shapes: the caller's vector, moved, not copied.
-    SyncMany(Vec<u64>),
-    PgVersion(PgVersion),
-    /// Boxed: rare, and inline it would make every event 8 bytes larger.
-    Wal(Box<WalStatus>),
-    ElectrifiedTables(u64),
-}
-
-impl From<ClientConnected> for Event {
-    fn from(e: ClientConnected) -> Self {
-        Event::Connected {
-            client: e.client,
-            user: e.user,
-        }
-    }
-}
-
-impl From<ClientDisconnected> for Event {
-    fn from(e: ClientDisconnected) -> Self {
-        Event::Disconnected(e.client)
-    }
-}
-
-impl From<SubscriptionEstablished> for Event {
-    fn from(e: SubscriptionEstablished) -> Self {
-        // The client id feeds no figure, so it is not carried.
-        Event::Established {
-            included_tables: e.included_tables,
-        }
-    }
-}
-
-impl From<SubscriptionContinued> for Event {
-    fn from(e: SubscriptionContinued) -> Self {
-        Event::Continued(e.client)
-    }
-}
-
-impl From<InitialSync> for Event {
-    fn from(e: InitialSync) -> Self {
-        match e.rows_per_shape[..] {
-            [] => Event::SyncInline {
-                shapes: 0,
-                rows: [0; 2],
-            },
-            [a] => Event::SyncInline {
-                shapes: 1,
-                rows: [a, 0],
-            },
-            [a, b] => Event::SyncInline {
-                shapes: 2,
-                rows: [a, b],
-            },
-            _ => Event::SyncMany(e.rows_per_shape),
-        }
-    }
-}
-
-impl From<PgVersion> for Event {
-    fn from(e: PgVersion) -> Self {
-        Event::PgVersion(e)
-    }
-}
-
-impl From<WalStatus> for Event {
-    fn from(e: WalStatus) -> Self {
-        Event::Wal(Box::new(e))
-    }
-}
-
-impl From<ElectrifiedTables> for Event {
-    fn from(e: ElectrifiedTables) -> Self {
-        Event::ElectrifiedTables(e.count)
-    }
-}
 
 /// What the handles share with the collector: the hot counters and the event queue.
 pub(crate) struct Intake {
@@ -159,11 +62,6 @@ impl Intake {
                 self.request_drain(wake);
             }
         }
-    }
-
-    /// Counts an event shed elsewhere (a full mailbox).
-    pub(crate) fn count_shed(&self) {
-        self.counters.add_shed();
     }
 
     fn request_drain(&self, wake: impl FnOnce()) {
@@ -210,26 +108,6 @@ fn time_to_check() -> bool {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
-
-    #[test]
-    fn an_event_fits_in_32_bytes() {
-        assert!(std::mem::size_of::<Event>() <= 32);
-    }
-
-    #[test]
-    fn initial_syncs_of_up_to_two_shapes_are_inline() {
-        assert_eq!(
-            Event::from(InitialSync::new(vec![7, 9])),
-            Event::SyncInline {
-                shapes: 2,
-                rows: [7, 9]
-            }
-        );
-        assert_eq!(
-            Event::from(InitialSync::new(vec![1, 2, 3])),
-            Event::SyncMany(vec![1, 2, 3])
-        );
-    }
 
     #[test]
     fn a_full_queue_sheds_counts_and_wakes_the_collector_once() {

@@ -139,6 +139,7 @@ impl DistinctCount {
 
     /// Adds every id `other` saw, as if each had been inserted here. The result is the same as
     /// inserting both streams into one count.
+    #[cfg_attr(not(feature = "unstable-internals"), allow(dead_code))] // tests and benches
     pub fn merge(&mut self, other: &DistinctCount) {
         match &other.ids {
             Ids::Exact(theirs) => {
@@ -166,6 +167,7 @@ impl DistinctCount {
     }
 
     /// Forgets every id (and gives back the memory).
+    #[cfg_attr(not(feature = "unstable-internals"), allow(dead_code))] // tests and benches
     pub fn reset(&mut self) {
         *self = Self::new();
     }

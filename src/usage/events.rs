@@ -1,58 +1,53 @@
-//! The typed usage messages a service's actors send: one type per kind of event.
+//! The usage events a service records: one type per kind of event.
 //!
-//! Every message is an actix [`Message`] that the [`Collector`](crate::Collector) handles, so an
-//! actor may hold an `Addr<Collector>` or a `Recipient<M>` for the events it produces. The
-//! cheaper path is [`Telemetry::record`](crate::Telemetry::record): counter events
-//! ([`ReplicatedFromPg`], [`ReceivedFromClient`], [`SentToClients`]) then become plain stores
-//! into the calling thread's own counter slot and never touch a mailbox, and the other events
-//! go, in a compact form, through a bounded lock-free queue that the collector drains.
+//! Record them through [`Telemetry::record`](crate::Telemetry::record), which is the cheap
+//! path: counter events ([`ReplicatedFromPg`], [`ReceivedFromClient`], [`SentToClients`])
+//! become plain stores into the calling thread's own counter slot and never touch a mailbox;
+//! the others go, in a compact form, through a bounded lock-free queue that the collector
+//! drains. Every event is also an actix [`Message`] that the [`Collector`](crate::Collector)
+//! handles, so an actor may hold a `Recipient<E>` instead.
 //!
-//! Client and user ids are hashed into an [`AnonymousId`] as the message is built, so raw ids
-//! never travel further than the constructor.
+//! Client and user ids are hashed with a per-process random key as the event is built, so
+//! raw ids never travel further than the constructor.
+//!
+//! Each event converts into the collector's internal [`Event`] right beside its definition
+//! (the `usage_event!` blocks below); that conversion is the only place that knows what an
+//! event feeds.
 
 use std::time::SystemTime;
 
 use actix::Message;
 
-use crate::counters::Counter;
-use crate::distinct::AnonymousId;
+use super::counters::Counter;
+use super::event::{Event, WalFigures};
 use crate::error::UsageError;
-use crate::intake::Event;
+use crate::sketch::distinct::AnonymousId;
 
-/// An event that can be passed to [`Telemetry::record`](crate::Telemetry::record).
-pub trait UsageEvent: Message<Result = ()> + Send + 'static {
-    /// The hot counters this event adds to, if it is a counter event. Such events are recorded
-    /// with atomic adds instead of a message.
-    #[inline]
-    fn hot_counts(&self) -> Option<[(Counter, u64); 2]> {
-        None
-    }
+/// An event that can be passed to [`Telemetry::record`](crate::Telemetry::record) or sent to
+/// the [`Collector`](crate::Collector). Implemented by this crate's events only (sealed): the
+/// report has a field for each, and nothing else could be reported.
+pub trait UsageEvent: Message<Result = ()> + sealed::Sealed + Send + 'static {}
 
-    /// The event in the compact form the handle queues for the collector, or the event itself
-    /// if it has none (it then goes through the collector's mailbox).
-    #[inline]
-    fn into_compact(self) -> Result<CompactEvent, Self>
-    where
-        Self: Sized,
-    {
-        Err(self)
+pub(crate) mod sealed {
+    /// Converts an event into the collector's internal form. Not nameable outside the crate,
+    /// which seals [`UsageEvent`](super::UsageEvent).
+    pub trait Sealed {
+        fn into_event(self) -> super::Event;
     }
 }
 
-/// A structured event in the compact form [`Telemetry::record`](crate::Telemetry::record)
-/// queues for the collector: ids hashed, only what the collector aggregates, 32 bytes. Opaque.
-#[derive(Debug)]
-pub struct CompactEvent(pub(crate) Event);
-
-macro_rules! compact_event {
-    ($($event:ty),*) => {$(
-        impl UsageEvent for $event {
+/// Declares `$event` a usage event that converts into the collector's [`Event`] by `$into`.
+macro_rules! usage_event {
+    ($event:ty, |$e:ident| $into:expr) => {
+        impl sealed::Sealed for $event {
             #[inline]
-            fn into_compact(self) -> Result<CompactEvent, Self> {
-                Ok(CompactEvent(Event::from(self)))
+            fn into_event(self) -> Event {
+                let $e = self;
+                $into
             }
         }
-    )*};
+        impl UsageEvent for $event {}
+    };
 }
 
 macro_rules! counter_event {
@@ -74,15 +69,10 @@ macro_rules! counter_event {
             }
         }
 
-        impl UsageEvent for $name {
-            #[inline]
-            fn hot_counts(&self) -> Option<[(Counter, u64); 2]> {
-                Some([
-                    (Counter::$transactions, self.transactions),
-                    (Counter::$operations, self.operations),
-                ])
-            }
-        }
+        usage_event!($name, |e| Event::Count {
+            counters: [Counter::$transactions, Counter::$operations],
+            n: [e.transactions, e.operations],
+        });
     };
 }
 
@@ -105,10 +95,8 @@ counter_event!(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub struct ClientConnected {
-    /// The client, anonymised.
-    pub client: AnonymousId,
-    /// The user the client acts for, anonymised.
-    pub user: AnonymousId,
+    client: AnonymousId,
+    user: AnonymousId,
 }
 
 impl ClientConnected {
@@ -121,12 +109,16 @@ impl ClientConnected {
     }
 }
 
+usage_event!(ClientConnected, |e| Event::Connected {
+    client: e.client,
+    user: e.user,
+});
+
 /// A client disconnected. A disconnect for a client that is not connected is ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub struct ClientDisconnected {
-    /// The client, anonymised.
-    pub client: AnonymousId,
+    client: AnonymousId,
 }
 
 impl ClientDisconnected {
@@ -138,34 +130,35 @@ impl ClientDisconnected {
     }
 }
 
+usage_event!(ClientDisconnected, |e| Event::Disconnected(e.client));
+
 /// A client established a new subscription (`subscriptions_established`,
 /// `subscriptions_included_tables`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub struct SubscriptionEstablished {
-    /// The client, anonymised.
-    pub client: AnonymousId,
-    /// How many tables the subscription includes.
-    pub included_tables: u64,
+    included_tables: u64,
 }
 
 impl SubscriptionEstablished {
-    /// Hashes the id at once; the raw string is not kept.
+    /// A subscription of `client_id` that includes `included_tables` tables. No figure is
+    /// kept per client, so the id is neither hashed nor kept.
     pub fn new(client_id: &str, included_tables: u64) -> Self {
-        Self {
-            client: AnonymousId::new(client_id),
-            included_tables,
-        }
+        let _ = client_id;
+        Self { included_tables }
     }
 }
+
+usage_event!(SubscriptionEstablished, |e| Event::Established {
+    included_tables: e.included_tables,
+});
 
 /// A client continued (resumed) a subscription (`subscriptions_continued`,
 /// `subscriptions_continued_per_client`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub struct SubscriptionContinued {
-    /// The client, anonymised.
-    pub client: AnonymousId,
+    client: AnonymousId,
 }
 
 impl SubscriptionContinued {
@@ -176,6 +169,8 @@ impl SubscriptionContinued {
         }
     }
 }
+
+usage_event!(SubscriptionContinued, |e| Event::Continued(e.client));
 
 /// An initial sync ran (`initial_syncs`, `subscriptions_rows_per_shape`).
 #[derive(Debug, Clone, PartialEq, Eq, Message)]
@@ -193,6 +188,22 @@ impl InitialSync {
         }
     }
 }
+
+usage_event!(InitialSync, |e| match e.rows_per_shape[..] {
+    [] => Event::SyncInline {
+        shapes: 0,
+        rows: [0; 2],
+    },
+    [a] => Event::SyncInline {
+        shapes: 1,
+        rows: [a, 0],
+    },
+    [a, b] => Event::SyncInline {
+        shapes: 2,
+        rows: [a, b],
+    },
+    _ => Event::SyncMany(e.rows_per_shape),
+});
 
 /// The Postgres server's version (`environment.pg_version`), as the replication side learnt it.
 ///
@@ -226,11 +237,9 @@ impl PgVersion {
     pub fn as_str(&self) -> &str {
         &self.version
     }
-
-    pub(crate) fn into_string(self) -> String {
-        self.version
-    }
 }
+
+usage_event!(PgVersion, |e| Event::PgVersion(e.version));
 
 fn is_version(word: &str) -> bool {
     let numeric_len = word
@@ -265,6 +274,12 @@ pub struct WalStatus {
     pub wal_transactions: u64,
 }
 
+usage_event!(WalStatus, |e| Event::Wal(Box::new(WalFigures {
+    oldest_wal_time: e.oldest_wal_time,
+    wal_cache_memory: e.wal_cache_memory,
+    wal_transactions: e.wal_transactions,
+})));
+
 /// How many tables are electrified now (`electrified_tables`, latest value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
@@ -273,13 +288,46 @@ pub struct ElectrifiedTables {
     pub count: u64,
 }
 
-compact_event!(
-    ClientConnected,
-    ClientDisconnected,
-    SubscriptionEstablished,
-    SubscriptionContinued,
-    InitialSync,
-    PgVersion,
-    WalStatus,
-    ElectrifiedTables
-);
+usage_event!(ElectrifiedTables, |e| Event::ElectrifiedTables(e.count));
+
+#[cfg(test)]
+mod tests {
+    use super::sealed::Sealed;
+    use super::*;
+
+    #[test]
+    fn counter_events_become_two_counts() {
+        assert_eq!(
+            ReplicatedFromPg::new(2, 12).into_event(),
+            Event::Count {
+                counters: [Counter::TransactionsFromPg, Counter::OperationsFromPg],
+                n: [2, 12]
+            }
+        );
+        assert_eq!(
+            SentToClients::new(1, 3).into_event(),
+            Event::Count {
+                counters: [
+                    Counter::TransactionsSentToClients,
+                    Counter::OperationsSentToClients
+                ],
+                n: [1, 3]
+            }
+        );
+    }
+
+    #[test]
+    fn initial_syncs_of_up_to_two_shapes_are_inline() {
+        assert_eq!(
+            InitialSync::new(vec![7, 9]).into_event(),
+            Event::SyncInline {
+                shapes: 2,
+                rows: [7, 9]
+            }
+        );
+        assert_eq!(
+            InitialSync::new(vec![1, 2, 3]).into_event(),
+            Event::SyncMany(vec![1, 2, 3])
+        );
+    }
+}

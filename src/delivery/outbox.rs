@@ -16,8 +16,8 @@ use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::identity::write_atomically;
-use crate::report::Report;
+use crate::files::write_atomically;
+use crate::report::wire::Report;
 
 const CARRY_FILE: &str = "dropped_reports";
 /// How many unreadable files are kept aside for a look; older ones are deleted.
@@ -327,7 +327,7 @@ mod tests {
 
     fn report() -> Report {
         let mut r: Report =
-            serde_json::from_str(include_str!("../tests/fixtures/seed_report.json"))
+            serde_json::from_str(include_str!("../../tests/fixtures/seed_report.json"))
                 .expect("fixture parses");
         r.report_id = uuid::Uuid::new_v4();
         r

@@ -17,8 +17,8 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::distinct::{mix, AnonymousId};
-use crate::summary::Summary;
+use super::distinct::{mix, AnonymousId};
+use super::summary::Summary;
 
 /// The most connected clients tracked by id. A hash table holding this many stays at 16 384
 /// buckets (≈ 270 KiB) however clients come and go.

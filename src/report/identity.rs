@@ -7,12 +7,12 @@
 //! per-process id instead.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
 use crate::config::TelemetryConfig;
+use crate::files::write_atomically;
 
 /// The ids a report carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,29 +71,6 @@ fn stored_cluster_uuid(storage_dir: &Path) -> Uuid {
         );
     }
     id
-}
-
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a
-/// temporary file beside it, fsync, rename, then fsync of the directory.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // Make the rename itself durable; not every platform can open a directory.
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

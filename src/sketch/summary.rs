@@ -165,6 +165,7 @@ impl Summary {
     /// Adds every sample of `other` to this summary, as if each had been recorded here. Two
     /// exact summaries stay exact while their union has at most [`EXACT_VALUES`] distinct
     /// values.
+    #[cfg_attr(not(feature = "unstable-internals"), allow(dead_code))] // tests and benches
     pub fn merge(&mut self, other: &Summary) {
         if other.len == 0 {
             return;
@@ -210,27 +211,32 @@ impl Summary {
     }
 
     /// Forgets every sample (and gives back the memory they used).
+    #[cfg_attr(not(feature = "unstable-internals"), allow(dead_code))] // tests and benches
     pub fn reset(&mut self) {
         *self = Self::new();
     }
 
     /// How many samples were recorded.
+    #[cfg_attr(not(feature = "unstable-internals"), allow(dead_code))] // tests and benches
     pub fn len(&self) -> u64 {
         self.len
     }
 
     /// Whether no sample was recorded.
+    #[cfg_attr(not(feature = "unstable-internals"), allow(dead_code))] // tests and benches
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Whether every statistic is exact: at most [`EXACT_VALUES`] distinct values so far.
+    #[cfg_attr(not(feature = "unstable-internals"), allow(dead_code))] // tests and benches
     pub fn is_exact(&self) -> bool {
         matches!(self.values, Values::Exact(_))
     }
 
     /// The values that share `value`'s bucket once a summary is bucketed: `value` alone below
     /// 128, else a range at most 1/64 of its lower bound wide.
+    #[cfg_attr(not(feature = "unstable-internals"), allow(dead_code))] // tests and benches
     pub fn bucket_range(value: u64) -> RangeInclusive<u64> {
         let (low, high) = bucket_bounds(bucket_of(value));
         low..=high

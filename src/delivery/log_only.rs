@@ -4,8 +4,8 @@
 
 use actix::prelude::*;
 
+use super::sender::{Deliver, Flush, GetOutboxStatus, OutboxStatus};
 use crate::error::DeliveryError;
-use crate::sender::{Deliver, Flush, GetOutboxStatus, OutboxStatus};
 
 /// Writes each report it is handed to the log (`INFO`, target `electric_telemetry::report`).
 #[derive(Debug, Default)]

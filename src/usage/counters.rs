@@ -28,49 +28,49 @@ use std::sync::atomic::{
 };
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-/// A usage counter that is recorded on the hot path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Counter {
-    /// Operations (row changes) replicated from Postgres.
-    OperationsFromPg = 0,
-    /// Transactions replicated from Postgres.
-    TransactionsFromPg = 1,
-    /// Operations received from clients.
-    OperationsReceivedFromClients = 2,
-    /// Transactions received from clients.
-    TransactionsReceivedFromClients = 3,
-    /// Operations sent to clients.
-    OperationsSentToClients = 4,
-    /// Transactions sent to clients.
-    TransactionsSentToClients = 5,
-}
-
-impl Counter {
-    /// Every counter, in index order.
-    pub const ALL: [Counter; COUNTERS] = [
-        Counter::OperationsFromPg,
-        Counter::TransactionsFromPg,
-        Counter::OperationsReceivedFromClients,
-        Counter::TransactionsReceivedFromClients,
-        Counter::OperationsSentToClients,
-        Counter::TransactionsSentToClients,
-    ];
-
-    /// The counter's field name in the report's `usage` object.
-    pub fn field_name(self) -> &'static str {
-        match self {
-            Counter::OperationsFromPg => "operations_from_pg",
-            Counter::TransactionsFromPg => "transactions_from_pg",
-            Counter::OperationsReceivedFromClients => "operations_received_from_clients",
-            Counter::TransactionsReceivedFromClients => "transactions_received_from_clients",
-            Counter::OperationsSentToClients => "operations_sent_to_clients",
-            Counter::TransactionsSentToClients => "transactions_sent_to_clients",
+/// Declares the hot counters once: the public enum, its list, its report field names and
+/// their number all come from this one table.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident => $field:literal,)*) => {
+        /// A usage counter that is recorded on the hot path (see
+        /// [`Telemetry::add`](crate::Telemetry::add)).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Counter {
+            $($(#[$doc])* $name,)*
         }
-    }
+
+        impl Counter {
+            /// Every counter, in index order.
+            pub const ALL: [Counter; COUNTERS] = [$(Counter::$name),*];
+
+            /// The counter's field name in the report's `usage` object.
+            pub fn field_name(self) -> &'static str {
+                match self {
+                    $(Counter::$name => $field,)*
+                }
+            }
+        }
+
+        /// How many hot counters there are.
+        pub(crate) const COUNTERS: usize = [$($field),*].len();
+    };
 }
 
-/// How many hot counters there are.
-pub const COUNTERS: usize = 6;
+counters! {
+    /// Operations (row changes) replicated from Postgres.
+    OperationsFromPg => "operations_from_pg",
+    /// Transactions replicated from Postgres.
+    TransactionsFromPg => "transactions_from_pg",
+    /// Operations received from clients.
+    OperationsReceivedFromClients => "operations_received_from_clients",
+    /// Transactions received from clients.
+    TransactionsReceivedFromClients => "transactions_received_from_clients",
+    /// Operations sent to clients.
+    OperationsSentToClients => "operations_sent_to_clients",
+    /// Transactions sent to clients.
+    TransactionsSentToClients => "transactions_sent_to_clients",
+}
 
 /// Cells per slot: the counters, then the events the intake shed (counted the same cheap way,
 /// so that a flood of shed events does not make every producer fight over one cache line).

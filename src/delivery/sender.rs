@@ -1,0 +1,290 @@
+//! The sender actor: delivers the outbox's reports, in order, until the endpoint has them.
+//!
+//! It runs on an Arbiter (thread) of its own, so a slow or hung endpoint never delays the
+//! collector, the scheduler or a recording call, and the outbox's disk writes happen there too.
+//!
+//! - `Deliver` queues a report in the outbox (on disk first) and returns.
+//! - The front report is POSTed with its `report_id` as `Idempotency-Key`, so every retry of it
+//!   can be de-duplicated by the receiver. Only a 2xx answer counts as delivered.
+//! - A transport error, a timeout, 408, 429, 5xx or a redirect is retried after the wait the
+//!   retry policy gives (see `retry`); any other answer means the endpoint rejects the
+//!   payload: the report is dropped with a warning naming the status and the start of the
+//!   body, and the loss travels in the next report's `dropped_reports`.
+//! - `Flush` (used at shutdown) tries every pending report now, skipping any backoff wait,
+//!   and keeps retrying a short wait apart until the outbox is empty or the caller's deadline
+//!   ends it.
+//! - With an audit file configured, each accepted report is appended to it as sent.
+//! - TLS verifies the endpoint's certificate against the webpki roots, plus the CA
+//!   certificates of `ELECTRIC_TELEMETRY_CA_FILE` if set.
+//!
+//! Logs stay quiet on hosts that cannot reach the endpoint: the first failure of an outage is
+//! one warning, later failures are debug lines, and the end of the outage is one info line
+//! saying how many reports went out.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::audit::AuditLog;
+use super::http::{self, post, url_for_logs, Attempt, ClientSettings};
+use super::outbox::{outbox_dir, Bounds, Outbox};
+use super::retry::RetryPolicy;
+use crate::config::TelemetryConfig;
+use crate::error::DeliveryError;
+use crate::report::wire::Report;
+
+/// During a flush, the longest wait between two attempts: shutdown has a deadline.
+const FLUSH_RETRY_MAX: Duration = Duration::from_millis(250);
+
+/// Queues one report for delivery. Returns once the report is in the outbox.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Report);
+
+/// Tries to deliver every queued report now, skipping any backoff wait and retrying a short
+/// wait apart. Answers `Ok` once the outbox is empty; bound it with a timeout, as shutdown
+/// does. Reports not delivered by then stay queued (and on disk).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), DeliveryError>")]
+pub struct Flush;
+
+/// Asks how the outbox stands.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "OutboxStatus")]
+pub struct GetOutboxStatus;
+
+/// How the outbox stands ([`Telemetry::outbox_status`](crate::Telemetry::outbox_status)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct OutboxStatus {
+    /// Reports waiting for delivery.
+    pub pending: usize,
+    /// Failed attempts since the last delivery.
+    pub failed_attempts: u64,
+    /// Reports dropped and not yet reported in a queued report's `dropped_reports`.
+    pub dropped_not_yet_reported: u64,
+}
+
+/// The sender actor.
+pub struct Sender {
+    url: String,
+    /// The URL as logs show it: no userinfo, no query.
+    shown_url: String,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    ca_file: Option<PathBuf>,
+    audit: Option<AuditLog>,
+    retry: RetryPolicy,
+    /// Built in `started`, on the sender's own thread: `awc::Client` is `!Send`.
+    client: Option<awc::Client>,
+    outbox: Outbox,
+    /// The report on the wire now, by outbox sequence number.
+    in_flight: Option<u64>,
+    /// The wait before the next attempt, while one is armed.
+    retry_timer: Option<SpawnHandle>,
+    /// Failed attempts in a row.
+    failures: u32,
+    /// `Some` while an outage lasts: reports delivered since it began to end.
+    outage: Option<u64>,
+    flush_waiters: Vec<oneshot::Sender<Result<(), DeliveryError>>>,
+}
+
+impl Sender {
+    /// A sender for the endpoint, timeouts, retry policy and outbox in `config`.
+    pub fn new(config: &TelemetryConfig) -> Self {
+        let bounds = Bounds {
+            max_reports: config.outbox_max_reports(),
+            max_bytes: config.outbox_max_bytes(),
+        };
+        Self {
+            url: config.url().to_owned(),
+            shown_url: url_for_logs(config.url()),
+            request_timeout: config.request_timeout(),
+            connect_timeout: config.connect_timeout(),
+            ca_file: config.ca_file().map(PathBuf::from),
+            audit: config
+                .audit_log()
+                .map(|path| AuditLog::new(path.to_owned(), config.audit_log_max_bytes())),
+            retry: RetryPolicy {
+                initial: config.retry_initial_backoff(),
+                max: config.retry_max_backoff(),
+            },
+            client: None,
+            outbox: Outbox::new(Some(outbox_dir(config.storage_dir())), bounds),
+            in_flight: None,
+            retry_timer: None,
+            failures: 0,
+            outage: None,
+            flush_waiters: Vec::new(),
+        }
+    }
+
+    /// Sends the front report unless one is on the wire or a retry wait is armed.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight.is_some() || self.retry_timer.is_some() {
+            return;
+        }
+        let Some(front) = self.outbox.front() else {
+            self.end_outage();
+            self.answer_flush(Ok(()));
+            return;
+        };
+        let Some(client) = &self.client else { return };
+        let seq = front.seq;
+        let body = match serde_json::to_vec(&front.report) {
+            Ok(body) => body,
+            Err(e) => {
+                let refused = Attempt::Refused(DeliveryError::Encode(e.to_string()));
+                return self.settle(seq, refused, None, ctx);
+            }
+        };
+        // Kept only for the audit file, which records exactly the bytes the endpoint took.
+        let sent = self.audit.is_some().then(|| body.clone());
+        let id = front.report.report_id.to_string();
+        let attempt = post(client, &self.url, id, body, self.request_timeout);
+        self.in_flight = Some(seq);
+        ctx.spawn(attempt.into_actor(self).map(move |attempt, sender, ctx| {
+            sender.in_flight = None;
+            sender.settle(seq, attempt, sent, ctx);
+        }));
+    }
+
+    fn settle(
+        &mut self,
+        seq: u64,
+        attempt: Attempt,
+        sent: Option<Vec<u8>>,
+        ctx: &mut Context<Self>,
+    ) {
+        match attempt {
+            Attempt::Delivered => {
+                if let (Some(audit), Some(body)) = (&mut self.audit, sent) {
+                    audit.append(&body);
+                }
+                self.outbox.delivered(seq);
+                self.failures = 0;
+                match &mut self.outage {
+                    Some(delivered) => *delivered += 1,
+                    None => tracing::debug!(url = %self.shown_url, "telemetry report delivered"),
+                }
+            }
+            Attempt::Refused(e) => {
+                self.outbox.refused(seq);
+                self.failures = 0;
+                tracing::warn!(
+                    url = %self.shown_url, error = %e,
+                    "the telemetry endpoint refused a report; it was dropped and the loss will \
+                     be counted in the next report's dropped_reports"
+                );
+            }
+            Attempt::Transient(e, retry_after) => {
+                self.failures = self.failures.saturating_add(1);
+                let mut wait = self.retry.next_wait(self.failures, retry_after);
+                if !self.flush_waiters.is_empty() {
+                    // Shutting down: keep trying until the flush's deadline, not the backoff's.
+                    wait = wait.min(FLUSH_RETRY_MAX);
+                }
+                self.note_failure(&e, wait);
+                self.retry_timer = Some(ctx.run_later(wait, |sender, ctx| {
+                    sender.retry_timer = None;
+                    sender.pump(ctx);
+                }));
+                return;
+            }
+        }
+        self.pump(ctx);
+    }
+
+    fn note_failure(&mut self, e: &DeliveryError, wait: Duration) {
+        if self.outage.is_none() {
+            self.outage = Some(0);
+            tracing::warn!(
+                url = %self.shown_url, error = %e,
+                "telemetry could not deliver its usage report; it is kept and retried, this \
+                 does not affect the service, and further failures are logged at debug level. \
+                 Set ELECTRIC_TELEMETRY=disabled to opt out"
+            );
+        } else {
+            tracing::debug!(
+                url = %self.shown_url, error = %e, retry_in = ?wait, failures = self.failures,
+                "telemetry report not delivered; will retry"
+            );
+        }
+    }
+
+    fn end_outage(&mut self) {
+        if let Some(delivered) = self.outage.take() {
+            tracing::info!(
+                url = %self.shown_url, delivered,
+                "telemetry reaches its endpoint again; every pending report was delivered"
+            );
+        }
+    }
+
+    fn answer_flush(&mut self, result: Result<(), DeliveryError>) {
+        for waiter in self.flush_waiters.drain(..) {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+impl Actor for Sender {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let client = http::client(&ClientSettings {
+            request_timeout: self.request_timeout,
+            connect_timeout: self.connect_timeout,
+            ca_file: self.ca_file.as_deref(),
+        });
+        self.client = Some(client);
+        let loaded = self.outbox.load();
+        if loaded.reports > 0 {
+            tracing::info!(
+                pending = loaded.reports,
+                "telemetry found reports an earlier run could not deliver; sending them now"
+            );
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Deliver> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(report): Deliver, ctx: &mut Context<Self>) {
+        self.outbox.push(report, self.in_flight);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Flush> for Sender {
+    type Result = ResponseFuture<Result<(), DeliveryError>>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        if self.outbox.len() == 0 {
+            return Box::pin(async { Ok(()) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.flush_waiters.push(tx);
+        if let Some(timer) = self.retry_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.pump(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(DeliveryError::NotRunning)) })
+    }
+}
+
+impl Handler<GetOutboxStatus> for Sender {
+    type Result = MessageResult<GetOutboxStatus>;
+
+    fn handle(&mut self, _: GetOutboxStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(OutboxStatus {
+            pending: self.outbox.len(),
+            failed_attempts: u64::from(self.failures),
+            dropped_not_yet_reported: self.outbox.carry(),
+        })
+    }
+}

@@ -1,0 +1,7 @@
+//! The report: its wire shape and schema, and how a window's figures become one (host facts,
+//! ids, version, clock).
+
+pub(crate) mod builder;
+pub(crate) mod host;
+pub(crate) mod identity;
+pub(crate) mod wire;

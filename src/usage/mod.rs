@@ -1,0 +1,16 @@
+//! Usage: the events a service records, how they reach the collector, and the window the
+//! collector aggregates them into.
+//!
+//! - `events`: the public event types, each converting into the internal `Event` beside its
+//!   definition;
+//! - `counters`: the hot counters (a single-writer slot per recording thread);
+//! - `intake`: the bounded lock-free queue of structured events;
+//! - `collector`: the actor that owns the window and folds both into it;
+//! - `window`: what one window accumulates and the figures it reports.
+
+pub(crate) mod collector;
+pub(crate) mod counters;
+pub(crate) mod event;
+pub(crate) mod events;
+pub(crate) mod intake;
+pub(crate) mod window;

@@ -1,40 +1,15 @@
-//! A real HTTP receiver on 127.0.0.1 for the tests, with the answers they need to provoke.
+//! What the integration tests share: the loopback receiver (`receiver.rs`), a server that cuts
+//! responses short, log capture, and small helpers.
 #![allow(dead_code)] // Each test binary uses a different part of it.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use electric_telemetry::Report;
-use electric_telemetry::Usage;
+use electric_telemetry::{Report, Usage};
 
-/// One scripted answer.
-#[derive(Debug, Clone, Default)]
-pub struct Answer {
-    pub status: u16,
-    pub retry_after: Option<String>,
-    pub delay: Duration,
-}
-
-impl Answer {
-    pub fn status(status: u16) -> Self {
-        Self {
-            status,
-            ..Self::default()
-        }
-    }
-
-    /// `status` with a `Retry-After` header.
-    pub fn retry_after(status: u16, retry_after: &str) -> Self {
-        Self {
-            status,
-            retry_after: Some(retry_after.to_owned()),
-            ..Self::default()
-        }
-    }
-}
+mod receiver;
+#[allow(unused_imports)] // Not every test binary uses the receiver.
+pub use receiver::*;
 
 /// Polls the sender's outbox status (real time, bounded to 10 s) until `done` holds, and
 /// returns the last status seen, for the caller to assert on.
@@ -54,153 +29,6 @@ pub async fn outbox_status_when(
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
     status
-}
-
-/// One request as the receiver saw it.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub at: Instant,
-    /// The status it was answered with.
-    pub status: u16,
-    pub body: Vec<u8>,
-    pub content_type: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub user_agent: Option<String>,
-    /// Every header as sent, name (lower case) and raw value bytes, in the order received, so a
-    /// test can check all of them and not only the three above.
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-impl Received {
-    pub fn report(&self) -> Report {
-        serde_json::from_slice(&self.body).expect("the body is a report of the current shape")
-    }
-}
-
-#[derive(Default)]
-struct State {
-    received: Mutex<Vec<Received>>,
-    /// Answers to give first, in order; then `status`.
-    script: Mutex<VecDeque<Answer>>,
-    status: AtomicU16,
-    /// Milliseconds to wait before answering.
-    delay_ms: AtomicU64,
-}
-
-/// A receiver running in the current actix System.
-pub struct Receiver {
-    pub url: String,
-    state: Arc<State>,
-    server: actix_web::dev::ServerHandle,
-}
-
-impl Receiver {
-    /// Starts a receiver on 127.0.0.1:0 that answers 200.
-    pub fn start() -> Self {
-        Self::start_on(0)
-    }
-
-    /// Starts a receiver on 127.0.0.1:`port` that answers 200.
-    pub fn start_on(port: u16) -> Self {
-        let state = Arc::new(State {
-            status: AtomicU16::new(200),
-            ..State::default()
-        });
-        let app_state = Arc::clone(&state);
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::from(Arc::clone(&app_state)))
-                .default_service(web::to(receive))
-        })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .bind(("127.0.0.1", port))
-        .expect("bind a loopback port");
-        let port = server.addrs()[0].port();
-        let server = server.run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
-        Self {
-            url: format!("http://127.0.0.1:{port}/checkpoint"),
-            state,
-            server: handle,
-        }
-    }
-
-    /// Makes every later answer have this status.
-    pub fn answer_with(&self, status: u16) {
-        self.state.status.store(status, SeqCst);
-    }
-
-    /// Gives these answers, in order, before the default one.
-    pub fn script(&self, answers: impl IntoIterator<Item = Answer>) {
-        self.state.script.lock().unwrap().extend(answers);
-    }
-
-    /// Makes every later answer wait this long first.
-    pub fn delay_answers(&self, delay: Duration) {
-        self.state.delay_ms.store(delay.as_millis() as u64, SeqCst);
-    }
-
-    pub fn received(&self) -> Vec<Received> {
-        self.state.received.lock().unwrap().clone()
-    }
-
-    pub fn reports(&self) -> Vec<Report> {
-        self.received().iter().map(Received::report).collect()
-    }
-
-    pub async fn stop(self) {
-        self.server.stop(false).await;
-    }
-}
-
-async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let answer = state.script.lock().unwrap().pop_front().unwrap_or(Answer {
-        status: state.status.load(SeqCst),
-        retry_after: None,
-        delay: Duration::from_millis(state.delay_ms.load(SeqCst)),
-    });
-    state.received.lock().unwrap().push(Received {
-        at: Instant::now(),
-        status: answer.status,
-        body: body.to_vec(),
-        content_type: header("content-type"),
-        idempotency_key: header("idempotency-key"),
-        user_agent: header("user-agent"),
-        headers: req
-            .headers()
-            .iter()
-            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-            .collect(),
-    });
-    if !answer.delay.is_zero() {
-        actix_rt::time::sleep(answer.delay).await;
-    }
-    let status = actix_web::http::StatusCode::from_u16(answer.status).unwrap();
-    let mut response = HttpResponse::build(status);
-    if let Some(retry_after) = answer.retry_after {
-        response.insert_header(("Retry-After", retry_after));
-    }
-    response.body("receiver says no")
-}
-
-/// Reports that the receiver accepted (2xx), each `report_id` once.
-pub fn accepted(received: &[Received]) -> Vec<Report> {
-    let mut seen = std::collections::HashSet::new();
-    received
-        .iter()
-        .filter(|r| (200..300).contains(&r.status))
-        .map(Received::report)
-        .filter(|r| seen.insert(r.report_id))
-        .collect()
 }
 
 /// A raw HTTP/1.1 server on 127.0.0.1 that cuts the first `cut` connections in the middle of

@@ -23,6 +23,7 @@ test:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --lib --no-default-features -- -D warnings
 
 ## What recording costs, the flood test and the sketches' errors, in one release run
 ## (a package of its own, so its peer crates never slow `make test`).

@@ -52,13 +52,9 @@ fn ram_and_cpus() -> (u64, usize) {
     let refresh = RefreshKind::nothing()
         .with_memory(MemoryRefreshKind::nothing().with_ram())
         .with_cpu(CpuRefreshKind::nothing());
-    match System::new_with_specifics(refresh) {
-        Ok(sys) => (sys.total_memory(), sys.cpus().len()),
-        Err(e) => {
-            tracing::debug!(error = %e, "telemetry could not read RAM and CPUs; sending 0");
-            (0, 0)
-        }
-    }
+    // Where the platform does not tell, sysinfo answers 0 and an empty CPU list.
+    let sys = System::new_with_specifics(refresh);
+    (sys.total_memory(), sys.cpus().len())
 }
 
 #[cfg(not(feature = "host-facts"))]
@@ -76,9 +72,9 @@ impl MemorySampler {
     pub(crate) fn new() -> Self {
         Self {
             #[cfg(feature = "host-facts")]
-            system: System::new_with_specifics(RefreshKind::nothing())
+            system: sysinfo::get_current_pid()
                 .ok()
-                .zip(sysinfo::get_current_pid().ok()),
+                .map(|pid| (System::new_with_specifics(RefreshKind::nothing()), pid)),
         }
     }
 

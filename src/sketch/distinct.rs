@@ -4,12 +4,12 @@
 //! wrapped in an [`AnonymousId`], so the raw id never reaches the collector's queue or memory
 //! and the same id hashes differently in every process. Only counts ever leave the process.
 //!
-//! Electric counted distinct ids exactly from every id seen, which grows without bound.
-//! [`DistinctCount`] is exact up to [`EXACT_IDS`] ids (a sorted list of their 64-bit hashes,
+//! A distinct count must stay bounded however many ids a window sees. [`DistinctCount`] is
+//! exact up to [`EXACT_IDS`] ids (a sorted list of their 64-bit hashes,
 //! at most 8 KiB), then switches to a HyperLogLog sketch of 2^14 one-byte registers (16 KiB,
 //! whatever the number of ids), read with Ertl's improved estimator (no bias tables, accurate
 //! over the whole range). Its relative standard error is 1.04/√16384 ≈ 0.81 %, so a count of
-//! 1 M ids is within 2 % with ~98 % probability (2.5 standard errors); the benchmark measures it.
+//! 1 M ids is within 2 % with ~98 % probability (2.5 standard errors).
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};

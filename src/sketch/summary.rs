@@ -1,9 +1,6 @@
-//! Summaries of a window's samples, sent as `{min, max, mean, median, mode}`.
-//!
-//! Electric's reporter took its median from unsorted samples, divided by the whole length on
-//! even counts and crashed on empty windows; a later version kept every raw sample, ran busy
-//! instances out of memory, and then dropped median and mode altogether. [`Summary`] keeps
-//! them all in bounded memory:
+//! Summaries of a window's samples, sent as `{min, max, mean, median, mode}`, in bounded
+//! memory whatever the number of samples, with every statistic kept (none is a placeholder)
+//! and an empty summary well defined (`0/0/0.0/0/null`). A [`Summary`] is:
 //!
 //! - **Exact** while the window has at most [`EXACT_VALUES`] distinct values (the usual case
 //!   for clients, tables per subscription and rows of small shapes): one count per distinct
@@ -322,9 +319,10 @@ impl Summary {
     }
 }
 
-/// The statistics of a [`Summary`], in the report's wire shape.
+/// A summary of a window's samples, as the report carries it: `{min, max, mean, median, mode}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SummaryStats {
     /// The smallest sample, or 0 without samples.
     pub min: u64,

@@ -5,12 +5,13 @@
 //! what the service set in code, so an operator's setting always wins. Every value is checked
 //! when read or built; an error names the variable and what it accepts.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use awc::http::Uri;
 use uuid::Uuid;
 
+use crate::endpoint_url::check_url;
 use crate::error::ConfigError;
 
 /// The opt-out switch.
@@ -42,7 +43,6 @@ const ACCEPTED_SWITCH: &str = "unset (enabled); 0 f false disable disabled n no 
                                reports are logged, never sent); any letter case";
 const ACCEPTED_DURATION: &str = "a duration from 1s to 365days, such as 30s, 5m, 4h or 1h 30m";
 const ACCEPTED_FIRST: &str = "a duration from 0s to 365days, such as 30s, 5m, 4h or 1h 30m";
-const ACCEPTED_URL: &str = "an absolute http:// or https:// URL with a host";
 const ACCEPTED_ID: &str = "1 to 64 visible ASCII characters, no spaces";
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 const SECOND: Duration = Duration::from_secs(1);
@@ -229,22 +229,50 @@ impl Default for TelemetryConfigBuilder {
 impl TelemetryConfigBuilder {
     /// Lays the process's `ELECTRIC_*` environment variables over the builder's values.
     pub fn with_env(self) -> Result<Self, ConfigError> {
-        self.with_env_from(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
+        self.with_env_os(|name| std::env::var_os(name))
     }
 
     /// Like [`with_env`](Self::with_env), reading variables through `lookup` instead of the
     /// process environment. A variable set to an empty string counts as unset.
     pub fn with_env_from(
-        mut self,
+        self,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        if let Some(v) = get(ENV_TELEMETRY) {
+        self.with_env_os(|name| lookup(name).map(OsString::from))
+    }
+
+    /// [`with_env_from`](Self::with_env_from) over raw values: the path variables are used
+    /// byte for byte as given (a non-UTF-8 directory name is a valid Linux path), the others
+    /// must be UTF-8 or are an error naming the variable. `DO_NOT_TRACK` is read leniently:
+    /// any value but empty, `0` or `false` disables, whatever its bytes.
+    pub(crate) fn with_env_os(
+        mut self,
+        lookup_os: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Self, ConfigError> {
+        let blank = |v: &OsString| v.to_string_lossy().trim().is_empty();
+        let get_path = |name: &str| lookup_os(name).filter(|v| !blank(v)).map(PathBuf::from);
+        let get = |name: &'static str| -> Result<Option<String>, ConfigError> {
+            match lookup_os(name)
+                .filter(|v| !blank(v))
+                .map(OsString::into_string)
+            {
+                None => Ok(None),
+                Some(Ok(v)) => Ok(Some(v)),
+                Some(Err(raw)) => Err(ConfigError::new(
+                    name,
+                    &raw.to_string_lossy(),
+                    "not valid UTF-8",
+                    "UTF-8 text (only the path variables may hold other bytes)",
+                )),
+            }
+        };
+        if let Some(v) = get(ENV_TELEMETRY)? {
             let mode = parse_switch(ENV_TELEMETRY, &v)?;
             self.asked
                 .push((mode, format!("{ENV_TELEMETRY}={}", v.trim())));
         }
-        if let Some(v) = get(ENV_DO_NOT_TRACK) {
+        let do_not_track = lookup_os(ENV_DO_NOT_TRACK).filter(|v| !blank(v));
+        if let Some(v) = do_not_track.map(|v| v.to_string_lossy().into_owned()) {
             if !matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false") {
                 let shown: String = v.trim().chars().take(20).collect();
                 self.asked.push((
@@ -253,27 +281,27 @@ impl TelemetryConfigBuilder {
                 ));
             }
         }
-        if let Some(v) = get(ENV_AUDIT_LOG) {
-            self.config.audit_log = Some(PathBuf::from(v));
+        if let Some(path) = get_path(ENV_AUDIT_LOG) {
+            self.config.audit_log = Some(path);
         }
-        if let Some(v) = get(ENV_CA_FILE) {
-            self.config.ca_file = Some(PathBuf::from(v));
+        if let Some(path) = get_path(ENV_CA_FILE) {
+            self.config.ca_file = Some(path);
         }
-        if let Some(v) = get(ENV_URL) {
+        if let Some(v) = get(ENV_URL)? {
             self.config.url = v.trim().to_owned();
         }
-        if let Some(v) = get(ENV_INTERVAL) {
+        if let Some(v) = get(ENV_INTERVAL)? {
             self.config.interval = parse_duration(ENV_INTERVAL, &v, SECOND, ACCEPTED_DURATION)?;
         }
-        if let Some(v) = get(ENV_FIRST_REPORT_IN) {
+        if let Some(v) = get(ENV_FIRST_REPORT_IN)? {
             self.config.first_report_in =
                 parse_duration(ENV_FIRST_REPORT_IN, &v, Duration::ZERO, ACCEPTED_FIRST)?;
         }
-        if let Some(v) = get(ENV_INSTANCE_ID) {
+        if let Some(v) = get(ENV_INSTANCE_ID)? {
             self.config.instance_id = Some(v.trim().to_owned());
         }
-        if let Some(v) = get(ENV_STORAGE_DIR) {
-            self.config.storage_dir = PathBuf::from(v);
+        if let Some(path) = get_path(ENV_STORAGE_DIR) {
+            self.config.storage_dir = path;
         }
         Ok(self)
     }
@@ -451,16 +479,21 @@ impl TelemetryConfigBuilder {
     }
 }
 
+/// The largest CA file read: a bundle of every public root is about 200 KiB.
+const CA_FILE_MAX_BYTES: u64 = 4 << 20;
+
 /// Reads the CA certificates of a PEM file; an error names the variable and the file.
 pub(crate) fn read_ca_file(
     path: &std::path::Path,
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
-    const ACCEPTED: &str = "a readable PEM file holding one or more CERTIFICATE blocks";
+    const ACCEPTED: &str = "a readable regular PEM file of at most 4 MiB holding one or more \
+                            CERTIFICATE blocks";
     let shown = path.display().to_string();
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| ConfigError::new(ENV_CA_FILE, &shown, e.to_string(), ACCEPTED))?
-        .collect();
+    // Bounded and non-blocking: `/dev/zero` or a FIFO must fail start-up, not hang or flood it.
+    let pem = crate::regular_file::read_bounded(path, CA_FILE_MAX_BYTES)
+        .map_err(|problem| ConfigError::new(ENV_CA_FILE, &shown, problem, ACCEPTED))?;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
     match certs {
         Ok(certs) if !certs.is_empty() => Ok(certs),
         Ok(_) => Err(ConfigError::new(
@@ -517,28 +550,6 @@ fn check_range(
     if value < min || value > MAX_DURATION {
         let shown = humantime::format_duration(value).to_string();
         return Err(ConfigError::new(setting, &shown, "out of range", accepted));
-    }
-    Ok(())
-}
-
-fn check_url(url: &str) -> Result<(), ConfigError> {
-    let uri: Uri = url.parse().map_err(|e: awc::http::uri::InvalidUri| {
-        ConfigError::new(ENV_URL, url, e.to_string(), ACCEPTED_URL)
-    })?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        Some(other) => {
-            return Err(ConfigError::new(
-                ENV_URL,
-                url,
-                format!("the scheme {other:?} is not supported"),
-                ACCEPTED_URL,
-            ))
-        }
-        None => return Err(ConfigError::new(ENV_URL, url, "no scheme", ACCEPTED_URL)),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(ConfigError::new(ENV_URL, url, "no host", ACCEPTED_URL));
     }
     Ok(())
 }

@@ -307,3 +307,140 @@ async fn a_non_utf8_storage_dir_holds_the_outbox_under_that_exact_name() {
     assert_eq!(names, [OsStr::from_bytes(b"caf\xe9")], "and nowhere else");
     arbiter.stop();
 }
+
+// Item 8 ---------------------------------------------------------------------------------------
+
+use actix::Actor;
+
+/// A sender on its own Arbiter, with an audit file at `audit`, delivering to `url`.
+fn audited_sender(
+    url: &str,
+    storage: &Path,
+    audit: &Path,
+) -> (
+    actix::Addr<electric_telemetry::Sender>,
+    actix::ArbiterHandle,
+) {
+    let config = TelemetryConfig::builder()
+        .url(url)
+        .storage_dir(storage)
+        .audit_log(audit)
+        .audit_log_max_bytes(4096)
+        .retry_initial_backoff(Duration::from_millis(20))
+        .retry_max_backoff(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let arbiter = actix::Arbiter::new().handle();
+    let sender = electric_telemetry::Sender::start_in_arbiter(&arbiter, move |_| {
+        electric_telemetry::Sender::new(&config)
+    });
+    (sender, arbiter)
+}
+
+fn numbered(n: u64) -> electric_telemetry::Report {
+    let mut r = common::seed_report();
+    r.report_id = uuid::Uuid::new_v4();
+    r.data.usage.operations_from_pg = n;
+    r
+}
+
+#[actix_rt::test]
+async fn an_audit_path_that_is_a_symlink_is_appended_to_and_never_renamed() {
+    // As `/dev/stdout` is a symlink to the process's stdout, here redirected to a file that is
+    // already past the rotation bound.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("stdout-redirect.log");
+    std::fs::write(&target, "x".repeat(5000) + "\n").unwrap();
+    let link = dir.path().join("stdout");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let receiver = Receiver::start();
+    let (sender, arbiter) = audited_sender(&receiver.url, dir.path(), &link);
+    for n in 1..=3 {
+        sender
+            .send(electric_telemetry::Deliver(numbered(n)))
+            .await
+            .unwrap();
+    }
+    let lines = || {
+        std::fs::read_to_string(&target)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || lines() == 4).await,
+        "each accepted report went through the link into its target: {} lines",
+        lines()
+    );
+    let meta = std::fs::symlink_metadata(&link).unwrap();
+    assert!(meta.file_type().is_symlink(), "the link is still a link");
+    assert_eq!(std::fs::read_link(&link).unwrap(), target);
+    assert!(!dir.path().join("stdout.1").exists(), "nothing was rotated");
+    arbiter.stop();
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_audit_path_that_is_a_fifo_never_blocks_the_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    mkfifo(&fifo);
+    let receiver = Receiver::start();
+    let (sender, arbiter) = audited_sender(&receiver.url, dir.path(), &fifo);
+    // Nobody reads the FIFO: a blocking open would stop the sender's thread at the first
+    // accepted report, and the others would never go out.
+    for n in 1..=3 {
+        sender
+            .send(electric_telemetry::Deliver(numbered(n)))
+            .await
+            .unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || common::accepted(
+            &receiver.received()
+        )
+        .len()
+            == 3)
+        .await,
+        "every report was delivered"
+    );
+    // A reader that never reads: the pipe fills, and the sender still goes on.
+    let reader = within(Duration::from_secs(10), {
+        let fifo = fifo.clone();
+        move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(fifo)
+                .unwrap()
+        }
+    });
+    // About 1.5 kB a line: 60 lines overfill a 64 KiB pipe. One at a time, within the
+    // outbox's bound of 7 pending reports.
+    for n in 4..=63 {
+        sender
+            .send(electric_telemetry::Deliver(numbered(n)))
+            .await
+            .unwrap();
+        common::outbox_status_when(&sender, |s| s.pending == 0).await;
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || common::accepted(
+            &receiver.received()
+        )
+        .len()
+            == 63)
+        .await,
+        "a full pipe does not stop delivery: {} accepted",
+        common::accepted(&receiver.received()).len()
+    );
+    let status = common::outbox_status_when(&sender, |s| s.pending == 0).await;
+    assert_eq!(status.pending, 0, "the sender answers and has nothing left");
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(kind.is_fifo(), "still the FIFO: never renamed or replaced");
+    drop(reader);
+    arbiter.stop();
+    receiver.stop().await;
+}

@@ -106,6 +106,7 @@ pub mod scheduler;
 pub mod sender;
 pub mod summary;
 mod telemetry;
+mod ticks;
 
 pub use collector::{Collector, PreviewSnapshot, SampleGauges, TakeSnapshot, WindowSnapshot};
 pub use config::{TelemetryConfig, TelemetryConfigBuilder, TelemetryMode};

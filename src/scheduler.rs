@@ -18,6 +18,7 @@ use crate::environment::MemorySampler;
 use crate::error::DeliveryError;
 use crate::report::{Report, ReportBuilder};
 use crate::sender::{Deliver, Flush};
+use crate::ticks::next_due;
 
 /// The scheduler actor.
 pub struct Scheduler {
@@ -93,7 +94,26 @@ impl Actor for Scheduler {
         // Anchored to the start: report k is due at start + first_report_in + k * interval,
         // however late any one tick's handler ran.
         let first = tokio::time::Instant::now() + self.first_report_in;
-        ctx.run_interval_at(first, self.interval, |s, ctx| s.report(ctx));
+        self.arm_report(ctx, first, first);
+    }
+}
+
+impl Scheduler {
+    /// Arms the report tick due at `due`. After it runs, the next one armed is the first tick
+    /// still ahead ([`next_due`]): a process frozen through several ticks sends one report
+    /// when it wakes, not one per missed tick with an empty window.
+    fn arm_report(
+        &mut self,
+        ctx: &mut Context<Self>,
+        anchor: tokio::time::Instant,
+        due: tokio::time::Instant,
+    ) {
+        let wait = due.saturating_duration_since(tokio::time::Instant::now());
+        ctx.run_later(wait, move |s, ctx| {
+            s.report(ctx);
+            let next = next_due(anchor, s.interval, tokio::time::Instant::now());
+            s.arm_report(ctx, anchor, next);
+        });
     }
 }
 

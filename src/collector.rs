@@ -14,7 +14,7 @@
 //! 1 MiB, plus the 320 KiB queue allocated at start.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 
@@ -24,6 +24,7 @@ use crate::distinct::DistinctCount;
 use crate::intake::{Event, Intake};
 use crate::messages::*;
 use crate::report::Usage;
+use crate::report_clock::ReportClock;
 use crate::summary::{Summary, SummaryStats};
 
 /// How many typed messages may wait in the collector's mailbox. [`Telemetry::record`] does not
@@ -44,6 +45,9 @@ const FOLD_EVERY: Duration = Duration::from_secs(1);
 pub struct Collector {
     intake: Arc<Intake>,
     window: Window,
+    /// Where windows begin and end: on the monotonic clock, so a wall-clock step never makes
+    /// one negative or a month long (see [`crate::report_clock`]).
+    clock: ReportClock,
     connections: Connections,
     electrified_tables: u64,
     pg_version: Option<String>,
@@ -107,9 +111,11 @@ impl Collector {
     }
 
     pub(crate) fn with_intake(intake: Arc<Intake>) -> Self {
+        let clock = ReportClock::start(SystemTime::now(), Instant::now());
         Self {
             intake,
-            window: Window::new(SystemTime::now()),
+            window: Window::new(clock.began()),
+            clock,
             connections: Connections::default(),
             electrified_tables: 0,
             pg_version: None,
@@ -188,7 +194,9 @@ impl Collector {
     fn snapshot(&mut self, used_memory: Option<u64>) -> WindowSnapshot {
         self.fold();
         self.sample_gauges(used_memory);
-        let taken = SystemTime::now();
+        let taken = self
+            .clock
+            .next_window_logged(SystemTime::now(), Instant::now());
         let w = std::mem::replace(&mut self.window, Window::new(taken));
         let gauges = (w.concurrent_clients.stats(), w.used_memory.stats());
         self.figures(&w, taken, gauges)
@@ -207,7 +215,7 @@ impl Collector {
             memory.record(bytes);
         }
         let gauges = (concurrent.stats(), memory.stats());
-        self.figures(&self.window, SystemTime::now(), gauges)
+        self.figures(&self.window, self.clock.peek(Instant::now()), gauges)
     }
 
     /// The figures of window `w`, taken at `taken`, with the gauges' summaries given.

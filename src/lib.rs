@@ -102,6 +102,7 @@ pub mod messages;
 pub mod outbox;
 mod regular_file;
 pub mod report;
+mod report_clock;
 pub mod scheduler;
 pub mod sender;
 pub mod summary;

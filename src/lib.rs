@@ -103,6 +103,7 @@ pub mod outbox;
 mod regular_file;
 pub mod report;
 mod report_clock;
+mod response_limit;
 pub mod scheduler;
 pub mod sender;
 pub mod summary;

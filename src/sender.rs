@@ -266,7 +266,9 @@ impl Actor for Sender {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let mut connector = awc::Connector::new().timeout(self.connect_timeout);
+        let mut connector = awc::Connector::new()
+            .connector(crate::response_limit::limited_tcp())
+            .timeout(self.connect_timeout);
         if let Some(path) = &self.ca_file {
             match read_ca_file(path) {
                 Ok(certs) => connector = connector.rustls_0_23(Arc::new(tls_config(certs))),

@@ -59,11 +59,12 @@ pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
 /// What a path named, as [`open_append`] found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Found {
-    /// A regular file under this very name (not a symlink) with one link: renaming it
-    /// touches nothing but this file.
+    /// A regular file under this very name (not a symlink) with one link, and not where this
+    /// process's stdout or stderr goes: renaming it touches nothing but this file.
     OwnRegularFile,
-    /// Anything else: a symlink (such as `/dev/stdout`), a device, a FIFO, a socket, or a
-    /// regular file with other names. Renaming it could break something that is not ours.
+    /// Anything else: a symlink (such as `/dev/stdout`), a device, a FIFO, a socket, a
+    /// regular file with other names, or the file stdout or stderr is redirected to. Renaming
+    /// it could break something that is not ours.
     Other,
 }
 
@@ -81,7 +82,7 @@ fn classify(meta: &std::fs::Metadata) -> Found {
     #[cfg(unix)]
     let single = {
         use std::os::unix::fs::MetadataExt;
-        meta.nlink() == 1
+        meta.nlink() == 1 && !is_our_stdout_or_stderr(meta.dev(), meta.ino())
     };
     #[cfg(not(unix))]
     let single = true;
@@ -90,6 +91,21 @@ fn classify(meta: &std::fs::Metadata) -> Found {
     } else {
         Found::Other
     }
+}
+
+/// Whether the file with this device and inode is where this process's stdout or stderr
+/// writes (e.g. `service > app.log` with the audit path set to `app.log`).
+#[cfg(unix)]
+fn is_our_stdout_or_stderr(dev: u64, ino: u64) -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let same = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map(File::from)
+            .and_then(|f| f.metadata())
+            .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+    };
+    same(io::stdout().as_fd()) || same(io::stderr().as_fd())
 }
 
 /// Opens `path` for appending (creating a regular file if nothing is there), non-blocking.

@@ -444,3 +444,55 @@ async fn an_audit_path_that_is_a_fifo_never_blocks_the_sender() {
     arbiter.stop();
     receiver.stop().await;
 }
+
+/// Run only as the child of the test below, with stdout redirected to the file that is also
+/// its audit path, already past the rotation bound.
+#[actix_rt::test]
+#[ignore = "run by an_audit_path_that_is_our_own_redirected_stdout_is_never_rotated"]
+async fn child_audits_into_its_own_stdout() {
+    let audit = PathBuf::from(std::env::var_os("AUDIT_PATH").expect("run by the parent test"));
+    let storage = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start();
+    let (sender, arbiter) = audited_sender(&receiver.url, storage.path(), &audit);
+    for n in 1..=3 {
+        sender
+            .send(electric_telemetry::Deliver(numbered(n)))
+            .await
+            .unwrap();
+    }
+    let accepted = || common::accepted(&receiver.received()).len();
+    assert!(eventually(Duration::from_secs(10), || accepted() == 3).await);
+    common::outbox_status_when(&sender, |s| s.pending == 0).await;
+    arbiter.stop();
+    receiver.stop().await;
+}
+
+#[test]
+fn an_audit_path_that_is_our_own_redirected_stdout_is_never_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("service.log");
+    std::fs::write(&log, "x".repeat(5000) + "\n").unwrap();
+    let stdout = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_audits_into_its_own_stdout",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("AUDIT_PATH", &log)
+        .stdout(stdout)
+        .status()
+        .expect("the test binary runs");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let tail = &text[text.len().saturating_sub(600)..];
+    assert!(status.success(), "the child passed: ...{tail}");
+    assert!(
+        text.contains("1 passed"),
+        "the child ran, writing here: ...{tail}"
+    );
+    assert!(!dir.path().join("service.log.1").exists(), "never renamed");
+    // libtest's "test ... " has no newline yet when the first line is appended.
+    let audited = text.matches("{\"report_id\"").count();
+    assert_eq!(audited, 3, "each accepted report appended to the same file");
+}

@@ -7,10 +7,10 @@
 //!
 //! Only a file telemetry can call its own is ever renamed: a regular file under that very
 //! name, not a symlink, with no other hard link, and not where the process's stdout or stderr
-//! is redirected. Anything else the path may name, such as
-//! `/dev/stdout` (a symlink to the process's stdout), a device, a FIFO or a linked file, is
-//! appended to and never rotated: renaming `/dev/stdout` once broke stdout for every process
-//! in a container. The file is opened non-blocking, so a FIFO nobody reads (or whose reader is
+//! is redirected. Anything else the path may name, such as `/dev/stdout` (a symlink to the
+//! process's stdout), a device, a FIFO or a linked file, is appended to and never rotated
+//! (its owner bounds it): renaming `/dev/stdout` once broke stdout for every process in a
+//! container. The file is opened non-blocking, so a FIFO nobody reads (or whose reader is
 //! stuck) costs a failed write and the one warning, never a blocked sender.
 
 use std::fs;

@@ -203,6 +203,59 @@ mod tests {
         assert_eq!(signed(-86_398_000_000_000), "-23h 59m 58s");
     }
 
+    /// Everything logged while `f` runs, as text.
+    fn logged(f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
+        text
+    }
+
+    #[test]
+    fn a_step_is_one_warning_saying_by_how_much() {
+        let mut c = Clocks::new();
+        let mut track = ReportClock::start(c.wall, c.mono);
+        c.pass(HOUR);
+        let quiet = logged(|| {
+            track.next_window_logged(c.wall, c.mono);
+        });
+        assert_eq!(quiet, "", "no step, no line");
+        c.wall -= Duration::from_secs(86_398);
+        c.pass(HOUR);
+        let text = logged(|| {
+            track.next_window_logged(c.wall, c.mono);
+        });
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains(" WARN "), "{text}");
+        assert!(text.contains("wall_clock_step=-23h 59m 58s"), "{text}");
+        assert!(
+            text.contains("wall_clock_minus_report_time=-23h 59m 58s"),
+            "{text}"
+        );
+        c.pass(HOUR);
+        let after = logged(|| {
+            track.next_window_logged(c.wall, c.mono);
+        });
+        assert_eq!(after, "", "the same offset later is no new step");
+    }
+
     #[test]
     fn a_preview_changes_nothing_and_a_stale_reading_never_goes_back() {
         let mut c = Clocks::new();

@@ -260,7 +260,8 @@ impl TelemetryConfigBuilder {
                 Some(Ok(v)) => Ok(Some(v)),
                 Some(Err(raw)) => Err(ConfigError::new(
                     name,
-                    &raw.to_string_lossy(),
+                    // The URL may hold a password even when it is not UTF-8.
+                    &crate::endpoint_url::redact(&raw.to_string_lossy()),
                     "not valid UTF-8",
                     "UTF-8 text (only the path variables may hold other bytes)",
                 )),
@@ -570,6 +571,23 @@ fn check_id(setting: &'static str, id: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_non_utf8_url_is_refused_without_showing_its_password() {
+        use std::os::unix::ffi::OsStringExt;
+        let url = OsString::from_vec(b"https://user:S3CRETPW@host/\xff?token=T0KEN".to_vec());
+        let err = TelemetryConfig::builder()
+            .with_env_os(|name| (name == ENV_URL).then(|| url.clone()))
+            .unwrap_err();
+        assert_eq!(err.setting, ENV_URL);
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(shown.contains("UTF-8"), "{shown}");
+            assert!(
+                !shown.contains("S3CRETPW") && !shown.contains("T0KEN"),
+                "{shown}"
+            );
+        }
+    }
 
     #[test]
     fn defaults_match_the_seed() {

@@ -572,6 +572,7 @@ fn check_id(setting: &'static str, id: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     #[test]
     fn a_non_utf8_url_is_refused_without_showing_its_password() {
         use std::os::unix::ffi::OsStringExt;

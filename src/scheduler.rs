@@ -1,6 +1,8 @@
 //! The scheduler actor: owns time.
 //!
-//! The first report is due `first_report_in` after start, then one every `interval`. On its own
+//! The first report is due `first_report_in` after start, then one every `interval`; ticks
+//! missed while the process was frozen are not made up: the late tick sends one report for the
+//! whole stall and the next follows the same anchored phase (see `ticks.rs`). On its own
 //! shorter tick it samples the gauges (process memory, connected clients). At each report tick
 //! it takes a snapshot from the collector, which starts a new window, builds the report and
 //! hands it to the sender. On [`Telemetry::shutdown`](crate::Telemetry::shutdown) it takes a

@@ -131,6 +131,7 @@ async fn child_reports_every_two_seconds() {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn a_real_process_stopped_and_continued_sends_no_burst_of_empty_windows() {
     use std::io::{BufRead, BufReader};

@@ -2,6 +2,9 @@
 //! that was a device or a FIFO, a URL whose credentials were echoed or silently dropped, paths
 //! whose non-UTF-8 bytes were replaced. Each must now be refused at start with an error that
 //! names the variable, says what is accepted and shows no secret, or be used exactly as given.
+//!
+//! Unix only: FIFOs, symlinks, non-UTF-8 file names and `mkfifo` are what it is about.
+#![cfg(unix)]
 
 mod common;
 

@@ -5,12 +5,13 @@
 //! what the service set in code, so an operator's setting always wins. Every value is checked
 //! when read or built; an error names the variable and what it accepts.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use awc::http::Uri;
 use uuid::Uuid;
 
+use crate::endpoint_url::check_url;
 use crate::error::ConfigError;
 use crate::files::read_certificates;
 
@@ -43,7 +44,6 @@ const ACCEPTED_SWITCH: &str = "unset (enabled); 0 f false disable disabled n no 
                                reports are logged, never sent); any letter case";
 const ACCEPTED_DURATION: &str = "a duration from 1s to 365days, such as 30s, 5m, 4h or 1h 30m";
 const ACCEPTED_FIRST: &str = "a duration from 0s to 365days, such as 30s, 5m, 4h or 1h 30m";
-const ACCEPTED_URL: &str = "an absolute http:// or https:// URL with a host";
 const ACCEPTED_ID: &str = "1 to 64 visible ASCII characters, no spaces";
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 const SECOND: Duration = Duration::from_secs(1);
@@ -231,22 +231,51 @@ impl Default for TelemetryConfigBuilder {
 impl TelemetryConfigBuilder {
     /// Lays the process's `ELECTRIC_*` environment variables over the builder's values.
     pub fn with_env(self) -> Result<Self, ConfigError> {
-        self.with_env_from(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
+        self.with_env_os(|name| std::env::var_os(name))
     }
 
     /// Like [`with_env`](Self::with_env), reading variables through `lookup` instead of the
     /// process environment. A variable set to an empty string counts as unset.
     pub fn with_env_from(
-        mut self,
+        self,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        if let Some(v) = get(ENV_TELEMETRY) {
+        self.with_env_os(|name| lookup(name).map(OsString::from))
+    }
+
+    /// [`with_env_from`](Self::with_env_from) over raw values: the path variables are used
+    /// byte for byte as given (a non-UTF-8 directory name is a valid Linux path), the others
+    /// must be UTF-8 or are an error naming the variable. `DO_NOT_TRACK` is read leniently:
+    /// any value but empty, `0` or `false` disables, whatever its bytes.
+    pub(crate) fn with_env_os(
+        mut self,
+        lookup_os: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Self, ConfigError> {
+        let blank = |v: &OsString| v.to_string_lossy().trim().is_empty();
+        let get_path = |name: &str| lookup_os(name).filter(|v| !blank(v)).map(PathBuf::from);
+        let get = |name: &'static str| -> Result<Option<String>, ConfigError> {
+            match lookup_os(name)
+                .filter(|v| !blank(v))
+                .map(OsString::into_string)
+            {
+                None => Ok(None),
+                Some(Ok(v)) => Ok(Some(v)),
+                Some(Err(raw)) => Err(ConfigError::new(
+                    name,
+                    // The URL may hold a password even when it is not UTF-8.
+                    &crate::endpoint_url::redact(&raw.to_string_lossy()),
+                    "not valid UTF-8",
+                    "UTF-8 text (only the path variables may hold other bytes)",
+                )),
+            }
+        };
+        if let Some(v) = get(ENV_TELEMETRY)? {
             let mode = parse_switch(ENV_TELEMETRY, &v)?;
             self.asked
                 .push((mode, format!("{ENV_TELEMETRY}={}", v.trim())));
         }
-        if let Some(v) = get(ENV_DO_NOT_TRACK) {
+        let do_not_track = lookup_os(ENV_DO_NOT_TRACK).filter(|v| !blank(v));
+        if let Some(v) = do_not_track.map(|v| v.to_string_lossy().into_owned()) {
             if !matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false") {
                 let shown: String = v.trim().chars().take(20).collect();
                 self.asked.push((
@@ -255,27 +284,27 @@ impl TelemetryConfigBuilder {
                 ));
             }
         }
-        if let Some(v) = get(ENV_AUDIT_LOG) {
-            self.config.audit_log = Some(PathBuf::from(v));
+        if let Some(path) = get_path(ENV_AUDIT_LOG) {
+            self.config.audit_log = Some(path);
         }
-        if let Some(v) = get(ENV_CA_FILE) {
-            self.config.ca_file = Some(PathBuf::from(v));
+        if let Some(path) = get_path(ENV_CA_FILE) {
+            self.config.ca_file = Some(path);
         }
-        if let Some(v) = get(ENV_URL) {
+        if let Some(v) = get(ENV_URL)? {
             self.config.url = v.trim().to_owned();
         }
-        if let Some(v) = get(ENV_INTERVAL) {
+        if let Some(v) = get(ENV_INTERVAL)? {
             self.config.interval = parse_duration(ENV_INTERVAL, &v, SECOND, ACCEPTED_DURATION)?;
         }
-        if let Some(v) = get(ENV_FIRST_REPORT_IN) {
+        if let Some(v) = get(ENV_FIRST_REPORT_IN)? {
             self.config.first_report_in =
                 parse_duration(ENV_FIRST_REPORT_IN, &v, Duration::ZERO, ACCEPTED_FIRST)?;
         }
-        if let Some(v) = get(ENV_INSTANCE_ID) {
+        if let Some(v) = get(ENV_INSTANCE_ID)? {
             self.config.instance_id = Some(v.trim().to_owned());
         }
-        if let Some(v) = get(ENV_STORAGE_DIR) {
-            self.config.storage_dir = PathBuf::from(v);
+        if let Some(path) = get_path(ENV_STORAGE_DIR) {
+            self.config.storage_dir = path;
         }
         Ok(self)
     }
@@ -455,7 +484,8 @@ impl TelemetryConfigBuilder {
 
 /// Reads the CA certificates of a PEM file; an error names the variable and the file.
 fn check_ca_file(path: &std::path::Path) -> Result<(), ConfigError> {
-    const ACCEPTED: &str = "a readable PEM file holding one or more CERTIFICATE blocks";
+    const ACCEPTED: &str = "a readable regular PEM file of at most 4 MiB holding one or more \
+                            CERTIFICATE blocks";
     read_certificates(path).map(drop).map_err(|problem| {
         ConfigError::new(ENV_CA_FILE, &path.display().to_string(), problem, ACCEPTED)
     })
@@ -504,28 +534,6 @@ fn check_range(
     Ok(())
 }
 
-fn check_url(url: &str) -> Result<(), ConfigError> {
-    let uri: Uri = url.parse().map_err(|e: awc::http::uri::InvalidUri| {
-        ConfigError::new(ENV_URL, url, e.to_string(), ACCEPTED_URL)
-    })?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        Some(other) => {
-            return Err(ConfigError::new(
-                ENV_URL,
-                url,
-                format!("the scheme {other:?} is not supported"),
-                ACCEPTED_URL,
-            ))
-        }
-        None => return Err(ConfigError::new(ENV_URL, url, "no scheme", ACCEPTED_URL)),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(ConfigError::new(ENV_URL, url, "no host", ACCEPTED_URL));
-    }
-    Ok(())
-}
-
 fn check_id(setting: &'static str, id: &str) -> Result<(), ConfigError> {
     let visible = id.chars().all(|c| c.is_ascii_graphic());
     if id.is_empty() || id.len() > 64 || !visible {
@@ -542,6 +550,24 @@ fn check_id(setting: &'static str, id: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_non_utf8_url_is_refused_without_showing_its_password() {
+        use std::os::unix::ffi::OsStringExt;
+        let url = OsString::from_vec(b"https://user:S3CRETPW@host/\xff?token=T0KEN".to_vec());
+        let err = TelemetryConfig::builder()
+            .with_env_os(|name| (name == ENV_URL).then(|| url.clone()))
+            .unwrap_err();
+        assert_eq!(err.setting, ENV_URL);
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(shown.contains("UTF-8"), "{shown}");
+            assert!(
+                !shown.contains("S3CRETPW") && !shown.contains("T0KEN"),
+                "{shown}"
+            );
+        }
+    }
 
     #[test]
     fn defaults_match_the_seed() {

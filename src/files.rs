@@ -28,15 +28,18 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
     result
 }
 
+/// The largest CA file read: a bundle of every public root is about 200 KiB.
+const CA_FILE_MAX_BYTES: u64 = 4 << 20;
+
 /// The certificates of a PEM file, or what is wrong with it: unreadable, not PEM, or holding no
 /// certificate.
 pub(crate) fn read_certificates(
     path: &Path,
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| e.to_string())?
-        .collect();
+    // Bounded and non-blocking: `/dev/zero` or a FIFO must fail start-up, not hang or flood it.
+    let pem = crate::regular_file::read_bounded(path, CA_FILE_MAX_BYTES)?;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
     match certs {
         Ok(certs) if !certs.is_empty() => Ok(certs),
         Ok(_) => Err("no certificate in it".to_owned()),

@@ -104,12 +104,15 @@
 
 mod config;
 mod delivery;
+mod endpoint_url;
 mod error;
 mod files;
+mod regular_file;
 mod report;
 mod scheduler;
 mod sketch;
 mod telemetry;
+mod ticks;
 mod usage;
 
 pub use config::{TelemetryConfig, TelemetryConfigBuilder, TelemetryMode};

@@ -1,6 +1,8 @@
 //! The scheduler actor: owns time.
 //!
-//! The first report is due `first_report_in` after start, then one every `interval`. On its own
+//! The first report is due `first_report_in` after start, then one every `interval`; ticks
+//! missed while the process was frozen are not made up: the late tick sends one report for the
+//! whole stall and the next follows the same anchored phase (see `ticks.rs`). On its own
 //! shorter tick it samples the gauges (process memory, connected clients). At each report tick
 //! it takes a snapshot from the collector, which starts a new window, builds the report and
 //! hands it to the sender. On [`Telemetry::shutdown`](crate::Telemetry::shutdown) it takes a
@@ -18,6 +20,7 @@ use crate::error::DeliveryError;
 use crate::report::builder::ReportBuilder;
 use crate::report::host::MemorySampler;
 use crate::report::wire::Report;
+use crate::ticks::next_due;
 use crate::usage::collector::{
     Collector, PreviewSnapshot, SampleGauges, StopCollector, TakeSnapshot,
 };
@@ -96,7 +99,26 @@ impl Actor for Scheduler {
         // Anchored to the start: report k is due at start + first_report_in + k * interval,
         // however late any one tick's handler ran.
         let first = tokio::time::Instant::now() + self.first_report_in;
-        ctx.run_interval_at(first, self.interval, |s, ctx| s.report(ctx));
+        self.arm_report(ctx, first, first);
+    }
+}
+
+impl Scheduler {
+    /// Arms the report tick due at `due`. After it runs, the next one armed is the first tick
+    /// still ahead ([`next_due`]): a process frozen through several ticks sends one report
+    /// when it wakes, not one per missed tick with an empty window.
+    fn arm_report(
+        &mut self,
+        ctx: &mut Context<Self>,
+        anchor: tokio::time::Instant,
+        due: tokio::time::Instant,
+    ) {
+        let wait = due.saturating_duration_since(tokio::time::Instant::now());
+        ctx.run_later(wait, move |s, ctx| {
+            s.report(ctx);
+            let next = next_due(anchor, s.interval, tokio::time::Instant::now());
+            s.arm_report(ctx, anchor, next);
+        });
     }
 }
 

@@ -4,10 +4,20 @@
 //! host. The file is bounded: once appending would take it past its size bound it is renamed to
 //! `<PATH>.1` (replacing an older one) and a new file is started, so the two never hold more
 //! than twice the bound. A disk problem costs one warning, never the delivery.
+//!
+//! Only a file telemetry can call its own is ever renamed: a regular file under that very
+//! name, not a symlink, with no other hard link, and not where the process's stdout or stderr
+//! is redirected. Anything else the path may name, such as `/dev/stdout` (a symlink to the
+//! process's stdout), a device, a FIFO or a linked file, is appended to and never rotated
+//! (its owner bounds it): renaming `/dev/stdout` once broke stdout for every process in a
+//! container. The file is opened non-blocking, so a FIFO nobody reads (or whose reader is
+//! stuck) costs a failed write and the one warning, never a blocked sender.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
+
+use crate::regular_file::{found, open_append, Found};
 
 #[derive(Debug)]
 pub(crate) struct AuditLog {
@@ -38,8 +48,12 @@ impl AuditLog {
     }
 
     fn try_append(&mut self, body: &[u8]) -> std::io::Result<()> {
-        let size = fs::metadata(&self.path).map_or(0, |m| m.len());
-        if size > 0 && size + body.len() as u64 + 1 > self.max_bytes {
+        let own = match found(&self.path)? {
+            Some((Found::OwnRegularFile, size)) => size,
+            // Not ours to rename (or nothing there yet): appended to as it is.
+            Some((Found::Other, _)) | None => 0,
+        };
+        if own > 0 && own + body.len() as u64 + 1 > self.max_bytes {
             let mut rotated = self.path.clone().into_os_string();
             rotated.push(".1");
             fs::rename(&self.path, rotated)?;
@@ -47,10 +61,7 @@ impl AuditLog {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir)?;
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let mut file = open_append(&self.path)?;
         // One write per line, so a reader never sees half a report followed by another.
         let mut line = Vec::with_capacity(body.len() + 1);
         line.extend_from_slice(body);

@@ -36,7 +36,9 @@ pub(crate) struct ClientSettings<'a> {
 /// The client the sender posts with. Call it on the thread that will use it: `awc::Client` is
 /// `!Send`.
 pub(crate) fn client(settings: &ClientSettings<'_>) -> awc::Client {
-    let mut connector = awc::Connector::new().timeout(settings.connect_timeout);
+    let mut connector = awc::Connector::new()
+        .connector(super::response_limit::limited_tcp())
+        .timeout(settings.connect_timeout);
     if let Some(path) = settings.ca_file {
         match read_certificates(path) {
             Ok(certs) => connector = connector.rustls_0_23(Arc::new(tls_config(certs))),

@@ -13,10 +13,11 @@
 //! module); the README gives the figures.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 
+use super::clock::ReportClock;
 use super::event::Event;
 use super::events::UsageEvent;
 use super::intake::Intake;
@@ -37,6 +38,9 @@ const FOLD_EVERY: Duration = Duration::from_secs(1);
 pub struct Collector {
     intake: Arc<Intake>,
     aggregates: Aggregates,
+    /// Where windows begin and end: on the monotonic clock, so a wall-clock step never makes
+    /// one negative or a month long (see `clock`).
+    clock: ReportClock,
 }
 
 impl Collector {
@@ -48,9 +52,11 @@ impl Collector {
     }
 
     pub(crate) fn with_intake(intake: Arc<Intake>) -> Self {
+        let clock = ReportClock::start(SystemTime::now(), Instant::now());
         Self {
             intake,
-            aggregates: Aggregates::new(SystemTime::now()),
+            aggregates: Aggregates::new(clock.began()),
+            clock,
         }
     }
 
@@ -138,7 +144,10 @@ impl Handler<TakeSnapshot> for Collector {
     type Result = MessageResult<TakeSnapshot>;
     fn handle(&mut self, msg: TakeSnapshot, _: &mut Context<Self>) -> Self::Result {
         self.fold();
-        MessageResult(self.aggregates.snapshot(msg.used_memory, SystemTime::now()))
+        let taken = self
+            .clock
+            .next_window_logged(SystemTime::now(), Instant::now());
+        MessageResult(self.aggregates.snapshot(msg.used_memory, taken))
     }
 }
 
@@ -148,7 +157,8 @@ impl Handler<PreviewSnapshot> for Collector {
         // Folding only moves what was recorded into the current window, where the next
         // snapshot would put it anyway.
         self.fold();
-        MessageResult(self.aggregates.preview(msg.used_memory, SystemTime::now()))
+        let now = self.clock.peek(Instant::now());
+        MessageResult(self.aggregates.preview(msg.used_memory, now))
     }
 }
 

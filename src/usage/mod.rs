@@ -6,8 +6,10 @@
 //! - `counters`: the hot counters (a single-writer slot per recording thread);
 //! - `intake`: the bounded lock-free queue of structured events;
 //! - `collector`: the actor that owns the window and folds both into it;
-//! - `window`: what one window accumulates and the figures it reports.
+//! - `window`: what one window accumulates and the figures it reports;
+//! - `clock`: where windows begin and end (monotonic, so a wall-clock step cannot bend them).
 
+pub(crate) mod clock;
 pub(crate) mod collector;
 pub(crate) mod counters;
 pub(crate) mod event;

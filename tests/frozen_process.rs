@@ -1,0 +1,186 @@
+//! A process frozen past several report ticks (SIGSTOP then SIGCONT, a paused container, a VM
+//! migration) sends one report when it wakes, not one per missed tick, and keeps its phase.
+//!
+//! With paused tokio time: one `advance` far past several ticks is what a frozen process sees
+//! when it wakes. The scheduler hands reports to an actor that keeps them (no socket, so
+//! paused time is safe).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use electric_telemetry::internals::*;
+use electric_telemetry::*;
+use tokio::time::{advance, pause};
+
+const MS: Duration = Duration::from_millis(1);
+const INTERVAL: Duration = Duration::from_secs(30);
+
+/// Keeps every report handed to it.
+#[derive(Clone, Default)]
+struct Kept(Arc<Mutex<Vec<Report>>>);
+
+impl Actor for Kept {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver> for Kept {
+    type Result = ();
+    fn handle(&mut self, Deliver(report): Deliver, _: &mut Context<Self>) {
+        self.0.lock().unwrap().push(report);
+    }
+}
+
+impl Handler<Flush> for Kept {
+    type Result = Result<(), DeliveryError>;
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
+        Ok(())
+    }
+}
+
+impl Kept {
+    fn reports(&self) -> Vec<Report> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Lets every actor run what is ready now.
+async fn settle() {
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[actix_rt::test]
+async fn missed_ticks_collapse_into_one_report_and_the_phase_is_kept() {
+    pause();
+    let storage = tempfile::tempdir().unwrap();
+    let config = TelemetryConfig::builder()
+        .first_report_in(INTERVAL)
+        .interval(INTERVAL)
+        .sample_every(Duration::from_secs(3600))
+        .storage_dir(storage.path())
+        .build()
+        .unwrap();
+    let kept = Kept::default();
+    let collector = Collector::new().start();
+    let addr = kept.clone().start();
+    Scheduler::new(
+        &config,
+        collector.clone(),
+        addr.clone().recipient(),
+        addr.recipient(),
+    )
+    .start();
+    settle().await;
+
+    advance(INTERVAL + MS).await;
+    settle().await;
+    assert_eq!(kept.reports().len(), 1, "the first report, on time");
+
+    // Frozen from 30 s to 181 s: the ticks at 60, 90, 120, 150 and 180 s were all missed.
+    collector.do_send(ReplicatedFromPg::new(1, 5));
+    advance(Duration::from_secs(151)).await;
+    settle().await;
+    let reports = kept.reports();
+    assert_eq!(reports.len(), 2, "one report for the whole stall, not five");
+    assert_eq!(reports[1].data.usage.operations_from_pg, 5);
+
+    // The phase is kept: the next report is due at 210 s, not 30 s after the late one.
+    advance(Duration::from_secs(29) - 2 * MS).await;
+    settle().await;
+    assert_eq!(kept.reports().len(), 2, "nothing before 210 s");
+    advance(2 * MS).await;
+    settle().await;
+    assert_eq!(
+        kept.reports().len(),
+        3,
+        "the next tick of the anchored phase"
+    );
+}
+
+/// Run only as the child of the test below: a scheduler on real time with a 2 s interval,
+/// printing each report's window in milliseconds, for 13 s of monotonic time (which goes on
+/// while the process is stopped).
+#[actix_rt::test]
+#[ignore = "run by a_real_process_stopped_and_continued_sends_no_burst_of_empty_windows"]
+async fn child_reports_every_two_seconds() {
+    let storage = tempfile::tempdir().unwrap();
+    let config = TelemetryConfig::builder()
+        .first_report_in(Duration::from_secs(2))
+        .interval(Duration::from_secs(2))
+        .storage_dir(storage.path())
+        .build()
+        .unwrap();
+    let kept = Kept::default();
+    let collector = Collector::new().start();
+    let addr = kept.clone().start();
+    Scheduler::new(
+        &config,
+        collector,
+        addr.clone().recipient(),
+        addr.recipient(),
+    )
+    .start();
+    println!("child ready");
+    actix_rt::time::sleep(Duration::from_secs(13)).await;
+    for report in kept.reports() {
+        let end = humantime::parse_rfc3339(&report.timestamp).unwrap();
+        let start = humantime::parse_rfc3339(&report.last_reported).unwrap();
+        let window = end.duration_since(start).expect("never negative");
+        println!("window_ms {}", window.as_millis());
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_real_process_stopped_and_continued_sends_no_burst_of_empty_windows() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_reports_every_two_seconds",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the test binary runs");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("child ready"));
+    assert!(ready, "the child started");
+    let pid = child.id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill").args([name, &pid]).status().unwrap();
+        assert!(status.success(), "kill {name}");
+    };
+    // Stopped from about 3 s to 10 s: the ticks at 4, 6, 8 and 10 s are missed.
+    std::thread::sleep(Duration::from_secs(3));
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(7));
+    signal("-CONT");
+    let windows: Vec<u64> = lines
+        .map_while(Result::ok)
+        .filter_map(|l| l.strip_prefix("window_ms ").map(|n| n.parse().unwrap()))
+        .collect();
+    assert!(child.wait().unwrap().success(), "the child passed");
+    assert!(
+        windows.len() >= 3,
+        "reports before, across and after the stop: {windows:?}"
+    );
+    // Missed ticks fired at once gave windows of a few milliseconds; a collapsed stall gives
+    // one long window. 200 ms is far below the 2 s interval and far above a burst's gap.
+    assert!(
+        windows.iter().all(|&ms| ms >= 200),
+        "no empty windows after the stop: {windows:?}"
+    );
+    assert!(
+        windows.iter().any(|&ms| ms >= 5000),
+        "one window spans the stop: {windows:?}"
+    );
+}

@@ -1,0 +1,501 @@
+//! Settings that used to do harm instead of failing: a URL whose port awc dropped, a CA file
+//! that was a device or a FIFO, a URL whose credentials were echoed or silently dropped, paths
+//! whose non-UTF-8 bytes were replaced. Each must now be refused at start with an error that
+//! names the variable, says what is accepted and shows no secret, or be used exactly as given.
+//!
+//! Unix only: FIFOs, symlinks, non-UTF-8 file names and `mkfifo` are what it is about.
+#![cfg(unix)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{eventually, Receiver};
+use electric_telemetry::internals::*;
+use electric_telemetry::{ConfigError, TelemetryConfig};
+
+fn from(vars: &[(&str, &str)]) -> Result<TelemetryConfig, ConfigError> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    TelemetryConfig::builder()
+        .with_env_from(|name| vars.get(name).cloned())?
+        .build()
+}
+
+/// Runs `f` on a thread of its own and waits for it at most `within`: a call that hangs (a
+/// blocking open of a FIFO) fails the test instead of hanging it.
+fn within<T: Send + 'static>(within: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(within)
+        .expect("the call returned instead of hanging")
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+// Item 5 ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_url_with_a_port_that_is_not_1_to_65535_is_refused_naming_the_variable() {
+    for url in [
+        "http://127.0.0.1:99999/x",
+        "http://127.0.0.1:-1/x",
+        "http://127.0.0.1:notaport/x",
+        "http://127.0.0.1:/x",
+        "http://127.0.0.1:0/x",
+        "https://telemetry.example.com:65536",
+        "http://[::1]:70000/x",
+    ] {
+        let err = from(&[(ENV_URL, url)]).expect_err(url);
+        assert_eq!(err.setting, "ELECTRIC_TELEMETRY_URL", "{url}");
+        let text = err.to_string();
+        assert!(text.starts_with("ELECTRIC_TELEMETRY_URL="), "{text}");
+        assert!(text.contains("port"), "says the port is wrong: {text}");
+        assert!(
+            text.contains("from 1 to 65535"),
+            "says what is accepted: {text}"
+        );
+        // Set in code, the same check applies.
+        let err = TelemetryConfig::builder().url(url).build().expect_err(url);
+        assert_eq!(err.setting, "ELECTRIC_TELEMETRY_URL", "{url}");
+    }
+    for url in [
+        "http://127.0.0.1:1/x",
+        "http://127.0.0.1:65535/x",
+        "https://telemetry.example.com:8443/in",
+        "http://[::1]:8080/checkpoint",
+    ] {
+        assert_eq!(from(&[(ENV_URL, url)]).unwrap().url(), url);
+    }
+}
+
+// Item 7 ---------------------------------------------------------------------------------------
+
+#[test]
+fn an_invalid_url_is_never_echoed_with_its_credentials_or_query() {
+    for url in [
+        "ftp://user:S3CRETPW@host/?token=T0KEN",
+        "ftp://user:S3CRETPW@host:99999/?token=T0KEN",
+        "https://user:S3CRETPW@host:notaport/x?token=T0KEN",
+        "http://user:S3C/RETPW@host/?token=T0KEN",
+        "http://user:S3C?RETPW@host/x",
+        "user:S3CRETPW@host?token=T0KEN",
+        "https://host:99999/in?token=T0KEN",
+        "https://exa mple.com/?token=T0KEN",
+    ] {
+        let err = from(&[(ENV_URL, url)]).expect_err(url);
+        assert_eq!(err.setting, "ELECTRIC_TELEMETRY_URL");
+        for shown in [err.to_string(), format!("{err:?}")] {
+            for secret in ["S3C", "RETPW", "T0KEN"] {
+                assert!(!shown.contains(secret), "{secret} shown for {url}: {shown}");
+            }
+        }
+    }
+    let err = from(&[(ENV_URL, "ftp://user:S3CRETPW@host/?token=T0KEN")]).unwrap_err();
+    assert_eq!(
+        err.value, "ftp://***@host/?***",
+        "redacted like the logs do"
+    );
+}
+
+// Item 10 --------------------------------------------------------------------------------------
+
+#[actix_rt::test]
+async fn a_url_with_a_user_or_password_is_refused_and_nothing_reaches_the_endpoint() {
+    let receiver = Receiver::start();
+    let with_credentials = receiver.url.replace("http://", "http://user:S3CRETPW@");
+    let tls = receiver.url.replace("http://", "https://user:S3CRETPW@");
+    let user_only = receiver.url.replace("http://", "http://user@");
+    for url in [with_credentials, tls, user_only] {
+        let err = from(&[(ENV_URL, &url)]).expect_err(&url);
+        assert_eq!(err.setting, "ELECTRIC_TELEMETRY_URL");
+        let text = err.to_string();
+        assert!(text.contains("user name or password"), "{text}");
+        assert!(!text.contains("S3CRETPW") && !format!("{err:?}").contains("S3CRETPW"));
+        // Nothing to start with: the host cannot run telemetry on credentials it would drop.
+        assert!(TelemetryConfig::builder().url(&url).build().is_err());
+    }
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    assert!(receiver.received().is_empty(), "nothing was sent");
+    receiver.stop().await;
+}
+
+// Item 6 ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_ca_file_that_is_a_device_is_refused_without_reading_it() {
+    let err = within(Duration::from_secs(20), || {
+        from(&[(ENV_CA_FILE, "/dev/zero")])
+    })
+    .expect_err("/dev/zero is no CA file");
+    assert_eq!(err.setting, "ELECTRIC_TELEMETRY_CA_FILE");
+    let text = err.to_string();
+    assert!(text.contains("not a regular file"), "{text}");
+    assert!(text.contains("regular PEM file of at most 4 MiB"), "{text}");
+}
+
+#[test]
+fn a_ca_file_that_is_a_fifo_fails_start_up_instead_of_hanging_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("ca.pem");
+    mkfifo(&fifo);
+    let path = fifo.to_str().unwrap().to_owned();
+    let err = within(Duration::from_secs(20), move || {
+        from(&[(ENV_CA_FILE, &path)])
+    })
+    .expect_err("a FIFO is no CA file");
+    assert_eq!(err.setting, "ELECTRIC_TELEMETRY_CA_FILE");
+    assert!(err.to_string().contains("FIFO"), "{err}");
+}
+
+#[test]
+fn an_oversized_ca_file_is_refused_and_a_normal_one_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let pem = cert.cert.pem();
+    let good = dir.path().join("good.pem");
+    std::fs::write(&good, &pem).unwrap();
+    let c = from(&[(ENV_CA_FILE, good.to_str().unwrap())]).unwrap();
+    assert_eq!(c.ca_file(), Some(good.as_path()));
+    // Valid PEM, repeated past 4 MiB: refused for its size, not parsed.
+    let big = dir.path().join("big.pem");
+    let copies = (4 << 20) / pem.len() + 2;
+    std::fs::write(&big, pem.repeat(copies)).unwrap();
+    let err = from(&[(ENV_CA_FILE, big.to_str().unwrap())]).unwrap_err();
+    assert_eq!(err.setting, "ELECTRIC_TELEMETRY_CA_FILE");
+    assert!(err.to_string().contains("larger than"), "{err}");
+}
+
+// Item 9 ---------------------------------------------------------------------------------------
+
+/// A directory name that is not UTF-8 (Latin-1 "café"): valid on Linux, mangled by a lossy
+/// conversion into "caf\u{FFFD}".
+fn non_utf8(base: &Path, leaf: &[u8]) -> PathBuf {
+    base.join(OsStr::from_bytes(leaf))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Run only as the child of the test below, with its environment: reads the real process
+/// environment through `from_env` and checks every path byte for byte.
+#[test]
+#[ignore = "run by non_utf8_paths_from_the_environment_are_used_byte_for_byte"]
+fn child_reads_non_utf8_paths_from_its_environment() {
+    let expected = |name: &str| unhex(&std::env::var(name).expect("run by the parent test"));
+    let config = TelemetryConfig::from_env().expect("non-UTF-8 paths are valid settings");
+    assert_eq!(
+        config.storage_dir().as_os_str().as_bytes(),
+        expected("EXPECT_STORAGE_DIR")
+    );
+    let audit = config.audit_log().expect("audit log set");
+    assert_eq!(audit.as_os_str().as_bytes(), expected("EXPECT_AUDIT_LOG"));
+    let ca = config.ca_file().expect("CA file set");
+    assert_eq!(ca.as_os_str().as_bytes(), expected("EXPECT_CA_FILE"));
+    // And the files are found where configured: the CA file was read at that exact path.
+    assert!(ca.is_file());
+}
+
+#[test]
+fn non_utf8_paths_from_the_environment_are_used_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = non_utf8(dir.path(), b"caf\xe9-storage");
+    let audit = non_utf8(dir.path(), b"caf\xe9-audit.jsonl");
+    let ca = non_utf8(dir.path(), b"caf\xe9-ca.pem");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_reads_non_utf8_paths_from_its_environment",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env_remove(ENV_TELEMETRY)
+        .env_remove(ENV_DO_NOT_TRACK)
+        .env_remove(ENV_URL)
+        .env(ENV_STORAGE_DIR, &storage)
+        .env(ENV_AUDIT_LOG, &audit)
+        .env(ENV_CA_FILE, &ca)
+        .env("EXPECT_STORAGE_DIR", hex(storage.as_os_str().as_bytes()))
+        .env("EXPECT_AUDIT_LOG", hex(audit.as_os_str().as_bytes()))
+        .env("EXPECT_CA_FILE", hex(ca.as_os_str().as_bytes()))
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("1 passed"), "the child ran: {stdout}");
+}
+
+#[test]
+fn a_non_utf8_value_where_text_is_needed_is_an_error_naming_the_variable() {
+    // Through the process-environment path, in a child: no test here touches our own env.
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_reads_a_non_utf8_instance_id",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(ENV_INSTANCE_ID, OsStr::from_bytes(b"node-\xff"))
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("1 passed"), "the child ran: {stdout}");
+}
+
+#[test]
+#[ignore = "run by a_non_utf8_value_where_text_is_needed_is_an_error_naming_the_variable"]
+fn child_reads_a_non_utf8_instance_id() {
+    let err = TelemetryConfig::from_env().expect_err("a non-UTF-8 id is refused");
+    assert_eq!(err.setting, "ELECTRIC_INSTANCE_ID");
+    assert!(err.to_string().contains("UTF-8"), "{err}");
+}
+
+#[actix_rt::test]
+async fn a_non_utf8_storage_dir_holds_the_outbox_under_that_exact_name() {
+    use actix::prelude::*;
+    use electric_telemetry::internals::{outbox_dir, Deliver, Sender};
+    let dir = tempfile::tempdir().unwrap();
+    let storage = non_utf8(dir.path(), b"caf\xe9");
+    let dead = format!("http://127.0.0.1:{}/checkpoint", common::free_port());
+    let config = TelemetryConfig::builder()
+        .url(dead)
+        .storage_dir(&storage)
+        .retry_initial_backoff(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let arbiter = Arbiter::new().handle();
+    let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&config));
+    sender.send(Deliver(common::seed_report())).await.unwrap();
+    let outbox = outbox_dir(&storage);
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_dir(&outbox)
+            .is_ok_and(|d| d.count() == 1))
+        .await,
+        "the report is kept under the exact, non-UTF-8 name"
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [OsStr::from_bytes(b"caf\xe9")], "and nowhere else");
+    arbiter.stop();
+}
+
+// Item 8 ---------------------------------------------------------------------------------------
+
+use actix::Actor;
+
+/// A sender on its own Arbiter, with an audit file at `audit`, delivering to `url`.
+fn audited_sender(
+    url: &str,
+    storage: &Path,
+    audit: &Path,
+) -> (
+    actix::Addr<electric_telemetry::internals::Sender>,
+    actix::ArbiterHandle,
+) {
+    let config = TelemetryConfig::builder()
+        .url(url)
+        .storage_dir(storage)
+        .audit_log(audit)
+        .audit_log_max_bytes(4096)
+        .retry_initial_backoff(Duration::from_millis(20))
+        .retry_max_backoff(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let arbiter = actix::Arbiter::new().handle();
+    let sender = electric_telemetry::internals::Sender::start_in_arbiter(&arbiter, move |_| {
+        electric_telemetry::internals::Sender::new(&config)
+    });
+    (sender, arbiter)
+}
+
+fn numbered(n: u64) -> electric_telemetry::Report {
+    let mut r = common::seed_report();
+    r.report_id = uuid::Uuid::new_v4();
+    r.data.usage.operations_from_pg = n;
+    r
+}
+
+#[actix_rt::test]
+async fn an_audit_path_that_is_a_symlink_is_appended_to_and_never_renamed() {
+    // As `/dev/stdout` is a symlink to the process's stdout, here redirected to a file that is
+    // already past the rotation bound.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("stdout-redirect.log");
+    std::fs::write(&target, "x".repeat(5000) + "\n").unwrap();
+    let link = dir.path().join("stdout");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let receiver = Receiver::start();
+    let (sender, arbiter) = audited_sender(&receiver.url, dir.path(), &link);
+    for n in 1..=3 {
+        sender
+            .send(electric_telemetry::internals::Deliver(numbered(n)))
+            .await
+            .unwrap();
+    }
+    let lines = || {
+        std::fs::read_to_string(&target)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || lines() == 4).await,
+        "each accepted report went through the link into its target: {} lines",
+        lines()
+    );
+    let meta = std::fs::symlink_metadata(&link).unwrap();
+    assert!(meta.file_type().is_symlink(), "the link is still a link");
+    assert_eq!(std::fs::read_link(&link).unwrap(), target);
+    assert!(!dir.path().join("stdout.1").exists(), "nothing was rotated");
+    arbiter.stop();
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_audit_path_that_is_a_fifo_never_blocks_the_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    mkfifo(&fifo);
+    let receiver = Receiver::start();
+    let (sender, arbiter) = audited_sender(&receiver.url, dir.path(), &fifo);
+    // Nobody reads the FIFO: a blocking open would stop the sender's thread at the first
+    // accepted report, and the others would never go out.
+    for n in 1..=3 {
+        sender
+            .send(electric_telemetry::internals::Deliver(numbered(n)))
+            .await
+            .unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || common::accepted(
+            &receiver.received()
+        )
+        .len()
+            == 3)
+        .await,
+        "every report was delivered"
+    );
+    // A reader that never reads: the pipe fills, and the sender still goes on.
+    let reader = within(Duration::from_secs(10), {
+        let fifo = fifo.clone();
+        move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(fifo)
+                .unwrap()
+        }
+    });
+    // About 1.5 kB a line: 60 lines overfill a 64 KiB pipe. One at a time, within the
+    // outbox's bound of 7 pending reports.
+    for n in 4..=63 {
+        sender
+            .send(electric_telemetry::internals::Deliver(numbered(n)))
+            .await
+            .unwrap();
+        common::outbox_status_when(&sender, |s| s.pending == 0).await;
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || common::accepted(
+            &receiver.received()
+        )
+        .len()
+            == 63)
+        .await,
+        "a full pipe does not stop delivery: {} accepted",
+        common::accepted(&receiver.received()).len()
+    );
+    let status = common::outbox_status_when(&sender, |s| s.pending == 0).await;
+    assert_eq!(status.pending, 0, "the sender answers and has nothing left");
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(kind.is_fifo(), "still the FIFO: never renamed or replaced");
+    drop(reader);
+    arbiter.stop();
+    receiver.stop().await;
+}
+
+/// Run only as the child of the test below, with stdout redirected to the file that is also
+/// its audit path, already past the rotation bound.
+#[actix_rt::test]
+#[ignore = "run by an_audit_path_that_is_our_own_redirected_stdout_is_never_rotated"]
+async fn child_audits_into_its_own_stdout() {
+    let audit = PathBuf::from(std::env::var_os("AUDIT_PATH").expect("run by the parent test"));
+    let storage = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start();
+    let (sender, arbiter) = audited_sender(&receiver.url, storage.path(), &audit);
+    for n in 1..=3 {
+        sender
+            .send(electric_telemetry::internals::Deliver(numbered(n)))
+            .await
+            .unwrap();
+    }
+    let accepted = || common::accepted(&receiver.received()).len();
+    assert!(eventually(Duration::from_secs(10), || accepted() == 3).await);
+    common::outbox_status_when(&sender, |s| s.pending == 0).await;
+    arbiter.stop();
+    receiver.stop().await;
+}
+
+#[test]
+fn an_audit_path_that_is_our_own_redirected_stdout_is_never_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("service.log");
+    std::fs::write(&log, "x".repeat(5000) + "\n").unwrap();
+    let stdout = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_audits_into_its_own_stdout",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("AUDIT_PATH", &log)
+        .stdout(stdout)
+        .status()
+        .expect("the test binary runs");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let tail = &text[text.len().saturating_sub(600)..];
+    assert!(status.success(), "the child passed: ...{tail}");
+    assert!(
+        text.contains("1 passed"),
+        "the child ran, writing here: ...{tail}"
+    );
+    assert!(!dir.path().join("service.log.1").exists(), "never renamed");
+    // libtest's "test ... " has no newline yet when the first line is appended.
+    let audited = text.matches("{\"report_id\"").count();
+    assert_eq!(audited, 3, "each accepted report appended to the same file");
+}

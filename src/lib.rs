@@ -94,6 +94,7 @@ pub mod counters;
 pub mod distinct;
 mod environment;
 pub mod error;
+mod http_client;
 mod identity;
 mod intake;
 pub mod log_only;

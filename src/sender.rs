@@ -27,8 +27,6 @@
 //! one warning, later failures are debug lines, and the end of the outage is one info line
 //! saying how many reports went out.
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
@@ -36,8 +34,9 @@ use awc::http::header::{self, HeaderMap, HttpDate};
 use tokio::sync::oneshot;
 
 use crate::audit::AuditLog;
-use crate::config::{read_ca_file, TelemetryConfig};
+use crate::config::TelemetryConfig;
 use crate::error::DeliveryError;
+use crate::http_client::ClientSetup;
 use crate::outbox::{outbox_dir, Bounds, Outbox};
 use crate::report::Report;
 
@@ -91,8 +90,8 @@ pub struct Sender {
     /// The URL as logs show it: no userinfo, no query.
     shown_url: String,
     request_timeout: Duration,
-    connect_timeout: Duration,
-    ca_file: Option<PathBuf>,
+    /// What the client is built from, or why it cannot be (then reports stay queued).
+    setup: Result<ClientSetup, String>,
     audit: Option<AuditLog>,
     retry_initial: Duration,
     retry_max: Duration,
@@ -121,8 +120,7 @@ impl Sender {
             url: config.url().to_owned(),
             shown_url: url_for_logs(config.url()),
             request_timeout: config.request_timeout(),
-            connect_timeout: config.connect_timeout(),
-            ca_file: config.ca_file().map(PathBuf::from),
+            setup: ClientSetup::new(config),
             audit: config
                 .audit_log()
                 .map(|path| AuditLog::new(path.to_owned(), config.audit_log_max_bytes())),
@@ -266,27 +264,16 @@ impl Actor for Sender {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let mut connector = awc::Connector::new().timeout(self.connect_timeout);
-        if let Some(path) = &self.ca_file {
-            match read_ca_file(path) {
-                Ok(certs) => connector = connector.rustls_0_23(Arc::new(tls_config(certs))),
-                // Checked when the configuration was built; the file changed since.
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "telemetry could not read its CA file; only the standard roots are trusted"
-                ),
-            }
+        // Telemetry::start checked the setup; a sender started otherwise, or a CA file gone
+        // since, gets a warning and keeps its reports queued (on disk) for a later start.
+        match self.setup.as_ref().map_err(Clone::clone).and_then(ClientSetup::client) {
+            Ok(client) => self.client = Some(client),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "telemetry cannot send: its HTTP client could not be set up; reports are kept \
+                 in the outbox"
+            ),
         }
-        let client = awc::Client::builder()
-            .connector(connector)
-            .timeout(self.request_timeout)
-            .disable_redirects()
-            .add_default_header((
-                header::USER_AGENT,
-                concat!("electric-telemetry/", env!("CARGO_PKG_VERSION")),
-            ))
-            .finish();
-        self.client = Some(client);
         let loaded = self.outbox.load();
         if loaded.reports > 0 {
             tracing::info!(
@@ -348,24 +335,6 @@ pub(crate) fn url_for_logs(url: &str) -> String {
         }
         Err(_) => "(unparsable URL)".to_owned(),
     }
-}
-
-/// The webpki roots plus `extra` CA certificates.
-fn tls_config(extra: Vec<rustls::pki_types::CertificateDer<'static>>) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let (added, ignored) = roots.add_parsable_certificates(extra);
-    if ignored > 0 {
-        tracing::warn!(
-            added,
-            ignored,
-            "telemetry ignored CA certificates it could not parse"
-        );
-    }
-    rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
 }
 
 /// One POST of a report's JSON `body`, bounded by `deadline` from connect to the end of the

@@ -102,6 +102,11 @@ impl Telemetry {
         if actix_rt::System::try_current().is_none() {
             return Err(StartError::NoSystem);
         }
+        if config.mode() == TelemetryMode::Send {
+            // Before anything is spawned: a client that cannot be built is the caller's error,
+            // not a silent failure on the sender's thread.
+            crate::http_client::ClientSetup::new(&config).map_err(StartError::Client)?;
+        }
         let intake = Intake::new();
         let collector = Collector::with_intake(Arc::clone(&intake)).start_bounded();
         let every = humantime::format_duration(config.interval());

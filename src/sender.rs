@@ -18,7 +18,10 @@
 //!   in the next report's `dropped_reports`.
 //! - [`Flush`] (used at shutdown) tries every pending report now, skipping any backoff wait,
 //!   and keeps retrying a short wait apart until the outbox is empty or the caller's deadline
-//!   ends it.
+//!   ends it. It ends at once, reports kept on disk, when trying again now cannot help: the
+//!   endpoint could not be reached at all (connect, DNS, TLS handshake or proxy failure:
+//!   nothing was sent), or it asked for time with `Retry-After`, which the flush honours too
+//!   (no attempt before then).
 //! - With an audit file configured, each accepted report is appended to it as sent.
 //! - TLS verifies the endpoint's certificate against the webpki roots, plus the CA
 //!   certificates of `ELECTRIC_TELEMETRY_CA_FILE` if set.
@@ -80,6 +83,9 @@ enum Attempt {
     Delivered,
     /// Worth another try, after at least the wait the endpoint asked for, if any.
     Transient(DeliveryError, Option<Duration>),
+    /// Nothing reached the endpoint (connect, DNS, TLS handshake, proxy): worth another try
+    /// later, but not within a shutdown's few seconds.
+    Unreachable(DeliveryError),
     /// The endpoint rejects this report; trying again would not help.
     Refused(DeliveryError),
 }
@@ -106,6 +112,10 @@ pub struct Sender {
     failures: u32,
     /// `Some` while an outage lasts: reports delivered since it began to end.
     outage: Option<u64>,
+    /// Set while the endpoint's `Retry-After` holds: no attempt before then, flush included.
+    not_before: Option<std::time::Instant>,
+    /// The last failure, the answer to a flush that ends without trying.
+    last_error: Option<DeliveryError>,
     flush_waiters: Vec<oneshot::Sender<Result<(), DeliveryError>>>,
 }
 
@@ -132,6 +142,8 @@ impl Sender {
             retry_timer: None,
             failures: 0,
             outage: None,
+            not_before: None,
+            last_error: None,
             flush_waiters: Vec::new(),
         }
     }
@@ -146,7 +158,11 @@ impl Sender {
             self.answer_flush(Ok(()));
             return;
         };
-        let Some(client) = &self.client else { return };
+        let Some(client) = &self.client else {
+            // The client could not be set up (warned at start): reports wait on disk.
+            let e = DeliveryError::Transport("telemetry has no HTTP client".into());
+            return self.answer_flush(Err(e));
+        };
         let seq = front.seq;
         let body = match serde_json::to_vec(&front.report) {
             Ok(body) => body,
@@ -175,6 +191,7 @@ impl Sender {
     ) {
         match attempt {
             Attempt::Delivered => {
+                self.not_before = None;
                 if let (Some(audit), Some(body)) = (&mut self.audit, sent) {
                     audit.append(&body);
                 }
@@ -186,6 +203,7 @@ impl Sender {
                 }
             }
             Attempt::Refused(e) => {
+                self.not_before = None;
                 self.outbox.refused(seq);
                 self.failures = 0;
                 tracing::warn!(
@@ -194,22 +212,41 @@ impl Sender {
                      be counted in the next report's dropped_reports"
                 );
             }
-            Attempt::Transient(e, retry_after) => {
-                self.failures = self.failures.saturating_add(1);
-                let mut wait = self.next_wait(retry_after);
-                if !self.flush_waiters.is_empty() {
-                    // Shutting down: keep trying until the flush's deadline, not the backoff's.
-                    wait = wait.min(FLUSH_RETRY_MAX);
-                }
-                self.note_failure(&e, wait);
-                self.retry_timer = Some(ctx.run_later(wait, |sender, ctx| {
-                    sender.retry_timer = None;
-                    sender.pump(ctx);
-                }));
-                return;
-            }
+            Attempt::Transient(e, retry_after) => return self.failed(e, retry_after, false, ctx),
+            Attempt::Unreachable(e) => return self.failed(e, None, true, ctx),
         }
         self.pump(ctx);
+    }
+
+    /// A failed attempt: arms the next one, or at shutdown ends the flush when trying again
+    /// within its seconds cannot help. `unreachable`: nothing reached the endpoint.
+    fn failed(
+        &mut self,
+        e: DeliveryError,
+        retry_after: Option<Duration>,
+        unreachable: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        self.failures = self.failures.saturating_add(1);
+        let mut wait = self.next_wait(retry_after);
+        let asked = retry_after.is_some_and(|asked| !asked.is_zero());
+        self.not_before = asked.then(|| std::time::Instant::now() + wait);
+        self.last_error = Some(e.clone());
+        if !self.flush_waiters.is_empty() {
+            if unreachable || (asked && wait > FLUSH_RETRY_MAX) {
+                // Shutting down, and another try within its seconds cannot help (or
+                // the endpoint asked us not to): end the flush now, report on disk.
+                self.answer_flush(Err(e.clone()));
+            } else {
+                // Keep trying until the flush's deadline, not the backoff's.
+                wait = wait.min(FLUSH_RETRY_MAX);
+            }
+        }
+        self.note_failure(&e, wait);
+        self.retry_timer = Some(ctx.run_later(wait, |sender, ctx| {
+            sender.retry_timer = None;
+            sender.pump(ctx);
+        }));
     }
 
     /// Full jitter: a random wait up to a ceiling that doubles per failure, and at least what
@@ -266,7 +303,12 @@ impl Actor for Sender {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Telemetry::start checked the setup; a sender started otherwise, or a CA file gone
         // since, gets a warning and keeps its reports queued (on disk) for a later start.
-        match self.setup.as_ref().map_err(Clone::clone).and_then(ClientSetup::client) {
+        match self
+            .setup
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(ClientSetup::client)
+        {
             Ok(client) => self.client = Some(client),
             Err(e) => tracing::warn!(
                 error = %e,
@@ -300,6 +342,17 @@ impl Handler<Flush> for Sender {
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
         if self.outbox.len() == 0 {
             return Box::pin(async { Ok(()) });
+        }
+        let held = self
+            .not_before
+            .is_some_and(|at| at > std::time::Instant::now() + FLUSH_RETRY_MAX);
+        if held {
+            // The endpoint asked for time: honoured at shutdown too, the reports wait on disk.
+            let e = self
+                .last_error
+                .clone()
+                .unwrap_or(DeliveryError::DeadlineExceeded);
+            return Box::pin(async move { Err(e) });
         }
         let (tx, rx) = oneshot::channel();
         self.flush_waiters.push(tx);
@@ -353,6 +406,10 @@ fn post(
     let attempt = async move {
         let mut response = match request.send_body(body).await {
             Ok(response) => response,
+            // Nothing was sent: the endpoint (or the proxy) could not be reached.
+            Err(e @ awc::error::SendRequestError::Connect(_)) => {
+                return Attempt::Unreachable(DeliveryError::Transport(e.to_string()))
+            }
             Err(e) => return Attempt::Transient(DeliveryError::Transport(e.to_string()), None),
         };
         let status = response.status();

@@ -32,6 +32,9 @@ pub const ENV_AUDIT_LOG: &str = "ELECTRIC_TELEMETRY_AUDIT_LOG";
 /// A PEM file of extra CA certificates to trust for the endpoint.
 pub const ENV_CA_FILE: &str = "ELECTRIC_TELEMETRY_CA_FILE";
 
+/// Whether each instance's reports are spread over the interval by a phase from its ids.
+pub const ENV_SPREAD: &str = "ELECTRIC_TELEMETRY_SPREAD";
+
 /// The endpoint reports go to unless configured otherwise.
 pub const DEFAULT_URL: &str = "https://checkpoint.electric-sql.com";
 
@@ -40,6 +43,8 @@ const ENABLING: [&str; 8] = ["1", "t", "true", "enable", "enabled", "y", "yes", 
 const ACCEPTED_SWITCH: &str = "unset (enabled); 0 f false disable disabled n no off (disabled); \
                                1 t true enable enabled y yes on (enabled); log (log-only: \
                                reports are logged, never sent); any letter case";
+const ACCEPTED_ON_OFF: &str = "1 t true enable enabled y yes on (on); 0 f false disable \
+                               disabled n no off (off); any letter case";
 const ACCEPTED_DURATION: &str = "a duration from 1s to 365days, such as 30s, 5m, 4h or 1h 30m";
 const ACCEPTED_FIRST: &str = "a duration from 0s to 365days, such as 30s, 5m, 4h or 1h 30m";
 const ACCEPTED_URL: &str = "an absolute http:// or https:// URL with a host";
@@ -82,6 +87,7 @@ pub struct TelemetryConfig {
     audit_log: Option<PathBuf>,
     audit_log_max_bytes: u64,
     ca_file: Option<PathBuf>,
+    spread_reports: bool,
 }
 
 impl TelemetryConfig {
@@ -118,6 +124,10 @@ impl TelemetryConfig {
     /// A PEM file of extra CA certificates trusted for the endpoint, if any.
     pub fn ca_file(&self) -> Option<&std::path::Path> {
         self.ca_file.as_deref()
+    }
+    /// Whether report ticks are spread by a phase derived from the instance's ids.
+    pub fn spread_reports(&self) -> bool {
+        self.spread_reports
     }
     /// Where reports are POSTed.
     pub fn url(&self) -> &str {
@@ -221,6 +231,7 @@ impl Default for TelemetryConfigBuilder {
                 audit_log: None,
                 audit_log_max_bytes: 1 << 20,
                 ca_file: None,
+                spread_reports: true,
             },
         }
     }
@@ -258,6 +269,21 @@ impl TelemetryConfigBuilder {
         }
         if let Some(v) = get(ENV_CA_FILE) {
             self.config.ca_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get(ENV_SPREAD) {
+            let lower = v.trim().to_ascii_lowercase();
+            self.config.spread_reports = if ENABLING.contains(&lower.as_str()) {
+                true
+            } else if DISABLING.contains(&lower.as_str()) {
+                false
+            } else {
+                return Err(ConfigError::new(
+                    ENV_SPREAD,
+                    &v,
+                    "not a recognised on/off value",
+                    ACCEPTED_ON_OFF,
+                ));
+            };
         }
         if let Some(v) = get(ENV_URL) {
             self.config.url = v.trim().to_owned();
@@ -307,6 +333,13 @@ impl TelemetryConfigBuilder {
     /// Also trusts the CA certificates in this PEM file for the endpoint.
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.ca_file = Some(path.into());
+        self
+    }
+    /// Spreads this instance's report ticks over the interval by a phase derived from its ids
+    /// (the default), so that a fleet started together does not report in the same second.
+    /// `false` gives ticks at exactly `first_report_in + k × interval`, for tests and demos.
+    pub fn spread_reports(mut self, spread: bool) -> Self {
+        self.config.spread_reports = spread;
         self
     }
     /// Where reports are POSTed (http or https).

@@ -103,6 +103,7 @@ pub mod outbox;
 pub mod report;
 pub mod scheduler;
 pub mod sender;
+mod spread;
 pub mod summary;
 mod telemetry;
 

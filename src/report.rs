@@ -191,6 +191,11 @@ impl ReportBuilder {
         }
     }
 
+    /// The ids the instance's report phase is derived from (see `spread`).
+    pub(crate) fn phase(&self) -> f64 {
+        crate::spread::phase(self.identity.cluster_uuid, &self.identity.instance_id)
+    }
+
     pub(crate) fn build(&self, snapshot: WindowSnapshot) -> Report {
         let host = &self.host;
         Report {

@@ -25,8 +25,9 @@ pub struct Scheduler {
     deliver: Recipient<Deliver>,
     flush: Recipient<Flush>,
     builder: Arc<ReportBuilder>,
-    first_report_in: Duration,
     interval: Duration,
+    /// When reports are due, spread by the instance's phase unless configured off.
+    ticks: crate::spread::Ticks,
     sample_every: Duration,
     memory: MemorySampler,
     stopping: bool,
@@ -43,13 +44,16 @@ impl Scheduler {
         deliver: Recipient<Deliver>,
         flush: Recipient<Flush>,
     ) -> Self {
+        let builder = ReportBuilder::new(config);
+        let phase = config.spread_reports().then(|| builder.phase());
+        let ticks = crate::spread::ticks(config.first_report_in(), config.interval(), phase);
         Self {
             collector,
             deliver,
             flush,
-            builder: Arc::new(ReportBuilder::new(config)),
-            first_report_in: config.first_report_in(),
+            builder: Arc::new(builder),
             interval: config.interval(),
+            ticks,
             sample_every: config.sample_every(),
             memory: MemorySampler::new(),
             stopping: false,
@@ -90,9 +94,13 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.sample_every, |s, _| s.sample());
-        // Anchored to the start: report k is due at start + first_report_in + k * interval,
-        // however late any one tick's handler ran.
-        let first = tokio::time::Instant::now() + self.first_report_in;
+        // Anchored to the start: report k is due at start + ticks.steady + k * interval,
+        // however late any one tick's handler ran (see `spread` for the spread first report).
+        let start = tokio::time::Instant::now();
+        if let Some(first) = self.ticks.first {
+            ctx.run_later(first, |s, ctx| s.report(ctx));
+        }
+        let first = start + self.ticks.steady;
         ctx.run_interval_at(first, self.interval, |s, ctx| s.report(ctx));
     }
 }

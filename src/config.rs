@@ -35,6 +35,9 @@ pub const ENV_CA_FILE: &str = "ELECTRIC_TELEMETRY_CA_FILE";
 /// Whether each instance's reports are spread over the interval by a phase from its ids.
 pub const ENV_SPREAD: &str = "ELECTRIC_TELEMETRY_SPREAD";
 
+/// Telemetry's own proxy: a proxy URL, or `none` to go direct whatever `HTTPS_PROXY` says.
+pub const ENV_PROXY: &str = "ELECTRIC_TELEMETRY_PROXY";
+
 /// The endpoint reports go to unless configured otherwise.
 pub const DEFAULT_URL: &str = "https://checkpoint.electric-sql.com";
 
@@ -88,6 +91,10 @@ pub struct TelemetryConfig {
     audit_log_max_bytes: u64,
     ca_file: Option<PathBuf>,
     spread_reports: bool,
+    /// The proxy settings as given (values never shown by `Debug`).
+    proxy_settings: crate::proxy::ProxySettings,
+    /// Where requests go, decided at `build` from `proxy_settings` and the URL.
+    proxy_route: crate::proxy::Route,
 }
 
 impl TelemetryConfig {
@@ -128,6 +135,10 @@ impl TelemetryConfig {
     /// Whether report ticks are spread by a phase derived from the instance's ids.
     pub fn spread_reports(&self) -> bool {
         self.spread_reports
+    }
+    /// The proxy requests go through, if any, and which setting decided.
+    pub(crate) fn proxy_route(&self) -> &crate::proxy::Route {
+        &self.proxy_route
     }
     /// Where reports are POSTed.
     pub fn url(&self) -> &str {
@@ -232,6 +243,8 @@ impl Default for TelemetryConfigBuilder {
                 audit_log_max_bytes: 1 << 20,
                 ca_file: None,
                 spread_reports: true,
+                proxy_settings: Default::default(),
+                proxy_route: Default::default(),
             },
         }
     }
@@ -284,6 +297,18 @@ impl TelemetryConfigBuilder {
                     ACCEPTED_ON_OFF,
                 ));
             };
+        }
+        if let Some(v) = get(ENV_PROXY) {
+            self.config.proxy_settings.own = Some((v, ENV_PROXY));
+        }
+        for name in crate::proxy::CONVENTIONAL {
+            if let Some(v) = get(name) {
+                self.config
+                    .proxy_settings
+                    .conventional
+                    .retain(|(n, _)| *n != name);
+                self.config.proxy_settings.conventional.push((name, v));
+            }
         }
         if let Some(v) = get(ENV_URL) {
             self.config.url = v.trim().to_owned();
@@ -340,6 +365,13 @@ impl TelemetryConfigBuilder {
     /// `false` gives ticks at exactly `first_report_in + k × interval`, for tests and demos.
     pub fn spread_reports(mut self, spread: bool) -> Self {
         self.config.spread_reports = spread;
+        self
+    }
+    /// Telemetry's own proxy, for telemetry only: an `http://[user:password@]host[:port]`
+    /// URL, or `"none"` to go direct whatever `HTTPS_PROXY` and the like say. Without it, the
+    /// conventional variables read by [`with_env`](Self::with_env) decide (see the README).
+    pub fn proxy(mut self, proxy: impl Into<String>) -> Self {
+        self.config.proxy_settings.own = Some((proxy.into(), "proxy(..)"));
         self
     }
     /// Where reports are POSTed (http or https).
@@ -479,6 +511,10 @@ impl TelemetryConfigBuilder {
         // An opt-out touches no file and cannot stop the host from starting over one.
         if let (Some(path), true) = (&c.ca_file, c.mode != TelemetryMode::Disabled) {
             read_ca_file(path)?;
+        }
+        // Only a sender uses a proxy: an opt-out or log-only mode cannot fail over one.
+        if c.mode == TelemetryMode::Send {
+            self.config.proxy_route = c.proxy_settings.route(&c.url)?;
         }
         Ok(self.config)
     }

@@ -18,6 +18,8 @@
 //!   that panic is caught and returned as an error, so the sender logs a warning and keeps its
 //!   outbox instead of dying silently. (With `panic = "abort"` nothing can catch it; this crate
 //!   does not enable that awc feature itself.)
+//! - With a proxy (see `proxy`), awc's TCP connector is replaced by the CONNECT tunnel of
+//!   `tunnel`; TLS, timeouts and everything above the socket stay awc's.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +28,8 @@ use std::time::Duration;
 use awc::http::header;
 
 use crate::config::{read_ca_file, TelemetryConfig};
+use crate::proxy::Proxy;
+use crate::tunnel::TunnelConnector;
 
 /// What the sender's client is built from; checked, and `Send`.
 #[derive(Clone)]
@@ -33,6 +37,7 @@ pub(crate) struct ClientSetup {
     tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    proxy: Option<Proxy>,
 }
 
 impl ClientSetup {
@@ -42,24 +47,34 @@ impl ClientSetup {
             tls: Arc::new(tls_config(config.ca_file())?),
             connect_timeout: config.connect_timeout(),
             request_timeout: config.request_timeout(),
+            proxy: config.proxy_route().proxy.clone(),
         })
     }
 
     /// The awc client. Call it on the thread that will use it (`awc::Client` is `!Send`).
     pub(crate) fn client(&self) -> Result<awc::Client, String> {
+        // The same settings on either connector type (awc's, or the proxy tunnel).
+        macro_rules! client {
+            ($connector:expr) => {
+                awc::Client::builder()
+                    .connector($connector)
+                    .timeout(self.request_timeout)
+                    .disable_redirects()
+                    .add_default_header((
+                        header::USER_AGENT,
+                        concat!("electric-telemetry/", env!("CARGO_PKG_VERSION")),
+                    ))
+                    .finish()
+            };
+        }
         let build = || {
             let connector = awc::Connector::new()
                 .rustls_0_23(Arc::clone(&self.tls))
                 .timeout(self.connect_timeout);
-            awc::Client::builder()
-                .connector(connector)
-                .timeout(self.request_timeout)
-                .disable_redirects()
-                .add_default_header((
-                    header::USER_AGENT,
-                    concat!("electric-telemetry/", env!("CARGO_PKG_VERSION")),
-                ))
-                .finish()
+            match &self.proxy {
+                Some(proxy) => client!(connector.connector(TunnelConnector::new(proxy.clone()))),
+                None => client!(connector),
+            }
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).map_err(|panic| {
             let message = panic

@@ -100,12 +100,14 @@ mod intake;
 pub mod log_only;
 pub mod messages;
 pub mod outbox;
+mod proxy;
 pub mod report;
 pub mod scheduler;
 pub mod sender;
 mod spread;
 pub mod summary;
 mod telemetry;
+mod tunnel;
 
 pub use collector::{Collector, PreviewSnapshot, SampleGauges, TakeSnapshot, WindowSnapshot};
 pub use config::{TelemetryConfig, TelemetryConfigBuilder, TelemetryMode};

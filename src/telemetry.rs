@@ -137,6 +137,8 @@ impl Telemetry {
             let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&sender_config));
             tracing::info!(
                 url = crate::sender::url_for_logs(config.url()),
+                // host:port and the setting that chose it; never credentials.
+                proxy = %config.proxy_route(),
                 decided_by,
                 "telemetry is enabled: an anonymous usage report is sent every {every}, the \
                  first in {first}. Set {ENV_TELEMETRY}=disabled or {ENV_DO_NOT_TRACK}=1 to opt \

@@ -366,6 +366,41 @@ async fn a_dead_proxy_keeps_the_reports_is_never_bypassed_and_ends_the_flush_at_
     receiver.stop().await;
 }
 
+#[actix_rt::test]
+async fn a_proxy_refusing_the_tunnel_is_a_transient_failure() {
+    logs();
+    let proxy = ConnectProxy::start();
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let sender = start_sender(config(&receiver.url, storage.path()).proxy(&proxy.url));
+    proxy.refuse_with(Some(403));
+    sender.send(Deliver(seed_report())).await.unwrap();
+    let status = outbox_status_when(&sender, |s| s.failed_attempts >= 2).await;
+    assert!(
+        status.failed_attempts >= 2 && status.pending == 1,
+        "{status:?}"
+    );
+    proxy.refuse_with(Some(503));
+    let before = proxy.seen().len();
+    let status = outbox_status_when(&sender, |s| s.failed_attempts >= 4).await;
+    assert!(
+        status.failed_attempts >= 4 && status.pending == 1,
+        "{status:?}"
+    );
+    assert!(proxy.seen().len() > before, "retried through the proxy");
+    assert!(receiver.received().is_empty(), "never bypassed");
+    // The proxy lets it through again: the kept report is delivered.
+    proxy.refuse_with(None);
+    assert!(eventually(WAIT, || receiver.received().len() == 1).await);
+    assert_eq!(
+        outbox_status_when(&sender, |s| s.pending == 0)
+            .await
+            .pending,
+        0
+    );
+    receiver.stop().await;
+}
+
 #[test]
 fn a_bad_proxy_setting_is_an_error_naming_it_without_the_credentials() {
     let error = TelemetryConfig::builder()

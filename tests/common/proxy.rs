@@ -59,9 +59,9 @@ impl ConnectProxy {
         *self.state.required.lock().unwrap() = Some(format!("Basic {token}"));
     }
 
-    /// Answers every CONNECT with `status` from now on.
-    pub fn refuse_with(&self, status: u16) {
-        *self.state.refuse.lock().unwrap() = Some(status);
+    /// Answers every CONNECT with `status` from now on (`None`: tunnels again).
+    pub fn refuse_with(&self, status: Option<u16>) {
+        *self.state.refuse.lock().unwrap() = status;
     }
 
     pub fn seen(&self) -> Vec<Seen> {

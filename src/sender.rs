@@ -57,7 +57,9 @@ pub struct Deliver(pub Report);
 
 /// Tries to deliver every queued report now, skipping any backoff wait and retrying a short
 /// wait apart. Answers `Ok` once the outbox is empty; bound it with a timeout, as shutdown
-/// does. Reports not delivered by then stay queued (and on disk).
+/// does. Reports not delivered by then stay queued (and on disk). Answers the error at once,
+/// without waiting for the timeout, when the endpoint cannot be reached (connect, DNS, TLS
+/// handshake, proxy) or has asked for time with `Retry-After` (no attempt before then).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<(), DeliveryError>")]
 pub struct Flush;

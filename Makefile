@@ -12,6 +12,7 @@ run:
 	ELECTRIC_STORAGE_DIR=$(EXAMPLE_STORAGE) \
 	ELECTRIC_TELEMETRY_FIRST_REPORT_IN=3s \
 	ELECTRIC_TELEMETRY_INTERVAL=8s \
+	ELECTRIC_TELEMETRY_SPREAD=off \
 	$(CARGO) run --example service -- --local-receiver --duration 20s --clients 8
 
 ## Every test: unit, integration, examples built, and the doctests (README's included).

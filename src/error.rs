@@ -49,6 +49,9 @@ pub enum StartError {
          (e.g. in #[actix::main] or #[actix_rt::test])"
     )]
     NoSystem,
+    /// The HTTP client could not be set up (for example, the CA file cannot be read).
+    #[error("telemetry could not set up its HTTP client: {0}")]
+    Client(String),
 }
 
 /// A usage value that cannot be recorded. Nothing already recorded is affected.

@@ -104,7 +104,6 @@
 
 mod config;
 mod delivery;
-mod endpoint_url;
 mod error;
 mod files;
 mod regular_file;
@@ -112,7 +111,6 @@ mod report;
 mod scheduler;
 mod sketch;
 mod telemetry;
-mod ticks;
 mod usage;
 
 pub use config::{TelemetryConfig, TelemetryConfigBuilder, TelemetryMode};
@@ -140,7 +138,8 @@ pub use usage::window::Usage;
 pub mod internals {
     pub use crate::config::{
         DEFAULT_URL, ENV_AUDIT_LOG, ENV_CA_FILE, ENV_DO_NOT_TRACK, ENV_FIRST_REPORT_IN,
-        ENV_INSTANCE_ID, ENV_INTERVAL, ENV_STORAGE_DIR, ENV_TELEMETRY, ENV_URL,
+        ENV_INSTANCE_ID, ENV_INTERVAL, ENV_PROXY, ENV_SPREAD, ENV_STORAGE_DIR, ENV_TELEMETRY,
+        ENV_URL,
     };
     pub use crate::delivery::log_only::LogOnly;
     pub use crate::delivery::outbox::outbox_dir;

@@ -88,6 +88,11 @@ impl Telemetry {
         if actix_rt::System::try_current().is_none() {
             return Err(StartError::NoSystem);
         }
+        if config.mode() == TelemetryMode::Send {
+            // Before anything is spawned: a client that cannot be built is the caller's error,
+            // not a silent failure on the sender's thread.
+            crate::delivery::client::ClientSetup::new(&config).map_err(StartError::Client)?;
+        }
         let intake = Intake::new();
         let collector = Collector::with_intake(Arc::clone(&intake)).start_bounded();
         let every = humantime::format_duration(config.interval());
@@ -118,6 +123,8 @@ impl Telemetry {
             let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&sender_config));
             tracing::info!(
                 url = url_for_logs(config.url()),
+                // host:port and the setting that chose it; never credentials.
+                proxy = %config.proxy_route(),
                 decided_by,
                 "telemetry is enabled: an anonymous usage report is sent every {every}, the \
                  first in {first}. Set {ENV_TELEMETRY}=disabled or {ENV_DO_NOT_TRACK}=1 to opt \

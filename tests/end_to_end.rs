@@ -15,6 +15,8 @@ fn config(receiver: &Receiver, storage: &tempfile::TempDir) -> TelemetryConfigBu
         .storage_dir(storage.path())
         .request_timeout(Duration::from_secs(2))
         .shutdown_timeout(Duration::from_secs(3))
+        // These tests count reports on a short real clock; spreading has tests/spread.rs.
+        .spread_reports(false)
 }
 
 /// What a worker recorded, in the order of `common::counters`.
@@ -169,6 +171,7 @@ async fn reports_a_dead_endpoint_missed_are_delivered_after_the_next_start() {
         TelemetryConfig::builder()
             .url(dead)
             .storage_dir(storage.path())
+            .spread_reports(false)
             .first_report_in(Duration::ZERO)
             .interval(Duration::from_secs(1))
             .retry_initial_backoff(Duration::from_millis(20))

@@ -52,7 +52,12 @@ struct Rig {
 async fn start(config: TelemetryConfigBuilder) -> Rig {
     pause();
     let storage = tempfile::tempdir().unwrap();
-    let config = config.storage_dir(storage.path()).build().unwrap();
+    // The exact schedule; spreading has tests of its own (tests/spread.rs).
+    let config = config
+        .storage_dir(storage.path())
+        .spread_reports(false)
+        .build()
+        .unwrap();
     let outbox = Outbox::default();
     let collector = Collector::new().start();
     let outbox_addr = outbox.clone().start();

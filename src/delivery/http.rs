@@ -1,17 +1,13 @@
-//! HTTP plumbing for the sender: the awc client (rustls, webpki roots plus the configured CA
-//! file), one bounded POST of a report, `Retry-After` parsing, and URLs as logs may show them.
-//!
-//! Everything here is `!Send` or per-attempt; the sender actor owns the client on its own
-//! thread. Nothing here decides what to do next: that is the retry policy's job.
+//! HTTP plumbing for the sender: one bounded POST of a report and how it ended,
+//! `Retry-After` parsing, and URLs as logs may show them. The client itself is built in
+//! `client`; what to do after an attempt is the retry policy's job.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use awc::http::header::{self, HeaderMap, HttpDate};
 
 use super::retry::{classify, Verdict};
 use crate::error::DeliveryError;
-use crate::files::read_certificates;
 
 /// How much of an error response's body is read, and how much of it a log line shows.
 const ERROR_BODY_LIMIT: usize = 4096;
@@ -22,42 +18,11 @@ pub(crate) enum Attempt {
     Delivered,
     /// Worth another try, after at least the wait the endpoint asked for, if any.
     Transient(DeliveryError, Option<Duration>),
+    /// Nothing reached the endpoint (connect, DNS, TLS handshake, proxy): worth another try
+    /// later, but not within a shutdown's few seconds.
+    Unreachable(DeliveryError),
     /// The endpoint rejects this report; trying again would not help.
     Refused(DeliveryError),
-}
-
-/// What the client needs to know.
-pub(crate) struct ClientSettings<'a> {
-    pub request_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub ca_file: Option<&'a std::path::Path>,
-}
-
-/// The client the sender posts with. Call it on the thread that will use it: `awc::Client` is
-/// `!Send`.
-pub(crate) fn client(settings: &ClientSettings<'_>) -> awc::Client {
-    let mut connector = awc::Connector::new()
-        .connector(super::response_limit::limited_tcp())
-        .timeout(settings.connect_timeout);
-    if let Some(path) = settings.ca_file {
-        match read_certificates(path) {
-            Ok(certs) => connector = connector.rustls_0_23(Arc::new(tls_config(certs))),
-            // Checked when the configuration was built; the file changed since.
-            Err(e) => tracing::warn!(
-                path = %path.display(), error = %e,
-                "telemetry could not read its CA file; only the standard roots are trusted"
-            ),
-        }
-    }
-    awc::Client::builder()
-        .connector(connector)
-        .timeout(settings.request_timeout)
-        .disable_redirects()
-        .add_default_header((
-            header::USER_AGENT,
-            concat!("electric-telemetry/", env!("CARGO_PKG_VERSION")),
-        ))
-        .finish()
 }
 
 /// `url` as logs may show it: scheme, host, port and path, without userinfo or query, which
@@ -72,24 +37,6 @@ pub(crate) fn url_for_logs(url: &str) -> String {
         }
         Err(_) => "(unparsable URL)".to_owned(),
     }
-}
-
-/// The webpki roots plus `extra` CA certificates.
-fn tls_config(extra: Vec<rustls::pki_types::CertificateDer<'static>>) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let (added, ignored) = roots.add_parsable_certificates(extra);
-    if ignored > 0 {
-        tracing::warn!(
-            added,
-            ignored,
-            "telemetry ignored CA certificates it could not parse"
-        );
-    }
-    rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
 }
 
 /// One POST of a report's JSON `body`, bounded by `deadline` from connect to the end of the
@@ -108,6 +55,10 @@ pub(crate) fn post(
     let attempt = async move {
         let mut response = match request.send_body(body).await {
             Ok(response) => response,
+            // Nothing was sent: the endpoint (or the proxy) could not be reached.
+            Err(e @ awc::error::SendRequestError::Connect(_)) => {
+                return Attempt::Unreachable(DeliveryError::Transport(e.to_string()))
+            }
             Err(e) => return Attempt::Transient(DeliveryError::Transport(e.to_string()), None),
         };
         let status = response.status();

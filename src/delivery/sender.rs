@@ -12,7 +12,10 @@
 //!   body, and the loss travels in the next report's `dropped_reports`.
 //! - `Flush` (used at shutdown) tries every pending report now, skipping any backoff wait,
 //!   and keeps retrying a short wait apart until the outbox is empty or the caller's deadline
-//!   ends it.
+//!   ends it. It ends at once, reports kept on disk, when trying again now cannot help: the
+//!   endpoint could not be reached at all (connect, DNS, TLS handshake or proxy failure:
+//!   nothing was sent), or it asked for time with `Retry-After`, which the flush honours too
+//!   (no attempt before then).
 //! - With an audit file configured, each accepted report is appended to it as sent.
 //! - TLS verifies the endpoint's certificate against the webpki roots, plus the CA
 //!   certificates of `ELECTRIC_TELEMETRY_CA_FILE` if set.
@@ -21,14 +24,14 @@
 //! one warning, later failures are debug lines, and the end of the outage is one info line
 //! saying how many reports went out.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::audit::AuditLog;
-use super::http::{self, post, url_for_logs, Attempt, ClientSettings};
+use super::client::ClientSetup;
+use super::http::{post, url_for_logs, Attempt};
 use super::outbox::{outbox_dir, Bounds, Outbox};
 use super::retry::RetryPolicy;
 use crate::config::TelemetryConfig;
@@ -45,7 +48,9 @@ pub struct Deliver(pub Report);
 
 /// Tries to deliver every queued report now, skipping any backoff wait and retrying a short
 /// wait apart. Answers `Ok` once the outbox is empty; bound it with a timeout, as shutdown
-/// does. Reports not delivered by then stay queued (and on disk).
+/// does. Reports not delivered by then stay queued (and on disk). Answers the error at once,
+/// without waiting for the timeout, when the endpoint cannot be reached (connect, DNS, TLS
+/// handshake, proxy) or has asked for time with `Retry-After` (no attempt before then).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<(), DeliveryError>")]
 pub struct Flush;
@@ -73,8 +78,8 @@ pub struct Sender {
     /// The URL as logs show it: no userinfo, no query.
     shown_url: String,
     request_timeout: Duration,
-    connect_timeout: Duration,
-    ca_file: Option<PathBuf>,
+    /// What the client is built from, or why it cannot be (then reports stay queued).
+    setup: Result<ClientSetup, String>,
     audit: Option<AuditLog>,
     retry: RetryPolicy,
     /// Built in `started`, on the sender's own thread: `awc::Client` is `!Send`.
@@ -88,6 +93,10 @@ pub struct Sender {
     failures: u32,
     /// `Some` while an outage lasts: reports delivered since it began to end.
     outage: Option<u64>,
+    /// Set while the endpoint's `Retry-After` holds: no attempt before then, flush included.
+    not_before: Option<std::time::Instant>,
+    /// The last failure, the answer to a flush that ends without trying.
+    last_error: Option<DeliveryError>,
     flush_waiters: Vec<oneshot::Sender<Result<(), DeliveryError>>>,
 }
 
@@ -102,8 +111,7 @@ impl Sender {
             url: config.url().to_owned(),
             shown_url: url_for_logs(config.url()),
             request_timeout: config.request_timeout(),
-            connect_timeout: config.connect_timeout(),
-            ca_file: config.ca_file().map(PathBuf::from),
+            setup: ClientSetup::new(config),
             audit: config
                 .audit_log()
                 .map(|path| AuditLog::new(path.to_owned(), config.audit_log_max_bytes())),
@@ -117,6 +125,8 @@ impl Sender {
             retry_timer: None,
             failures: 0,
             outage: None,
+            not_before: None,
+            last_error: None,
             flush_waiters: Vec::new(),
         }
     }
@@ -131,7 +141,11 @@ impl Sender {
             self.answer_flush(Ok(()));
             return;
         };
-        let Some(client) = &self.client else { return };
+        let Some(client) = &self.client else {
+            // The client could not be set up (warned at start): reports wait on disk.
+            let e = DeliveryError::Transport("telemetry has no HTTP client".into());
+            return self.answer_flush(Err(e));
+        };
         let seq = front.seq;
         let body = match serde_json::to_vec(&front.report) {
             Ok(body) => body,
@@ -160,6 +174,7 @@ impl Sender {
     ) {
         match attempt {
             Attempt::Delivered => {
+                self.not_before = None;
                 if let (Some(audit), Some(body)) = (&mut self.audit, sent) {
                     audit.append(&body);
                 }
@@ -171,6 +186,7 @@ impl Sender {
                 }
             }
             Attempt::Refused(e) => {
+                self.not_before = None;
                 self.outbox.refused(seq);
                 self.failures = 0;
                 tracing::warn!(
@@ -179,22 +195,41 @@ impl Sender {
                      be counted in the next report's dropped_reports"
                 );
             }
-            Attempt::Transient(e, retry_after) => {
-                self.failures = self.failures.saturating_add(1);
-                let mut wait = self.retry.next_wait(self.failures, retry_after);
-                if !self.flush_waiters.is_empty() {
-                    // Shutting down: keep trying until the flush's deadline, not the backoff's.
-                    wait = wait.min(FLUSH_RETRY_MAX);
-                }
-                self.note_failure(&e, wait);
-                self.retry_timer = Some(ctx.run_later(wait, |sender, ctx| {
-                    sender.retry_timer = None;
-                    sender.pump(ctx);
-                }));
-                return;
-            }
+            Attempt::Transient(e, retry_after) => return self.failed(e, retry_after, false, ctx),
+            Attempt::Unreachable(e) => return self.failed(e, None, true, ctx),
         }
         self.pump(ctx);
+    }
+
+    /// A failed attempt: arms the next one, or at shutdown ends the flush when trying again
+    /// within its seconds cannot help. `unreachable`: nothing reached the endpoint.
+    fn failed(
+        &mut self,
+        e: DeliveryError,
+        retry_after: Option<Duration>,
+        unreachable: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        self.failures = self.failures.saturating_add(1);
+        let mut wait = self.retry.next_wait(self.failures, retry_after);
+        let asked = retry_after.is_some_and(|asked| !asked.is_zero());
+        self.not_before = asked.then(|| std::time::Instant::now() + wait);
+        self.last_error = Some(e.clone());
+        if !self.flush_waiters.is_empty() {
+            if unreachable || (asked && wait > FLUSH_RETRY_MAX) {
+                // Shutting down, and another try within its seconds cannot help (or the
+                // endpoint asked us not to): end the flush now, the report on disk.
+                self.answer_flush(Err(e.clone()));
+            } else {
+                // Keep trying until the flush's deadline, not the backoff's.
+                wait = wait.min(FLUSH_RETRY_MAX);
+            }
+        }
+        self.note_failure(&e, wait);
+        self.retry_timer = Some(ctx.run_later(wait, |sender, ctx| {
+            sender.retry_timer = None;
+            sender.pump(ctx);
+        }));
     }
 
     fn note_failure(&mut self, e: &DeliveryError, wait: Duration) {
@@ -234,12 +269,21 @@ impl Actor for Sender {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let client = http::client(&ClientSettings {
-            request_timeout: self.request_timeout,
-            connect_timeout: self.connect_timeout,
-            ca_file: self.ca_file.as_deref(),
-        });
-        self.client = Some(client);
+        // Telemetry::start checked the setup; a sender started otherwise, or a CA file gone
+        // since, gets a warning and keeps its reports queued (on disk) for a later start.
+        match self
+            .setup
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(ClientSetup::client)
+        {
+            Ok(client) => self.client = Some(client),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "telemetry cannot send: its HTTP client could not be set up; reports are kept \
+                 in the outbox"
+            ),
+        }
         let loaded = self.outbox.load();
         if loaded.reports > 0 {
             tracing::info!(
@@ -266,6 +310,17 @@ impl Handler<Flush> for Sender {
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
         if self.outbox.len() == 0 {
             return Box::pin(async { Ok(()) });
+        }
+        let held = self
+            .not_before
+            .is_some_and(|at| at > std::time::Instant::now() + FLUSH_RETRY_MAX);
+        if held {
+            // The endpoint asked for time: honoured at shutdown too, the reports wait on disk.
+            let e = self
+                .last_error
+                .clone()
+                .unwrap_or(DeliveryError::DeadlineExceeded);
+            return Box::pin(async move { Err(e) });
         }
         let (tx, rx) = oneshot::channel();
         self.flush_waiters.push(tx);

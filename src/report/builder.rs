@@ -58,6 +58,11 @@ impl ReportBuilder {
         }
     }
 
+    /// The identity the instance's report phase is derived from.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     pub(crate) fn build(&self, snapshot: WindowSnapshot) -> Report {
         let host = &self.host;
         Report {

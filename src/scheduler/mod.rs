@@ -9,6 +9,9 @@
 //! last snapshot of the partial window, queues it (on disk first) and waits, within the
 //! deadline, for the sender to flush; whatever is not delivered by then stays in the outbox.
 
+mod spread;
+mod ticks;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +23,10 @@ use crate::error::DeliveryError;
 use crate::report::builder::ReportBuilder;
 use crate::report::host::MemorySampler;
 use crate::report::wire::Report;
-use crate::ticks::next_due;
 use crate::usage::collector::{
     Collector, PreviewSnapshot, SampleGauges, StopCollector, TakeSnapshot,
 };
+use ticks::next_due;
 
 /// The scheduler actor.
 pub struct Scheduler {
@@ -31,8 +34,9 @@ pub struct Scheduler {
     deliver: Recipient<Deliver>,
     flush: Recipient<Flush>,
     builder: Arc<ReportBuilder>,
-    first_report_in: Duration,
     interval: Duration,
+    /// When reports are due, spread by the instance's phase unless configured off.
+    ticks: spread::Ticks,
     sample_every: Duration,
     memory: MemorySampler,
     stopping: bool,
@@ -49,13 +53,19 @@ impl Scheduler {
         deliver: Recipient<Deliver>,
         flush: Recipient<Flush>,
     ) -> Self {
+        let builder = ReportBuilder::new(config);
+        let phase = config.spread_reports().then(|| {
+            let id = builder.identity();
+            spread::phase(id.cluster_uuid, &id.instance_id)
+        });
+        let ticks = spread::ticks(config.first_report_in(), config.interval(), phase);
         Self {
             collector,
             deliver,
             flush,
-            builder: Arc::new(ReportBuilder::new(config)),
-            first_report_in: config.first_report_in(),
+            builder: Arc::new(builder),
             interval: config.interval(),
+            ticks,
             sample_every: config.sample_every(),
             memory: MemorySampler::new(),
             stopping: false,
@@ -96,10 +106,14 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.sample_every, |s, _| s.sample());
-        // Anchored to the start: report k is due at start + first_report_in + k * interval,
-        // however late any one tick's handler ran.
-        let first = tokio::time::Instant::now() + self.first_report_in;
-        self.arm_report(ctx, first, first);
+        // Anchored to the start: report k is due at start + ticks.steady + k * interval,
+        // however late any one tick's handler ran (see `spread` for the spread first report).
+        let start = tokio::time::Instant::now();
+        if let Some(first) = self.ticks.first {
+            ctx.run_later(first, |s, ctx| s.report(ctx));
+        }
+        let steady = start + self.ticks.steady;
+        self.arm_report(ctx, steady, steady);
     }
 }
 

@@ -5,15 +5,18 @@
 //! what the service set in code, so an operator's setting always wins. Every value is checked
 //! when read or built; an error names the variable and what it accepts.
 
+pub(crate) mod endpoint_url;
+pub(crate) mod proxy;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::endpoint_url::check_url;
 use crate::error::ConfigError;
 use crate::files::read_certificates;
+use endpoint_url::check_url;
 
 /// The opt-out switch.
 pub const ENV_TELEMETRY: &str = "ELECTRIC_TELEMETRY";
@@ -34,6 +37,12 @@ pub const ENV_AUDIT_LOG: &str = "ELECTRIC_TELEMETRY_AUDIT_LOG";
 /// A PEM file of extra CA certificates to trust for the endpoint.
 pub const ENV_CA_FILE: &str = "ELECTRIC_TELEMETRY_CA_FILE";
 
+/// Whether each instance's reports are spread over the interval by a phase from its ids.
+pub const ENV_SPREAD: &str = "ELECTRIC_TELEMETRY_SPREAD";
+
+/// Telemetry's own proxy: a proxy URL, or `none` to go direct whatever `HTTPS_PROXY` says.
+pub const ENV_PROXY: &str = "ELECTRIC_TELEMETRY_PROXY";
+
 /// The endpoint reports go to unless configured otherwise.
 pub const DEFAULT_URL: &str = "https://checkpoint.electric-sql.com";
 
@@ -42,6 +51,8 @@ const ENABLING: [&str; 8] = ["1", "t", "true", "enable", "enabled", "y", "yes", 
 const ACCEPTED_SWITCH: &str = "unset (enabled); 0 f false disable disabled n no off (disabled); \
                                1 t true enable enabled y yes on (enabled); log (log-only: \
                                reports are logged, never sent); any letter case";
+const ACCEPTED_ON_OFF: &str = "1 t true enable enabled y yes on (on); 0 f false disable \
+                               disabled n no off (off); any letter case";
 const ACCEPTED_DURATION: &str = "a duration from 1s to 365days, such as 30s, 5m, 4h or 1h 30m";
 const ACCEPTED_FIRST: &str = "a duration from 0s to 365days, such as 30s, 5m, 4h or 1h 30m";
 const ACCEPTED_ID: &str = "1 to 64 visible ASCII characters, no spaces";
@@ -84,6 +95,11 @@ pub struct TelemetryConfig {
     audit_log: Option<PathBuf>,
     audit_log_max_bytes: u64,
     ca_file: Option<PathBuf>,
+    spread_reports: bool,
+    /// The proxy settings as given (values never shown by `Debug`).
+    proxy_settings: proxy::ProxySettings,
+    /// Where requests go, decided at `build` from `proxy_settings` and the URL.
+    proxy_route: proxy::Route,
 }
 
 impl TelemetryConfig {
@@ -120,6 +136,14 @@ impl TelemetryConfig {
     /// A PEM file of extra CA certificates trusted for the endpoint, if any.
     pub fn ca_file(&self) -> Option<&std::path::Path> {
         self.ca_file.as_deref()
+    }
+    /// Whether report ticks are spread by a phase derived from the instance's ids.
+    pub fn spread_reports(&self) -> bool {
+        self.spread_reports
+    }
+    /// The proxy requests go through, if any, and which setting decided.
+    pub(crate) fn proxy_route(&self) -> &proxy::Route {
+        &self.proxy_route
     }
     /// Where reports are POSTed.
     pub fn url(&self) -> &str {
@@ -223,6 +247,9 @@ impl Default for TelemetryConfigBuilder {
                 audit_log: None,
                 audit_log_max_bytes: 1 << 20,
                 ca_file: None,
+                spread_reports: true,
+                proxy_settings: Default::default(),
+                proxy_route: Default::default(),
             },
         }
     }
@@ -263,7 +290,7 @@ impl TelemetryConfigBuilder {
                 Some(Err(raw)) => Err(ConfigError::new(
                     name,
                     // The URL may hold a password even when it is not UTF-8.
-                    &crate::endpoint_url::redact(&raw.to_string_lossy()),
+                    &endpoint_url::redact(&raw.to_string_lossy()),
                     "not valid UTF-8",
                     "UTF-8 text (only the path variables may hold other bytes)",
                 )),
@@ -289,6 +316,33 @@ impl TelemetryConfigBuilder {
         }
         if let Some(path) = get_path(ENV_CA_FILE) {
             self.config.ca_file = Some(path);
+        }
+        if let Some(v) = get(ENV_SPREAD)? {
+            let lower = v.trim().to_ascii_lowercase();
+            self.config.spread_reports = if ENABLING.contains(&lower.as_str()) {
+                true
+            } else if DISABLING.contains(&lower.as_str()) {
+                false
+            } else {
+                return Err(ConfigError::new(
+                    ENV_SPREAD,
+                    &v,
+                    "not a recognised on/off value",
+                    ACCEPTED_ON_OFF,
+                ));
+            };
+        }
+        if let Some(v) = get(ENV_PROXY)? {
+            self.config.proxy_settings.own = Some((v, ENV_PROXY));
+        }
+        for name in proxy::CONVENTIONAL {
+            if let Some(v) = get(name)? {
+                self.config
+                    .proxy_settings
+                    .conventional
+                    .retain(|(n, _)| *n != name);
+                self.config.proxy_settings.conventional.push((name, v));
+            }
         }
         if let Some(v) = get(ENV_URL)? {
             self.config.url = v.trim().to_owned();
@@ -338,6 +392,20 @@ impl TelemetryConfigBuilder {
     /// Also trusts the CA certificates in this PEM file for the endpoint.
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.ca_file = Some(path.into());
+        self
+    }
+    /// Spreads this instance's report ticks over the interval by a phase derived from its ids
+    /// (the default), so that a fleet started together does not report in the same second.
+    /// `false` gives ticks at exactly `first_report_in + k × interval`, for tests and demos.
+    pub fn spread_reports(mut self, spread: bool) -> Self {
+        self.config.spread_reports = spread;
+        self
+    }
+    /// Telemetry's own proxy, for telemetry only: an `http://[user:password@]host[:port]`
+    /// URL, or `"none"` to go direct whatever `HTTPS_PROXY` and the like say. Without it, the
+    /// conventional variables read by [`with_env`](Self::with_env) decide (see the README).
+    pub fn proxy(mut self, proxy: impl Into<String>) -> Self {
+        self.config.proxy_settings.own = Some((proxy.into(), "proxy(..)"));
         self
     }
     /// Where reports are POSTed (http or https).
@@ -477,6 +545,10 @@ impl TelemetryConfigBuilder {
         // An opt-out touches no file and cannot stop the host from starting over one.
         if let (Some(path), true) = (&c.ca_file, c.mode != TelemetryMode::Disabled) {
             check_ca_file(path)?;
+        }
+        // Only a sender uses a proxy: an opt-out or log-only mode cannot fail over one.
+        if c.mode == TelemetryMode::Send {
+            self.config.proxy_route = c.proxy_settings.route(&c.url)?;
         }
         Ok(self.config)
     }

@@ -1,0 +1,423 @@
+//! Delivery through an HTTP proxy: a real CONNECT proxy on loopback (tests/common/proxy.rs),
+//! real receivers, real TCP.
+//!
+//! - https goes through a CONNECT tunnel with TLS end to end: a certificate the client trusts
+//!   for the right name is accepted, one for another name is refused, proxy or not;
+//! - http goes through the proxy too (a tunnel), chosen by `http_proxy`;
+//! - `NO_PROXY` sends matching endpoints direct, and `ELECTRIC_TELEMETRY_PROXY=none` sends
+//!   everything direct;
+//! - proxy credentials are sent as `Proxy-Authorization: Basic`, to the proxy only;
+//! - a dead proxy, or one answering 407, is a failed attempt: the report stays queued, the
+//!   endpoint is never tried direct, and the shutdown flush ends at once;
+//! - no captured log line, at any level, shows the credentials.
+//!
+//! A binary of its own: it installs a global log subscriber.
+
+mod common;
+#[path = "common/proxy.rs"]
+mod test_proxy;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use common::{
+    env_of, eventually, free_port, outbox_status_when, seed_report, LogCapture, Receiver,
+};
+use electric_telemetry::internals::*;
+use electric_telemetry::*;
+use test_proxy::ConnectProxy;
+
+const WAIT: Duration = Duration::from_secs(10);
+const PASSWORD: &str = "s3cr3t-pw";
+
+/// Every line logged by this binary, our crate at trace and the others at debug.
+fn logs() -> &'static LogCapture {
+    static LOGS: OnceLock<LogCapture> = OnceLock::new();
+    LOGS.get_or_init(|| LogCapture::install("debug,electric_telemetry=trace"))
+}
+
+fn no_credentials_logged() {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("telemetry:{PASSWORD}"));
+    let text = logs().text();
+    assert!(!text.contains(PASSWORD), "the password was logged:\n{text}");
+    assert!(
+        !text.contains(&token),
+        "the credentials were logged:\n{text}"
+    );
+}
+
+fn config(url: &str, storage: &std::path::Path) -> TelemetryConfigBuilder {
+    TelemetryConfig::builder()
+        .url(url)
+        .storage_dir(storage)
+        .connect_timeout(Duration::from_secs(2))
+        .request_timeout(Duration::from_secs(2))
+        .retry_initial_backoff(Duration::from_millis(20))
+        .retry_max_backoff(Duration::from_millis(50))
+}
+
+fn start_sender(config: TelemetryConfigBuilder) -> Addr<Sender> {
+    let config = config.build().unwrap();
+    Sender::start_in_arbiter(&Arbiter::new().handle(), move |_| Sender::new(&config))
+}
+
+/// An https receiver on 127.0.0.1 with a self-signed certificate for `name`.
+struct HttpsReceiver {
+    url: String,
+    cert_pem: String,
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl HttpsReceiver {
+    fn start(name: &str) -> Self {
+        let issued = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        let cert_pem = issued.cert.pem();
+        let cert = issued.cert.der().clone();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(issued.signing_key.serialize_der()).unwrap();
+        let ring = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ServerConfig::builder_with_provider(ring)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&bodies);
+        let server = HttpServer::new(move || {
+            let kept = Arc::clone(&kept);
+            App::new().default_service(web::to(move |body: web::Bytes| {
+                kept.lock().unwrap().push(body.to_vec());
+                async { HttpResponse::Ok().finish() }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind_rustls_0_23(("127.0.0.1", 0), tls)
+        .unwrap();
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Self {
+            url: format!("https://127.0.0.1:{port}/checkpoint"),
+            cert_pem,
+            bodies,
+            server: handle,
+        }
+    }
+
+    fn received(&self) -> usize {
+        self.bodies.lock().unwrap().len()
+    }
+}
+
+#[actix_rt::test]
+async fn https_goes_through_a_tunnel_with_tls_end_to_end() {
+    logs();
+    let proxy = ConnectProxy::start();
+    let right = HttpsReceiver::start("127.0.0.1");
+    let wrong = HttpsReceiver::start("telemetry.test");
+    let storage = tempfile::tempdir().unwrap();
+    // Both certificates are trusted; only one is for the name the client dials.
+    let ca = storage.path().join("ca.pem");
+    std::fs::write(&ca, format!("{}{}", right.cert_pem, wrong.cert_pem)).unwrap();
+
+    let sender = start_sender(
+        config(&right.url, &storage.path().join("a"))
+            .ca_file(&ca)
+            .proxy(&proxy.url),
+    );
+    let report = seed_report();
+    sender.send(Deliver(report.clone())).await.unwrap();
+    assert!(eventually(WAIT, || right.received() == 1).await);
+    let body = right.bodies.lock().unwrap()[0].clone();
+    assert_eq!(serde_json::from_slice::<Report>(&body).unwrap(), report);
+    let port = right
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    assert_eq!(proxy.seen()[0].target, format!("127.0.0.1:{port}"));
+    assert_eq!(proxy.seen()[0].authorization, None);
+    assert_eq!(
+        outbox_status_when(&sender, |s| s.pending == 0)
+            .await
+            .pending,
+        0
+    );
+
+    // Through the same tunnel, a certificate for another name is refused as it would be direct.
+    let refusing = start_sender(
+        config(&wrong.url, &storage.path().join("b"))
+            .ca_file(&ca)
+            .proxy(&proxy.url),
+    );
+    refusing.send(Deliver(seed_report())).await.unwrap();
+    let status = outbox_status_when(&refusing, |s| s.failed_attempts >= 2).await;
+    assert!(
+        status.failed_attempts >= 2 && status.pending == 1,
+        "{status:?}"
+    );
+    assert_eq!(
+        wrong.received(),
+        0,
+        "nothing went to a certificate for another name"
+    );
+    assert!(proxy.seen().len() >= 3, "the tunnel was opened each time");
+    right.server.stop(false).await;
+    wrong.server.stop(false).await;
+}
+
+#[actix_rt::test]
+async fn http_goes_through_the_proxy_named_by_http_proxy() {
+    logs();
+    let proxy = ConnectProxy::start();
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let sender = start_sender(
+        config(&receiver.url, storage.path())
+            .with_env_from(env_of(&[
+                ("http_proxy", &proxy.url),
+                ("HTTPS_PROXY", "http://127.0.0.1:9"),
+            ]))
+            .unwrap(),
+    );
+    sender.send(Deliver(seed_report())).await.unwrap();
+    assert!(eventually(WAIT, || receiver.received().len() == 1).await);
+    let target = receiver
+        .url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap();
+    assert_eq!(proxy.seen().len(), 1);
+    assert_eq!(proxy.seen()[0].target, target);
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn no_proxy_and_none_send_direct_and_nothing_else_does() {
+    logs();
+    let proxy = ConnectProxy::start();
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let deliver_with = |vars: Vec<(&'static str, String)>, dir: &str| {
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        start_sender(
+            config(&receiver.url, &storage.path().join(dir))
+                .with_env_from(env_of(&pairs))
+                .unwrap(),
+        )
+    };
+    let via = || ("HTTP_PROXY", proxy.url.clone());
+    for (n, no_proxy) in ["127.0.0.1", "localhost,127.0.0.0/8", "*"]
+        .iter()
+        .enumerate()
+    {
+        let sender = deliver_with(vec![via(), ("NO_PROXY", no_proxy.to_string())], "a");
+        sender.send(Deliver(seed_report())).await.unwrap();
+        assert!(eventually(WAIT, || receiver.received().len() == n + 1).await);
+    }
+    let none = deliver_with(
+        vec![via(), ("ELECTRIC_TELEMETRY_PROXY", "none".to_owned())],
+        "b",
+    );
+    none.send(Deliver(seed_report())).await.unwrap();
+    assert!(eventually(WAIT, || receiver.received().len() == 4).await);
+    assert!(proxy.seen().is_empty(), "all of these went direct");
+
+    // An exemption for other hosts, or another port, leaves the proxy in use.
+    let port = receiver
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let other_port = format!("127.0.0.1:{}", port.parse::<u16>().unwrap() ^ 1);
+    for (n, no_proxy) in [".example.com", other_port.as_str()].iter().enumerate() {
+        let sender = deliver_with(vec![via(), ("no_proxy", no_proxy.to_string())], "c");
+        sender.send(Deliver(seed_report())).await.unwrap();
+        assert!(eventually(WAIT, || receiver.received().len() == 5 + n).await);
+        assert_eq!(proxy.seen().len(), n + 1, "{no_proxy} does not exempt it");
+    }
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn proxy_credentials_go_to_the_proxy_only_and_never_into_a_log() {
+    logs();
+    let proxy = ConnectProxy::start();
+    proxy.require_basic("telemetry", PASSWORD);
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let with_credentials = format!("http://telemetry:{PASSWORD}@127.0.0.1:{}", proxy.port);
+    let sender = start_sender(
+        config(&receiver.url, storage.path())
+            .with_env_from(env_of(&[("ALL_PROXY", &with_credentials)]))
+            .unwrap(),
+    );
+    sender.send(Deliver(seed_report())).await.unwrap();
+    assert!(eventually(WAIT, || receiver.received().len() == 1).await);
+    let seen = proxy.seen();
+    assert!(seen[0]
+        .authorization
+        .as_deref()
+        .unwrap()
+        .starts_with("Basic "));
+    let to_endpoint = &receiver.received()[0].headers;
+    assert!(
+        to_endpoint
+            .iter()
+            .all(|(name, _)| name != "proxy-authorization"),
+        "the endpoint never sees the proxy's credentials: {to_endpoint:?}"
+    );
+    no_credentials_logged();
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_407_keeps_the_report_and_is_explained_once_without_the_credentials() {
+    logs();
+    let proxy = ConnectProxy::start();
+    proxy.require_basic("telemetry", "another-password");
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let sender = start_sender(config(&receiver.url, storage.path()).proxy(format!(
+        "http://telemetry:{PASSWORD}@127.0.0.1:{}",
+        proxy.port
+    )));
+    sender.send(Deliver(seed_report())).await.unwrap();
+    let status = outbox_status_when(&sender, |s| s.failed_attempts >= 4).await;
+    assert!(
+        status.failed_attempts >= 4 && status.pending == 1,
+        "{status:?}"
+    );
+    assert!(receiver.received().is_empty(), "never bypassed");
+    let address = format!("127.0.0.1:{}", proxy.port);
+    let warnings: Vec<String> = logs()
+        .lines(" WARN ")
+        .into_iter()
+        .filter(|l| l.contains(&address))
+        .collect();
+    assert_eq!(warnings.len(), 1, "explained once: {warnings:?}");
+    assert!(warnings[0].contains("407"), "{}", warnings[0]);
+    no_credentials_logged();
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_dead_proxy_keeps_the_reports_is_never_bypassed_and_ends_the_flush_at_once() {
+    logs();
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let dead = format!("http://telemetry:{PASSWORD}@127.0.0.1:{}", free_port());
+    let config = config(&receiver.url, storage.path())
+        .first_report_in(Duration::ZERO)
+        .spread_reports(false)
+        .shutdown_timeout(Duration::from_secs(10))
+        .with_env_from(env_of(&[("ELECTRIC_TELEMETRY_PROXY", &dead)]))
+        .unwrap()
+        .build()
+        .unwrap();
+    let telemetry = Telemetry::start(config).unwrap();
+    let mut failed = 0;
+    for _ in 0..500 {
+        failed = telemetry.outbox_status().await.unwrap().failed_attempts;
+        if failed >= 3 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(failed >= 3, "the proxy was tried and failed");
+    assert!(receiver.received().is_empty(), "never bypassed");
+    let outcome = telemetry.shutdown().await;
+    assert!(
+        matches!(
+            outcome,
+            ShutdownOutcome::NotDelivered(DeliveryError::Transport(_))
+        ),
+        "a dead proxy ends the flush at once: {outcome:?}"
+    );
+    let kept = std::fs::read_dir(outbox_dir(storage.path()))
+        .unwrap()
+        .count();
+    assert_eq!(kept, 2, "the first and the final report are kept");
+    let port = dead.rsplit(':').next().unwrap();
+    let start_line = logs()
+        .lines(" INFO ")
+        .into_iter()
+        .find(|l| l.contains("telemetry is enabled") && l.contains(&format!("127.0.0.1:{port}")))
+        .expect("the start-up line names the proxy");
+    assert!(
+        start_line.contains("ELECTRIC_TELEMETRY_PROXY"),
+        "{start_line}"
+    );
+    no_credentials_logged();
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_proxy_refusing_the_tunnel_is_a_transient_failure() {
+    logs();
+    let proxy = ConnectProxy::start();
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let sender = start_sender(config(&receiver.url, storage.path()).proxy(&proxy.url));
+    proxy.refuse_with(Some(403));
+    sender.send(Deliver(seed_report())).await.unwrap();
+    let status = outbox_status_when(&sender, |s| s.failed_attempts >= 2).await;
+    assert!(
+        status.failed_attempts >= 2 && status.pending == 1,
+        "{status:?}"
+    );
+    proxy.refuse_with(Some(503));
+    let before = proxy.seen().len();
+    let status = outbox_status_when(&sender, |s| s.failed_attempts >= 4).await;
+    assert!(
+        status.failed_attempts >= 4 && status.pending == 1,
+        "{status:?}"
+    );
+    assert!(proxy.seen().len() > before, "retried through the proxy");
+    assert!(receiver.received().is_empty(), "never bypassed");
+    // The proxy lets it through again: the kept report is delivered.
+    proxy.refuse_with(None);
+    assert!(eventually(WAIT, || receiver.received().len() == 1).await);
+    assert_eq!(
+        outbox_status_when(&sender, |s| s.pending == 0)
+            .await
+            .pending,
+        0
+    );
+    receiver.stop().await;
+}
+
+#[test]
+fn a_bad_proxy_setting_is_an_error_naming_it_without_the_credentials() {
+    let error = TelemetryConfig::builder()
+        .with_env_from(env_of(&[(
+            "HTTPS_PROXY",
+            &format!("socks5://telemetry:{PASSWORD}@proxy:1080"),
+        )]))
+        .unwrap()
+        .build()
+        .unwrap_err();
+    assert_eq!(error.setting, "HTTPS_PROXY");
+    assert!(!error.to_string().contains(PASSWORD), "{error}");
+    // An opt-out is never refused over a proxy setting.
+    let disabled = TelemetryConfig::builder()
+        .proxy("socks5://proxy:1080")
+        .enabled(false)
+        .build();
+    assert!(disabled.is_ok());
+}

@@ -1,0 +1,141 @@
+//! A stop nobody waits for: the shutdown flush against real sockets.
+//!
+//! - A refused connection ends the flush at once with the final report kept on disk: the
+//!   outcome is the connect error, not the deadline.
+//! - An endpoint that asked for time (`Retry-After`) gets no attempt before then, during the
+//!   flush too: the report waits on disk.
+//! - A hung endpoint still ends by `shutdown_timeout`.
+//!
+//! Outcomes are asserted (attempts, `ShutdownOutcome`, the outbox), never timings; the measured
+//! latencies are in the README.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{free_port, Answer, Receiver};
+use electric_telemetry::internals::*;
+use electric_telemetry::*;
+
+fn config(url: &str, storage: &Path) -> TelemetryConfigBuilder {
+    TelemetryConfig::builder()
+        .url(url)
+        .storage_dir(storage)
+        .first_report_in(Duration::from_secs(3600))
+        .interval(Duration::from_secs(4 * 3600))
+        .connect_timeout(Duration::from_secs(2))
+        .request_timeout(Duration::from_secs(2))
+        // Long: an early end can only come from the flush deciding so, not from this deadline.
+        .shutdown_timeout(Duration::from_secs(10))
+}
+
+fn outbox_reports(storage: &Path) -> usize {
+    std::fs::read_dir(outbox_dir(storage)).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count()
+    })
+}
+
+#[actix_rt::test]
+async fn a_refused_connection_ends_the_flush_at_once_and_keeps_the_report() {
+    let storage = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{}/checkpoint", free_port());
+    let telemetry = Telemetry::start(config(&url, storage.path()).build().unwrap()).unwrap();
+    telemetry.record(ReplicatedFromPg::new(1, 3));
+    let outcome = telemetry.shutdown().await;
+    match &outcome {
+        ShutdownOutcome::NotDelivered(DeliveryError::Transport(e)) => {
+            assert!(!e.is_empty())
+        }
+        other => panic!("the connect error ends the flush, not the deadline: {other:?}"),
+    }
+    assert_eq!(
+        outbox_reports(storage.path()),
+        1,
+        "the final report is kept for the next start"
+    );
+}
+
+#[actix_rt::test]
+async fn retry_after_is_honoured_during_the_flush() {
+    let receiver = Receiver::start();
+    receiver.script(std::iter::repeat_n(Answer::retry_after(503, "3600"), 50));
+    let storage = tempfile::tempdir().unwrap();
+    let telemetry = Telemetry::start(
+        config(&receiver.url, storage.path())
+            .first_report_in(Duration::ZERO)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(10), || receiver.received().len() == 1).await,
+        "the first report is tried and answered 503, Retry-After: 3600"
+    );
+    let status = telemetry.outbox_status().await.unwrap();
+    assert_eq!(status.pending, 1, "{status:?}");
+    let outcome = telemetry.shutdown().await;
+    assert!(
+        matches!(
+            outcome,
+            ShutdownOutcome::NotDelivered(DeliveryError::Status { status: 503, .. })
+        ),
+        "the endpoint's answer ends the flush: {outcome:?}"
+    );
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "no attempt before the time the endpoint asked for"
+    );
+    assert_eq!(
+        outbox_reports(storage.path()),
+        2,
+        "the first and the final report wait on disk"
+    );
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn retry_after_first_heard_during_the_flush_ends_it() {
+    let receiver = Receiver::start();
+    receiver.script(std::iter::repeat_n(Answer::retry_after(429, "3600"), 50));
+    let storage = tempfile::tempdir().unwrap();
+    let telemetry =
+        Telemetry::start(config(&receiver.url, storage.path()).build().unwrap()).unwrap();
+    let outcome = telemetry.shutdown().await;
+    assert!(
+        matches!(
+            outcome,
+            ShutdownOutcome::NotDelivered(DeliveryError::Status { status: 429, .. })
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(receiver.received().len(), 1, "one attempt, then it waits");
+    assert_eq!(outbox_reports(storage.path()), 1);
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_hung_endpoint_still_ends_by_the_shutdown_timeout() {
+    let receiver = Receiver::start();
+    receiver.delay_answers(Duration::from_secs(30));
+    let storage = tempfile::tempdir().unwrap();
+    let telemetry = Telemetry::start(
+        config(&receiver.url, storage.path())
+            .request_timeout(Duration::from_secs(30))
+            .shutdown_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let outcome = telemetry.shutdown().await;
+    assert_eq!(
+        outcome,
+        ShutdownOutcome::NotDelivered(DeliveryError::DeadlineExceeded)
+    );
+    assert_eq!(receiver.received().len(), 1, "the one attempt that hung");
+    assert_eq!(outbox_reports(storage.path()), 1);
+    receiver.stop().await;
+}

@@ -47,9 +47,8 @@ impl AuditLog {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir)?;
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
+        // Never blocks: a FIFO without a reader is an error here, not a hung sender.
+        let mut file = crate::storage::no_block(OpenOptions::new().create(true).append(true))
             .open(&self.path)?;
         // One write per line, so a reader never sees half a report followed by another.
         let mut line = Vec::with_capacity(body.len() + 1);

@@ -87,6 +87,7 @@
 #![deny(missing_docs)]
 
 mod audit;
+mod checkpoint;
 pub mod clients;
 pub mod collector;
 pub mod config;
@@ -95,6 +96,7 @@ pub mod distinct;
 mod environment;
 pub mod error;
 mod identity;
+mod instance_dir;
 mod intake;
 pub mod log_only;
 pub mod messages;
@@ -102,6 +104,7 @@ pub mod outbox;
 pub mod report;
 pub mod scheduler;
 pub mod sender;
+mod storage;
 pub mod summary;
 mod telemetry;
 

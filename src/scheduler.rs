@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::checkpoint::Checkpoint;
 use crate::collector::{Collector, PreviewSnapshot, SampleGauges, StopCollector, TakeSnapshot};
 use crate::config::TelemetryConfig;
 use crate::environment::MemorySampler;
@@ -30,6 +31,9 @@ pub struct Scheduler {
     sample_every: Duration,
     memory: MemorySampler,
     stopping: bool,
+    /// Where checkpoints of the current window go, if anywhere.
+    checkpoints: Option<Recipient<Checkpoint>>,
+    checkpoint_every: Duration,
 }
 
 impl Scheduler {
@@ -53,7 +57,36 @@ impl Scheduler {
             sample_every: config.sample_every(),
             memory: MemorySampler::new(),
             stopping: false,
+            checkpoints: None,
+            checkpoint_every: config.checkpoint_every(),
         }
+    }
+
+    /// Checkpoints the current window to `to` every `checkpoint_every` (see
+    /// [`crate::checkpoint`]).
+    pub(crate) fn checkpoints_to(mut self, to: Recipient<Checkpoint>) -> Self {
+        self.checkpoints = Some(to);
+        self
+    }
+
+    fn checkpoint(&mut self, ctx: &mut Context<Self>) {
+        let Some(to) = self.checkpoints.clone().filter(|_| !self.stopping) else {
+            return;
+        };
+        let figures = self.collector.send(PreviewSnapshot {
+            used_memory: self.memory.sample(),
+        });
+        let builder = Arc::clone(&self.builder);
+        ctx.spawn(
+            async move {
+                if let Ok(snapshot) = figures.await {
+                    let mut report = builder.build(snapshot);
+                    report.recovered = true;
+                    to.do_send(Checkpoint(report));
+                }
+            }
+            .into_actor(self),
+        );
     }
 
     fn sample(&mut self) {
@@ -90,6 +123,9 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.sample_every, |s, _| s.sample());
+        if self.checkpoints.is_some() {
+            ctx.run_interval(self.checkpoint_every, |s, ctx| s.checkpoint(ctx));
+        }
         // Anchored to the start: report k is due at start + first_report_in + k * interval,
         // however late any one tick's handler ran.
         let first = tokio::time::Instant::now() + self.first_report_in;

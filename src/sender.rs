@@ -36,9 +36,10 @@ use awc::http::header::{self, HeaderMap, HttpDate};
 use tokio::sync::oneshot;
 
 use crate::audit::AuditLog;
+use crate::checkpoint::Checkpoint;
 use crate::config::{read_ca_file, TelemetryConfig};
 use crate::error::DeliveryError;
-use crate::outbox::{outbox_dir, Bounds, Outbox};
+use crate::outbox::{outbox_dir, Bounds, Outbox, Tally};
 use crate::report::Report;
 
 /// During a flush, the longest wait between two attempts: shutdown has a deadline.
@@ -136,6 +137,12 @@ impl Sender {
             outage: None,
             flush_waiters: Vec::new(),
         }
+    }
+
+    /// Reports how the outbox stands into `tally`, which the shutdown reads.
+    pub(crate) fn with_tally(mut self, tally: Arc<Tally>) -> Self {
+        self.outbox.set_tally(tally);
+        self
     }
 
     /// Sends the front report unless one is on the wire or a retry wait is armed.
@@ -291,6 +298,7 @@ impl Actor for Sender {
         if loaded.reports > 0 {
             tracing::info!(
                 pending = loaded.reports,
+                recovered = loaded.recovered,
                 "telemetry found reports an earlier run could not deliver; sending them now"
             );
         }
@@ -311,6 +319,8 @@ impl Handler<Flush> for Sender {
     type Result = ResponseFuture<Result<(), DeliveryError>>;
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        // The shutdown queued its final report before flushing: no window is left to recover.
+        self.outbox.close();
         if self.outbox.len() == 0 {
             return Box::pin(async { Ok(()) });
         }
@@ -321,6 +331,14 @@ impl Handler<Flush> for Sender {
         }
         self.pump(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(DeliveryError::NotRunning)) })
+    }
+}
+
+impl Handler<Checkpoint> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, Checkpoint(report): Checkpoint, _: &mut Context<Self>) {
+        self.outbox.checkpoint(&report);
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix::dev::SendError;
 use actix::prelude::*;
 
+use crate::checkpoint::Checkpoint;
 use crate::collector::{Collector, DrainIntake};
 use crate::config::{TelemetryConfig, TelemetryMode, ENV_DO_NOT_TRACK, ENV_TELEMETRY};
 use crate::counters::Counter;
@@ -14,6 +15,7 @@ use crate::error::{DeliveryError, StartError};
 use crate::intake::{Event, Intake};
 use crate::log_only::LogOnly;
 use crate::messages::{CompactEvent, UsageEvent};
+use crate::outbox::Tally;
 use crate::report::Report;
 use crate::scheduler::{Preview, Scheduler, Shutdown};
 use crate::sender::{Deliver, Flush, GetOutboxStatus, OutboxStatus, Sender};
@@ -34,6 +36,8 @@ struct Running {
     outbox_status: Recipient<GetOutboxStatus>,
     /// The sender's own thread; `None` in log-only mode, which needs none.
     sender_arbiter: Option<ArbiterHandle>,
+    /// How the sender's outbox stands, for the shutdown's last line; `None` in log-only mode.
+    tally: Option<Arc<Tally>>,
     shutdown_timeout: Duration,
     shut_down: AtomicBool,
 }
@@ -69,7 +73,9 @@ pub enum ShutdownOutcome {
     /// did every report queued before it.
     Delivered,
     /// Some report, maybe the final one, was not delivered before the deadline. Undelivered
-    /// reports stay in the outbox under the storage dir and are sent after the next start.
+    /// reports stay in the outbox under the storage dir and are sent after the next start;
+    /// those the disk could not keep are counted as dropped in the next report that gets out
+    /// (the log line says which).
     NotDelivered(DeliveryError),
     /// Telemetry was disabled or already shut down: there was nothing to send.
     NotRunning,
@@ -106,6 +112,8 @@ impl Telemetry {
         let collector = Collector::with_intake(Arc::clone(&intake)).start_bounded();
         let every = humantime::format_duration(config.interval());
         let first = humantime::format_duration(config.first_report_in());
+        let mut checkpoints: Option<Recipient<Checkpoint>> = None;
+        let mut tally = None;
         let (deliver, flush, outbox_status, sender_arbiter): (
             Recipient<Deliver>,
             Recipient<Flush>,
@@ -129,7 +137,12 @@ impl Telemetry {
             // Its own thread, so that a slow endpoint never delays anyone else.
             let arbiter = Arbiter::new().handle();
             let sender_config = config.clone();
-            let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&sender_config));
+            let shared = Arc::new(Tally::default());
+            tally = Some(Arc::clone(&shared));
+            let sender = Sender::start_in_arbiter(&arbiter, move |_| {
+                Sender::new(&sender_config).with_tally(shared)
+            });
+            checkpoints = Some(sender.clone().recipient());
             tracing::info!(
                 url = crate::sender::url_for_logs(config.url()),
                 decided_by,
@@ -144,7 +157,11 @@ impl Telemetry {
                 Some(arbiter),
             )
         };
-        let scheduler = Scheduler::new(&config, collector.clone(), deliver, flush).start();
+        let mut scheduler = Scheduler::new(&config, collector.clone(), deliver, flush);
+        if let Some(to) = checkpoints {
+            scheduler = scheduler.checkpoints_to(to);
+        }
+        let scheduler = scheduler.start();
         Ok(Self {
             running: Some(Arc::new(Running {
                 intake,
@@ -152,6 +169,7 @@ impl Telemetry {
                 scheduler,
                 outbox_status,
                 sender_arbiter,
+                tally,
                 shutdown_timeout: config.shutdown_timeout(),
                 shut_down: AtomicBool::new(false),
             })),
@@ -299,10 +317,13 @@ impl Telemetry {
             arbiter.stop();
         }
         if let ShutdownOutcome::NotDelivered(e) = &outcome {
+            // Read from the tally, not asked of the sender: a sender stuck on a slow disk
+            // could not answer within the deadline.
+            let kept = running.tally.as_ref().map(|t| t.describe());
             tracing::info!(
                 error = %e,
-                "telemetry stopped before its endpoint took every report; the rest are kept in \
-                 the outbox and sent after the next start"
+                "telemetry stopped before its endpoint took every report: {}",
+                kept.as_deref().unwrap_or("nothing was kept")
             );
         } else {
             tracing::debug!("telemetry stopped after delivering its final report");

@@ -62,7 +62,7 @@ pub(crate) fn claim(base: &Path) -> io::Result<Claim> {
         let dir = slot(base, n);
         if own.is_none() {
             fs::create_dir_all(&dir)?;
-            if let Some(held) = try_hold(&dir)? {
+            if let Some(held) = hold_soon(&dir)? {
                 probe_writable(&dir)?;
                 own = Some(held);
             }
@@ -79,6 +79,18 @@ pub(crate) fn claim(base: &Path) -> io::Result<Claim> {
         ))
     })?;
     Ok(Claim { own, dead })
+}
+
+/// [`try_hold`], trying again for a moment: an owner that is stopping (an in-process restart,
+/// whose sender thread is still winding down) releases its lock within milliseconds.
+fn hold_soon(dir: &Path) -> io::Result<Option<Held>> {
+    for _ in 0..4 {
+        if let Some(held) = try_hold(dir)? {
+            return Ok(Some(held));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    try_hold(dir)
 }
 
 /// The lock of `dir` if no live process holds it; `None` if one does.

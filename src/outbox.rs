@@ -33,8 +33,8 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use crate::identity::write_atomically;
 use crate::instance_dir::{self, Held};
@@ -45,6 +45,8 @@ const CARRY_FILE: &str = "dropped_reports";
 const CHECKPOINT_FILE: &str = "checkpoint.json";
 const RUNNING_FILE: &str = "running";
 const UNCLEAN_FILE: &str = "unclean_stop";
+/// Reports the shutdown found still on their way to the outbox (see [`Tally::finish`]).
+const UNQUEUED_FILE: &str = "unqueued";
 /// How many unreadable files are kept aside for a look; older ones are deleted.
 const CORRUPT_KEPT: usize = 8;
 /// The most of a file read as a report (ours are ~1.5 kB).
@@ -83,11 +85,51 @@ pub(crate) struct Tally {
     in_memory: AtomicUsize,
     /// Whether the count of what the in-memory reports stand for is on disk.
     counted: AtomicBool,
-    /// Whether the shutdown's final report reached the outbox.
-    closed: AtomicBool,
+    /// Reports the scheduler handed to the sender, and those the outbox took: the difference
+    /// still waits in the sender's mailbox (behind a slow disk).
+    handed: AtomicU64,
+    pushed: AtomicU64,
+    /// Set by [`finish`](Self::finish): reports that never reached the outbox, and whether
+    /// their count is on disk.
+    unqueued: AtomicU64,
+    unqueued_counted: AtomicBool,
+    /// This instance's outbox directory, once claimed.
+    dir: Mutex<Option<PathBuf>>,
 }
 
 impl Tally {
+    /// The scheduler hands a report to the sender.
+    pub(crate) fn handed(&self) {
+        self.handed.fetch_add(1, Relaxed);
+    }
+
+    /// At the end of a shutdown, from the caller's thread: counts the reports that never
+    /// reached the outbox (the sender was stuck behind a slow disk) as dropped, in
+    /// `<outbox>/unqueued`, which the next start adds to `dropped_reports`. Their windows are
+    /// then accounted for, so the checkpoint and the run marker go: the next start recovers
+    /// nothing twice. Written without fsync: a page-cache write survives the process's end,
+    /// which is what it guards against, and never waits for the slow disk.
+    pub(crate) fn finish(&self) {
+        let handed = self.handed.load(Relaxed);
+        let unqueued = handed.saturating_sub(self.pushed.load(Relaxed));
+        self.unqueued.store(unqueued, Relaxed);
+        let Some(dir) = self.dir.lock().ok().and_then(|d| d.clone()) else {
+            return;
+        };
+        if unqueued > 0 {
+            let path = dir.join(UNQUEUED_FILE);
+            let before = read_regular(&path, 64)
+                .ok()
+                .and_then(|b| parse_count(&b))
+                .unwrap_or(0);
+            let total = before.saturating_add(unqueued);
+            let written = fs::write(&path, format!("{total:020}\n")).is_ok();
+            self.unqueued_counted.store(written, Relaxed);
+            let _ = fs::remove_file(dir.join(CHECKPOINT_FILE));
+        }
+        let _ = fs::remove_file(dir.join(RUNNING_FILE));
+    }
+
     /// What a stop now would leave, for the shutdown's log line, e.g. "2 reports kept on disk,
     /// 1 could not be written and is counted as dropped".
     pub(crate) fn describe(&self) -> String {
@@ -95,19 +137,24 @@ impl Tally {
         let in_memory = self.in_memory.load(Relaxed);
         let reports = if on_disk == 1 { "report" } else { "reports" };
         let is = if in_memory == 1 { "is" } else { "are" };
-        let fate = if self.counted.load(Relaxed) {
-            "counted as dropped in the next report"
-        } else {
-            "lost: the disk could not keep their count either"
+        let fate = |counted: bool| {
+            if counted {
+                "counted as dropped in the next report"
+            } else {
+                "lost: the disk could not keep their count either"
+            }
         };
         let mut said = format!(
-            "{on_disk} {reports} kept on disk, {in_memory} could not be written and {is} {fate}"
+            "{on_disk} {reports} kept on disk, {in_memory} could not be written and {is} {}",
+            fate(self.counted.load(Relaxed))
         );
-        if !self.closed.load(Relaxed) {
-            said.push_str(
-                "; the final report was not queued in time, so its window is recovered from the \
-                 last checkpoint after the next start",
-            );
+        let unqueued = self.unqueued.load(Relaxed);
+        if unqueued > 0 {
+            let is = if unqueued == 1 { "is" } else { "are" };
+            said.push_str(&format!(
+                ", {unqueued} never reached the outbox (a slow disk held the sender up) and {is} {}",
+                fate(self.unqueued_counted.load(Relaxed))
+            ));
         }
         said.push_str("; reports on disk are sent after the next start");
         said
@@ -191,6 +238,12 @@ impl Outbox {
         self.publish();
     }
 
+    fn publish_dir(&self) {
+        if let Ok(mut dir) = self.tally.dir.lock() {
+            *dir = self.dir().map(Path::to_owned);
+        }
+    }
+
     fn dir(&self) -> Option<&Path> {
         self.own.as_ref().map(|h| h.dir.as_path())
     }
@@ -214,6 +267,7 @@ impl Outbox {
         };
         let own = claim.own.dir.clone();
         self.own = Some(claim.own);
+        self.publish_dir();
 
         let mine = self.scan(&own, &mut loaded);
         let mut found = mine.reports.clone();
@@ -269,6 +323,7 @@ impl Outbox {
             taken_over.push(from.join(CARRY_FILE));
             taken_over.push(from.join(UNCLEAN_FILE));
         }
+        taken_over.push(from.join(UNQUEUED_FILE));
         self.carry = self.carry.saturating_add(left.carry);
         let recovered = match left.checkpoint {
             Some((cp, path)) => {
@@ -349,10 +404,12 @@ impl Outbox {
                 continue;
             }
             match name.as_str() {
-                CARRY_FILE => match read_regular(&path, 64).map(|b| parse_count(&b)) {
-                    Ok(Some(n)) => left.carry = left.carry.saturating_add(n),
-                    _ => corrupt.push((path, false)),
-                },
+                CARRY_FILE | UNQUEUED_FILE => {
+                    match read_regular(&path, 64).map(|b| parse_count(&b)) {
+                        Ok(Some(n)) => left.carry = left.carry.saturating_add(n),
+                        _ => corrupt.push((path, false)),
+                    }
+                }
                 RUNNING_FILE | UNCLEAN_FILE => left.unclean = true,
                 CHECKPOINT_FILE => match read_report(&path, limit) {
                     Some(report) => left.checkpoint = Some((report, path)),
@@ -419,6 +476,7 @@ impl Outbox {
     /// Queues a report (on disk first), dropping the oldest ones past the bounds.
     /// `in_flight` is the report being sent now, which is never dropped.
     pub(crate) fn push(&mut self, mut report: Report, in_flight: Option<u64>) {
+        self.tally.pushed.fetch_add(1, Relaxed);
         report.dropped_reports = report
             .dropped_reports
             .saturating_add(std::mem::take(&mut self.carry));
@@ -482,7 +540,6 @@ impl Outbox {
         self.closing = true;
         self.remove_flag(CHECKPOINT_FILE);
         self.remove_flag(RUNNING_FILE);
-        self.tally.closed.store(true, Relaxed);
     }
 
     /// The oldest report.
@@ -622,8 +679,9 @@ impl Outbox {
                 let result = (|| {
                     file.seek(SeekFrom::Start(0))?;
                     file.write_all(format!("{value:020}\n").as_bytes())?;
-                    file.set_len(21)?;
-                    file.sync_data()
+                    // No fsync: the count guards against the process ending, which the page
+                    // cache survives, and must not wait for a slow disk at every change.
+                    file.set_len(21)
                 })();
                 match result {
                     Ok(()) => self.counted = Some(value),
@@ -817,5 +875,40 @@ mod tests {
         restarted.push(report(), None);
         let seqs: Vec<u64> = restarted.queue.iter().map(|p| p.seq).collect();
         assert_eq!(seqs, [0, 1, 2]);
+    }
+
+    #[test]
+    fn reports_that_never_reached_the_outbox_are_counted_once_and_nothing_is_recovered_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let tally = Arc::new(Tally::default());
+        let mut outbox = Outbox::new(Some(dir.path().to_owned()), BOUNDS);
+        outbox.set_tally(Arc::clone(&tally));
+        outbox.load();
+        let mut window = report();
+        window.recovered = true;
+        outbox.checkpoint(&window);
+        assert!(dir.path().join(CHECKPOINT_FILE).exists());
+        // The scheduler handed over three reports; the sender, held up, took one.
+        (0..3).for_each(|_| tally.handed());
+        outbox.push(report(), None);
+        tally.finish();
+        let said = tally.describe();
+        assert!(
+            said.contains("2 never reached the outbox") && said.contains("counted as dropped"),
+            "{said}"
+        );
+        assert!(!dir.path().join(RUNNING_FILE).exists());
+        assert!(!dir.path().join(CHECKPOINT_FILE).exists());
+        drop(outbox);
+
+        let mut restarted = Outbox::new(Some(dir.path().to_owned()), BOUNDS);
+        let loaded = restarted.load();
+        assert_eq!((loaded.reports, loaded.recovered), (1, 0));
+        assert_eq!(restarted.carry(), 2, "the two reports are counted");
+        assert!(!restarted.unclean, "their windows are accounted for");
+        drop(restarted);
+        let mut again = Outbox::new(Some(dir.path().to_owned()), BOUNDS);
+        again.load();
+        assert_eq!(again.carry(), 2, "counted until a report carries it, once");
     }
 }

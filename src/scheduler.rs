@@ -17,6 +17,7 @@ use crate::collector::{Collector, PreviewSnapshot, SampleGauges, StopCollector, 
 use crate::config::TelemetryConfig;
 use crate::environment::MemorySampler;
 use crate::error::DeliveryError;
+use crate::outbox::Tally;
 use crate::report::{Report, ReportBuilder};
 use crate::sender::{Deliver, Flush};
 
@@ -33,6 +34,9 @@ pub struct Scheduler {
     stopping: bool,
     /// Where checkpoints of the current window go, if anywhere.
     checkpoints: Option<Recipient<Checkpoint>>,
+    /// Counts the reports handed to the sender, so a shutdown can tell those that never
+    /// reached its outbox.
+    tally: Option<Arc<Tally>>,
     checkpoint_every: Duration,
 }
 
@@ -58,14 +62,16 @@ impl Scheduler {
             memory: MemorySampler::new(),
             stopping: false,
             checkpoints: None,
+            tally: None,
             checkpoint_every: config.checkpoint_every(),
         }
     }
 
     /// Checkpoints the current window to `to` every `checkpoint_every` (see
-    /// [`crate::checkpoint`]).
-    pub(crate) fn checkpoints_to(mut self, to: Recipient<Checkpoint>) -> Self {
+    /// [`crate::checkpoint`]), and counts each report handed to the sender in `tally`.
+    pub(crate) fn checkpoints_to(mut self, to: Recipient<Checkpoint>, tally: Arc<Tally>) -> Self {
         self.checkpoints = Some(to);
+        self.tally = Some(tally);
         self
     }
 
@@ -105,11 +111,17 @@ impl Scheduler {
         });
         let builder = Arc::clone(&self.builder);
         let deliver = self.deliver.clone();
+        let tally = self.tally.clone();
         ctx.spawn(
             async move {
                 match snapshot.await {
                     // The sender logs the outcome; a report tick never waits for the network.
-                    Ok(snapshot) => deliver.do_send(Deliver(builder.build(snapshot))),
+                    Ok(snapshot) => {
+                        if let Some(tally) = &tally {
+                            tally.handed();
+                        }
+                        deliver.do_send(Deliver(builder.build(snapshot)))
+                    }
                     Err(e) => tracing::debug!(error = %e, "telemetry collector is gone"),
                 }
             }
@@ -169,12 +181,16 @@ impl Handler<Shutdown> for Scheduler {
         let flush = self.flush.clone();
         let builder = Arc::clone(&self.builder);
         let used_memory = self.memory.sample();
+        let tally = self.tally.clone();
         let final_report = async move {
             let snapshot = collector
                 .send(TakeSnapshot { used_memory })
                 .await
                 .map_err(|_| DeliveryError::NotRunning)?;
             // Queued (on disk) before any attempt, so a deadline cut leaves it for next start.
+            if let Some(tally) = &tally {
+                tally.handed();
+            }
             deliver
                 .send(Deliver(builder.build(snapshot)))
                 .await

@@ -113,7 +113,7 @@ impl Telemetry {
         let every = humantime::format_duration(config.interval());
         let first = humantime::format_duration(config.first_report_in());
         let mut checkpoints: Option<Recipient<Checkpoint>> = None;
-        let mut tally = None;
+        let mut tally: Option<Arc<Tally>> = None;
         let (deliver, flush, outbox_status, sender_arbiter): (
             Recipient<Deliver>,
             Recipient<Flush>,
@@ -158,8 +158,8 @@ impl Telemetry {
             )
         };
         let mut scheduler = Scheduler::new(&config, collector.clone(), deliver, flush);
-        if let Some(to) = checkpoints {
-            scheduler = scheduler.checkpoints_to(to);
+        if let (Some(to), Some(tally)) = (checkpoints, &tally) {
+            scheduler = scheduler.checkpoints_to(to, Arc::clone(tally));
         }
         let scheduler = scheduler.start();
         Ok(Self {
@@ -315,6 +315,9 @@ impl Telemetry {
         };
         if let Some(arbiter) = &running.sender_arbiter {
             arbiter.stop();
+        }
+        if let Some(tally) = &running.tally {
+            tally.finish();
         }
         if let ShutdownOutcome::NotDelivered(e) = &outcome {
             // Read from the tally, not asked of the sender: a sender stuck on a slow disk

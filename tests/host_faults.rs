@@ -372,3 +372,58 @@ async fn a_storage_dir_that_is_a_file_is_one_warning() {
     assert!(warned[0].contains("ELECTRIC_STORAGE_DIR"));
     receiver.stop().await;
 }
+
+/// `chattr +i` on `path`, undone when dropped; `None` (with a note) where it is not supported.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> Option<Self> {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("note: chattr +i is not available here; skipping this test");
+            return None;
+        }
+        Some(Self(path.to_owned()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[actix_rt::test]
+async fn an_unreadable_file_that_cannot_be_moved_aside_is_not_counted_and_not_said_to_be() {
+    logs();
+    let storage = tempfile::tempdir().unwrap();
+    let dir = outbox_dir(storage.path());
+    write_unreadable_reports(&dir, 2);
+    let Some(_stuck) = Immutable::set(&dir.join(format!("{:020}-x.json", 1))) else {
+        return;
+    };
+    let mut counted = 0;
+    for ops in 1..=3 {
+        counted += one_delivery_counts(storage.path(), ops).await;
+    }
+    assert_eq!(
+        counted, 1,
+        "the file moved aside is counted once; the stuck one never"
+    );
+    let warned = lines_about(" WARN ", &dir);
+    let moved: Vec<_> = warned.iter().filter(|l| l.contains("renamed")).collect();
+    assert_eq!(moved.len(), 1, "{warned:#?}");
+    assert!(
+        moved[0].contains("files=1"),
+        "only the one renamed: {moved:?}"
+    );
+    assert!(
+        warned.iter().any(|l| l.contains("could not move aside")),
+        "the stuck file is named as such: {warned:#?}"
+    );
+}

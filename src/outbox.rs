@@ -730,7 +730,7 @@ impl Outbox {
         }
         tracing::warn!(
             path = %base.display(), error = %e,
-            "telemetry's outbox is not writable (read-only?); reports are kept in memory only, \
+            "telemetry cannot write its outbox; reports are kept in memory only, \
              and reports left there are neither sent nor counted from here, since they could \
              not be removed once sent (set ELECTRIC_STORAGE_DIR to a writable directory)"
         );

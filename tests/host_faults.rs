@@ -346,7 +346,7 @@ async fn a_delivered_report_on_read_only_storage_is_not_sent_again_at_every_star
     assert_eq!(sent_again, 0, "a read-only outbox is not sent from");
     let warned = lines_about(" WARN ", &dir);
     assert_eq!(warned.len(), 2, "one clear warning per start: {warned:#?}");
-    assert!(warned[0].contains("read-only") || warned[0].contains("not writable"));
+    assert!(warned[0].contains("cannot write its outbox") && warned[0].contains("Read-only"));
     receiver.stop().await;
 }
 

@@ -3,7 +3,7 @@
 //! Each pending report is one file, `<outbox>/<seq>-<report_id>.json`, written atomically
 //! (temporary file, fsync, rename), so a crash, a kill or a restart leaves every accepted
 //! report in place to be sent after the next start. `<outbox>` is the instance's own
-//! directory under `<storage dir>/telemetry/` (see [`crate::instance_dir`]: `outbox`, or
+//! directory under `<storage dir>/telemetry/` (see `instance_dir.rs`: `outbox`, or
 //! `outbox-N` while other instances run on the same storage dir); only its holder touches it.
 //!
 //! Every report is accounted for, whatever the disk does: delivered, on disk, or counted in a
@@ -24,7 +24,7 @@
 //!   reports could be sent but not removed, and would go out again at every start.
 //!
 //! Kills: the scheduler checkpoints the current window into `<outbox>/checkpoint.json`
-//! (see [`Outbox::checkpoint`]), and `<outbox>/running` marks a run in progress. At the next
+//! (see `Outbox::checkpoint`), and `<outbox>/running` marks a run in progress. At the next
 //! start a checkpoint left behind is queued as a report of its own (`recovered: true`; its
 //! window ends at the checkpoint); a marker without a usable checkpoint makes the next report
 //! say `after_unclean_stop: true`. A clean shutdown removes both once its final report is queued.
@@ -52,7 +52,7 @@ const CORRUPT_KEPT: usize = 8;
 /// The most of a file read as a report (ours are ~1.5 kB).
 const READ_LIMIT: u64 = 4 << 20;
 
-/// The folder the outbox lives in (the first instance's; see [`crate::instance_dir`]).
+/// The folder the outbox lives in (the first instance's; see `instance_dir.rs`).
 pub fn outbox_dir(storage_dir: &Path) -> PathBuf {
     storage_dir.join("telemetry").join("outbox")
 }

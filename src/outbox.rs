@@ -144,10 +144,13 @@ impl Tally {
                 "lost: the disk could not keep their count either"
             }
         };
-        let mut said = format!(
-            "{on_disk} {reports} kept on disk, {in_memory} could not be written and {is} {}",
-            fate(self.counted.load(Relaxed))
-        );
+        let mut said = format!("{on_disk} {reports} kept on disk");
+        if in_memory > 0 {
+            said.push_str(&format!(
+                ", {in_memory} could not be written and {is} {}",
+                fate(self.counted.load(Relaxed))
+            ));
+        }
         let unqueued = self.unqueued.load(Relaxed);
         if unqueued > 0 {
             let is = if unqueued == 1 { "is" } else { "are" };
@@ -910,5 +913,32 @@ mod tests {
         let mut again = Outbox::new(Some(dir.path().to_owned()), BOUNDS);
         again.load();
         assert_eq!(again.carry(), 2, "counted until a report carries it, once");
+    }
+
+    #[test]
+    fn a_checkpoint_of_a_window_that_already_ended_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::new(Some(dir.path().to_owned()), BOUNDS);
+        outbox.load();
+        let cp = dir.path().join(CHECKPOINT_FILE);
+        let mut ended = report();
+        ended.last_reported = "2026-11-25T10:00:00.000000Z".into();
+        ended.timestamp = "2026-11-25T11:00:00.000000Z".into();
+        // A checkpoint of the window, then its report: the report supersedes it.
+        outbox.checkpoint(&ended);
+        assert!(cp.exists());
+        outbox.push(ended.clone(), None);
+        assert!(!cp.exists(), "the window is in the report now");
+        // A checkpoint taken before that report but arriving after it: stale.
+        outbox.checkpoint(&ended);
+        assert!(!cp.exists(), "a checkpoint of an ended window is not kept");
+        let mut current = report();
+        current.last_reported = ended.timestamp.clone();
+        outbox.checkpoint(&current);
+        assert!(cp.exists(), "the window in progress is kept");
+        outbox.close();
+        assert!(!cp.exists() && !dir.path().join(RUNNING_FILE).exists());
+        outbox.checkpoint(&current);
+        assert!(!cp.exists(), "nothing after the final report");
     }
 }

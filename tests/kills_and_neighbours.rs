@@ -356,3 +356,57 @@ async fn two_live_instances_on_one_storage_dir_never_send_the_same_report() {
     assert_eq!(leftovers, 0, "every report was delivered");
     receiver.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_kill_around_a_report_tick_never_counts_a_window_twice() {
+    let receiver = Receiver::start();
+    for (trial, pause_ms) in [0u64, 60, 150].into_iter().enumerate() {
+        let storage = tempfile::tempdir().unwrap();
+        let before = receiver.received().len();
+        let ops = 1000 + trial as u64;
+        let mut child = ChildService::spawn(&ChildSpec {
+            url: &receiver.url,
+            storage: storage.path(),
+            instance: "ticking",
+            first_report_in: Duration::from_millis(300),
+            interval: Duration::from_secs(1),
+            checkpoint_every: Duration::from_millis(50),
+            ops,
+        });
+        assert!(child.ready().await, "the child service starts");
+        assert!(
+            eventually(WAIT, || receiver.received().len() > before).await,
+            "the child's first report arrives"
+        );
+        // Killed at different points after the tick: before, during or after the next
+        // checkpoint of the new window.
+        actix_rt::time::sleep(Duration::from_millis(pause_ms)).await;
+        child.kill();
+
+        let next = Telemetry::start(
+            config(&receiver.url, storage.path(), "next")
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(next.shutdown().await, ShutdownOutcome::Delivered);
+        let reports: Vec<Report> = receiver.reports().split_off(before);
+        let mut ids: Vec<_> = reports.iter().map(|r| r.report_id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(
+            ids.len(),
+            reports.len(),
+            "trial {trial}: a report sent twice"
+        );
+        let counted: u64 = reports
+            .iter()
+            .map(|r| r.data.usage.operations_from_pg)
+            .sum();
+        assert_eq!(
+            counted, ops,
+            "trial {trial}: the recorded operations, once: {reports:#?}"
+        );
+    }
+    receiver.stop().await;
+}

@@ -6,6 +6,8 @@
 //! hands it to the sender. On [`Telemetry::shutdown`](crate::Telemetry::shutdown) it takes a
 //! last snapshot of the partial window, queues it (on disk first) and waits, within the
 //! deadline, for the sender to flush; whatever is not delivered by then stays in the outbox.
+//! Every `checkpoint_every` it hands the sender a checkpoint of the current window (see
+//! `checkpoint.rs`), so that a kill loses at most that much.
 
 use std::sync::Arc;
 use std::time::Duration;

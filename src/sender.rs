@@ -20,6 +20,8 @@
 //!   and keeps retrying a short wait apart until the outbox is empty or the caller's deadline
 //!   ends it.
 //! - With an audit file configured, each accepted report is appended to it as sent.
+//! - A checkpoint of the current window is kept in the outbox until the window's report is
+//!   queued; [`Flush`] marks the run as ended cleanly (see `checkpoint.rs`).
 //! - TLS verifies the endpoint's certificate against the webpki roots, plus the CA
 //!   certificates of `ELECTRIC_TELEMETRY_CA_FILE` if set.
 //!

@@ -17,7 +17,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::{accepted, eventually, free_port, seed_report, LogCapture, Receiver};
+use common::{
+    accepted, eventually, free_port, outbox_status_when, seed_report, LogCapture, Receiver,
+};
 use electric_telemetry::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -267,7 +269,9 @@ async fn one_delivery_counts(storage: &Path, ops: u64) -> u64 {
     let receiver = Receiver::start();
     let (sender, arbiter) = start_sender(sender_config(&receiver.url, storage));
     sender.send(Deliver(report(ops))).await.unwrap();
-    assert!(eventually(WAIT, || !accepted(&receiver.received()).is_empty()).await);
+    // Settled before the stop, so that no start sends an earlier start's report again.
+    let status = outbox_status_when(&sender, |s| s.pending == 0).await;
+    assert_eq!(status.pending, 0, "delivered");
     let received = accepted(&receiver.received());
     let mine: Vec<_> = received
         .iter()

@@ -3,11 +3,12 @@
 //! `electric_instance_id` is configured or random per start. `electric_cluster_uuid` is either
 //! supplied by the service (from its own store, as Electric kept it in Postgres) or generated
 //! once and kept in `<storage dir>/telemetry/cluster_uuid`, so figures stay continuous across
-//! restarts. Trouble with that file never stops the host: it costs one warning and a
-//! per-process id instead.
+//! restarts. Instances that start together on one storage dir agree on it: the file is
+//! created exclusively (a complete temporary file hard-linked into place) and re-read by
+//! whoever loses the race. Trouble with that file never stops the host: it costs one warning
+//! and a per-process id instead.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
@@ -94,30 +95,6 @@ fn stored_cluster_uuid(storage_dir: &Path) -> Uuid {
         "telemetry's cluster id file keeps changing; this run uses a new id"
     );
     Uuid::new_v4()
-}
-
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a
-/// temporary file beside it, fsync, rename, then fsync of the directory.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    // A name of this writer's own: a neighbour never removes or replaces it mid-write.
-    let tmp = crate::storage::tmp_name(path);
-    let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // Make the rename itself durable; not every platform can open a directory.
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

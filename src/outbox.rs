@@ -1,8 +1,9 @@
 //! The outbox: reports not yet delivered, in order, kept on disk until the endpoint has them.
 //!
 //! Each pending report is one file, `<outbox>/<seq>-<report_id>.json`, written atomically
-//! (temporary file, fsync, rename), so a crash, a kill or a restart leaves every accepted
-//! report in place to be sent after the next start. `<outbox>` is the instance's own
+//! (temporary file, rename; the fsyncs follow on a thread of their own, so a slow disk never
+//! holds the sender up), so a crash, a kill or a restart leaves every accepted report in
+//! place to be sent after the next start. `<outbox>` is the instance's own
 //! directory under `<storage dir>/telemetry/` (see `instance_dir.rs`: `outbox`, or
 //! `outbox-N` while other instances run on the same storage dir); only its holder touches it.
 //!
@@ -36,10 +37,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crate::identity::write_atomically;
 use crate::instance_dir::{self, Held};
 use crate::report::Report;
-use crate::storage::{read_regular, warn_unusable};
+use crate::storage::{read_regular, warn_unusable, write_then_sync};
 
 const CARRY_FILE: &str = "dropped_reports";
 const CHECKPOINT_FILE: &str = "checkpoint.json";
@@ -532,7 +532,7 @@ impl Outbox {
         };
         let result = serde_json::to_vec(report)
             .map_err(std::io::Error::other)
-            .and_then(|body| write_atomically(&path, &body));
+            .and_then(|body| write_then_sync(&path, &body));
         if let Err(e) = result {
             self.warn_disk("checkpoint the current window", &path, &e);
         }
@@ -631,7 +631,7 @@ impl Outbox {
         };
         let result = serde_json::to_vec(&p.report)
             .map_err(std::io::Error::other)
-            .and_then(|body| write_atomically(&path, &body));
+            .and_then(|body| write_then_sync(&path, &body));
         match result {
             Ok(()) => true,
             Err(e) => {
@@ -711,7 +711,7 @@ impl Outbox {
 
     fn write_flag(&mut self, name: &str) {
         if let Some(path) = self.dir().map(|d| d.join(name)) {
-            if let Err(e) = write_atomically(&path, b"") {
+            if let Err(e) = write_then_sync(&path, b"") {
                 self.warn_disk("mark its run in the outbox", &path, &e);
             }
         }

@@ -8,6 +8,8 @@
 //!   per-process counter), so a neighbour never removes or renames a file being written.
 //! - [`create_exclusively`] creates a complete file only if none exists, so that instances
 //!   starting together agree on the first one written.
+//! - [`write_then_sync`] writes a file atomically for the process's sake and leaves the fsyncs
+//!   to a thread of their own, so that a slow disk never holds the sender up.
 //! - [`warn_unusable`] is the one warning for a storage dir that cannot be used at all, however
 //!   many parts of telemetry find out.
 
@@ -16,7 +18,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Mutex, OnceLock};
 
 /// `<path>.tmp-<pid>-<n>`: unique to this writer, and recognisably a temporary file.
 pub(crate) fn tmp_name(path: &Path) -> PathBuf {
@@ -92,6 +95,71 @@ pub(crate) fn create_exclusively(path: &Path, bytes: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary file of this writer's own and a rename, and
+/// has the file and its folder fsynced by a background thread.
+///
+/// Once it returns, the new file is in place for this process and any later one: a process's
+/// end, however abrupt, loses nothing that is in the page cache. The fsyncs, which guard
+/// against the host itself crashing and can take seconds on a slow disk, never hold up the
+/// caller. A host crash before they ran can leave a report file empty, which the next start
+/// counts as an unreadable (dropped) report: counted, never silent.
+pub(crate) fn write_then_sync(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = tmp_name(path);
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    sync_later(path);
+    Ok(())
+}
+
+/// Queues `path` (and its folder) for an fsync on the background thread. If the queue is
+/// full the fsync is skipped: the kernel writes the file back within seconds anyway.
+fn sync_later(path: &Path) {
+    static QUEUE: OnceLock<Option<SyncSender<PathBuf>>> = OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = mpsc::sync_channel::<PathBuf>(256);
+        std::thread::Builder::new()
+            .name("electric-telemetry-fsync".into())
+            .spawn(move || {
+                for path in rx {
+                    sync_now(&path);
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    match queue {
+        Some(tx) => match tx.try_send(path.to_owned()) {
+            Ok(()) | Err(TrySendError::Full(_)) => {}
+            Err(TrySendError::Disconnected(path)) => sync_now(&path),
+        },
+        // No thread could be started: sync here, as a plain atomic write would.
+        None => sync_now(path),
+    }
+}
+
+fn sync_now(path: &Path) {
+    // The file may be gone already (delivered and removed): nothing left to make durable.
+    if let Ok(file) = own_file(OpenOptions::new().read(true)).open(path) {
+        if file.metadata().is_ok_and(|m| m.is_file()) {
+            let _ = file.sync_all();
+        }
+    }
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
 }
 
 /// Logs, once per process and directory, that telemetry cannot use `dir` (its folder under

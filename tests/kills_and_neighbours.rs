@@ -31,6 +31,9 @@ struct ChildSpec<'a> {
     interval: Duration,
     checkpoint_every: Duration,
     ops: u64,
+    /// Zero: run until killed. Otherwise record one operation every 5 ms for this long, then
+    /// shut down and print how many were recorded and how the shutdown ended.
+    run_for: Duration,
 }
 
 /// A child service process, killed (SIGKILL) when dropped if still running.
@@ -41,8 +44,17 @@ struct ChildService {
 
 impl ChildService {
     fn spawn(spec: &ChildSpec) -> Self {
+        Self::spawn_in(Command::new(std::env::current_exe().unwrap()), spec)
+    }
+
+    /// Runs the child through `command` (e.g. under strace), this test binary as its last
+    /// argument.
+    fn spawn_in(mut command: Command, spec: &ChildSpec) -> Self {
         let ms = |d: Duration| d.as_millis().to_string();
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        if command.get_program() != std::env::current_exe().unwrap() {
+            command.arg(std::env::current_exe().unwrap());
+        }
+        let mut child = command
             .args(["--exact", "child_service", "--ignored", "--nocapture"])
             .env("ET_CHILD", "1")
             .env("ET_URL", spec.url)
@@ -52,6 +64,7 @@ impl ChildService {
             .env("ET_INTERVAL_MS", ms(spec.interval))
             .env("ET_CHECKPOINT_MS", ms(spec.checkpoint_every))
             .env("ET_OPS", spec.ops.to_string())
+            .env("ET_RUN_MS", ms(spec.run_for))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -66,6 +79,19 @@ impl ChildService {
             }
         });
         Self { child, lines }
+    }
+
+    /// Waits (bounded) for a line of the child's that contains `what`.
+    async fn said(&self, what: &str) -> Option<String> {
+        let mut found = None;
+        eventually(Duration::from_secs(60), || {
+            found = found
+                .take()
+                .or_else(|| self.lines.try_iter().find(|l| l.contains(what)));
+            found.is_some()
+        })
+        .await;
+        found
     }
 
     /// Waits (bounded, without blocking the parent's actix thread) for the child to say it
@@ -110,16 +136,30 @@ fn child_service() {
         .checkpoint_every(ms("ET_CHECKPOINT_MS"))
         .retry_initial_backoff(Duration::from_millis(20))
         .retry_max_backoff(Duration::from_millis(100))
+        .shutdown_timeout(Duration::from_secs(3))
         .build()
         .unwrap();
     let ops: u64 = var("ET_OPS").parse().unwrap();
+    let run_for = ms("ET_RUN_MS");
     actix_rt::System::new().block_on(async move {
         let telemetry = Telemetry::start(config).unwrap();
         telemetry.record(ReplicatedFromPg::new(1, ops));
         // Once the sender answers, its outbox directory is claimed and marked.
         assert!(telemetry.outbox_status().await.is_some());
         println!("child service ready");
-        actix_rt::time::sleep(Duration::from_secs(60)).await;
+        if run_for.is_zero() {
+            actix_rt::time::sleep(Duration::from_secs(60)).await;
+            return;
+        }
+        let mut recorded = ops;
+        let end = std::time::Instant::now() + run_for;
+        while std::time::Instant::now() < end {
+            telemetry.record(ReplicatedFromPg::new(1, 1));
+            recorded += 1;
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        let outcome = telemetry.shutdown().await;
+        println!("child service recorded={recorded} outcome={outcome:?}");
     });
 }
 
@@ -153,6 +193,7 @@ async fn a_sigkill_loses_at_most_one_checkpoint_period_and_the_next_start_sends_
         interval: Duration::from_secs(3600),
         checkpoint_every: Duration::from_millis(100),
         ops: 1234,
+        run_for: Duration::ZERO,
     });
     assert!(child.ready().await, "the child service starts");
     assert!(
@@ -228,6 +269,7 @@ async fn a_sigkill_before_any_checkpoint_makes_the_next_report_say_so() {
         interval: Duration::from_secs(3600),
         checkpoint_every: Duration::from_secs(3600),
         ops: 77,
+        run_for: Duration::ZERO,
     });
     assert!(child.ready().await, "the child service starts");
     child.kill();
@@ -281,6 +323,7 @@ async fn two_live_instances_on_one_storage_dir_never_send_the_same_report() {
         interval: Duration::from_secs(1),
         checkpoint_every: Duration::from_millis(100),
         ops: 10,
+        run_for: Duration::ZERO,
     });
     assert!(first.ready().await, "the first instance starts");
     let first_pending = || {
@@ -372,6 +415,7 @@ async fn a_kill_around_a_report_tick_never_counts_a_window_twice() {
             interval: Duration::from_secs(1),
             checkpoint_every: Duration::from_millis(50),
             ops,
+            run_for: Duration::ZERO,
         });
         assert!(child.ready().await, "the child service starts");
         assert!(
@@ -402,5 +446,65 @@ async fn a_kill_around_a_report_tick_never_counts_a_window_twice() {
             "trial {trial}: the recorded operations, once: {reports:#?}"
         );
     }
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_disk_with_slow_fsyncs_never_holds_the_sender_up() {
+    // Every fsync of the child takes a second, as on an overloaded or throttled disk: real
+    // syscalls, delayed by strace's fault injection.
+    let strace = Command::new("strace").arg("-V").output();
+    if !strace.is_ok_and(|o| o.status.success()) {
+        eprintln!("note: strace is not available here; skipping this test");
+        return;
+    }
+    let mut command = Command::new("strace");
+    command.args([
+        "-f",
+        "--seccomp-bpf",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=fsync,fdatasync",
+        "-e",
+        "inject=fsync,fdatasync:delay_exit=1000000",
+    ]);
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let child = ChildService::spawn_in(
+        command,
+        &ChildSpec {
+            url: &receiver.url,
+            storage: storage.path(),
+            instance: "slow-disk",
+            first_report_in: Duration::ZERO,
+            interval: Duration::from_secs(1),
+            checkpoint_every: Duration::from_millis(200),
+            ops: 0,
+            run_for: Duration::from_secs(4),
+        },
+    );
+    let Some(line) = child.said("recorded=").await else {
+        // strace may not be permitted to trace (no ptrace in this container).
+        eprintln!("note: the child did not run under strace; skipping this test");
+        return;
+    };
+    let recorded: u64 = line
+        .split("recorded=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(line.contains("outcome=Delivered"), "{line}");
+    let reports = accepted(&receiver.received());
+    assert!(reports.len() >= 4, "a report per second, and the final one");
+    let arrived: u64 = reports
+        .iter()
+        .map(|r| r.data.usage.operations_from_pg)
+        .sum();
+    assert_eq!(arrived, recorded, "every recorded operation arrived");
+    let dropped: u64 = reports.iter().map(|r| r.dropped_reports).sum();
+    assert_eq!(dropped, 0);
     receiver.stop().await;
 }

@@ -941,4 +941,39 @@ mod tests {
         outbox.checkpoint(&current);
         assert!(!cp.exists(), "nothing after the final report");
     }
+
+    #[test]
+    fn a_second_instance_never_touches_a_live_ones_files_and_takes_over_a_dead_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("outbox");
+        let mut first = Outbox::new(Some(base.clone()), BOUNDS);
+        first.load();
+        first.push(report(), None);
+        // The first instance is in the middle of writing another report.
+        let writing = base.join("00000000000000000001-y.tmp-999999-0");
+        fs::write(&writing, "half").unwrap();
+
+        let mut second = Outbox::new(Some(base.clone()), BOUNDS);
+        assert_eq!(
+            second.load(),
+            Loaded::default(),
+            "nothing of the first's is taken"
+        );
+        assert_eq!(second.dir(), Some(instance_dir::slot(&base, 1).as_path()));
+        assert!(
+            writing.exists(),
+            "the live writer's temporary file is left alone"
+        );
+        second.push(report(), None);
+
+        // The first dies; a third start takes its directory over, and its stale temp file.
+        drop(first);
+        let mut third = Outbox::new(Some(base.clone()), BOUNDS);
+        assert_eq!(third.load().reports, 1, "the dead first's report");
+        assert!(
+            !writing.exists(),
+            "a dead writer's temporary file is cleaned"
+        );
+        assert_eq!(second.len(), 1, "the live second keeps its own");
+    }
 }

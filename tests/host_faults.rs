@@ -96,7 +96,20 @@ impl Drop for Tmpfs {
             .args(["-o", "remount,rw"])
             .arg(self.path())
             .status();
-        let _ = Command::new("umount").arg(self.path()).status();
+        // A sender thread that is still winding down may hold a file open for a moment
+        // ("target is busy"); a lazy unmount at last, so that no test leaves a mount behind.
+        for _ in 0..50 {
+            let unmounted = Command::new("umount")
+                .arg(self.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if unmounted {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
     }
 }
 

@@ -106,7 +106,6 @@ mod config;
 mod delivery;
 mod error;
 mod files;
-mod regular_file;
 mod report;
 mod scheduler;
 mod sketch;

@@ -7,8 +7,10 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::config::{TelemetryConfig, TelemetryMode, ENV_DO_NOT_TRACK, ENV_TELEMETRY};
+use crate::delivery::checkpoint::Checkpoint;
 use crate::delivery::http::url_for_logs;
 use crate::delivery::log_only::LogOnly;
+use crate::delivery::outbox::Tally;
 use crate::delivery::sender::{Deliver, Flush, GetOutboxStatus, OutboxStatus, Sender};
 use crate::error::{DeliveryError, StartError};
 use crate::report::wire::Report;
@@ -35,6 +37,8 @@ struct Running {
     outbox_status: Recipient<GetOutboxStatus>,
     /// The sender's own thread; `None` in log-only mode, which needs none.
     sender_arbiter: Option<ArbiterHandle>,
+    /// How the sender's outbox stands, for the shutdown's last line; `None` in log-only mode.
+    tally: Option<Arc<Tally>>,
     shutdown_timeout: Duration,
     shut_down: AtomicBool,
 }
@@ -55,7 +59,9 @@ pub enum ShutdownOutcome {
     /// did every report queued before it.
     Delivered,
     /// Some report, maybe the final one, was not delivered before the deadline. Undelivered
-    /// reports stay in the outbox under the storage dir and are sent after the next start.
+    /// reports stay in the outbox under the storage dir and are sent after the next start;
+    /// those the disk could not keep are counted as dropped in the next report that gets out
+    /// (the log line says which).
     NotDelivered(DeliveryError),
     /// Telemetry was disabled or already shut down: there was nothing to send.
     NotRunning,
@@ -97,6 +103,8 @@ impl Telemetry {
         let collector = Collector::with_intake(Arc::clone(&intake)).start_bounded();
         let every = humantime::format_duration(config.interval());
         let first = humantime::format_duration(config.first_report_in());
+        let mut checkpoints: Option<Recipient<Checkpoint>> = None;
+        let mut tally: Option<Arc<Tally>> = None;
         let (deliver, flush, outbox_status, sender_arbiter): (
             Recipient<Deliver>,
             Recipient<Flush>,
@@ -120,7 +128,12 @@ impl Telemetry {
             // Its own thread, so that a slow endpoint never delays anyone else.
             let arbiter = Arbiter::new().handle();
             let sender_config = config.clone();
-            let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&sender_config));
+            let shared = Arc::new(Tally::default());
+            tally = Some(Arc::clone(&shared));
+            let sender = Sender::start_in_arbiter(&arbiter, move |_| {
+                Sender::new(&sender_config).with_tally(shared)
+            });
+            checkpoints = Some(sender.clone().recipient());
             tracing::info!(
                 url = url_for_logs(config.url()),
                 // host:port and the setting that chose it; never credentials.
@@ -137,7 +150,11 @@ impl Telemetry {
                 Some(arbiter),
             )
         };
-        let scheduler = Scheduler::new(&config, collector.clone(), deliver, flush).start();
+        let mut scheduler = Scheduler::new(&config, collector.clone(), deliver, flush);
+        if let (Some(to), Some(tally)) = (checkpoints, &tally) {
+            scheduler = scheduler.checkpoints_to(to, Arc::clone(tally));
+        }
+        let scheduler = scheduler.start();
         Ok(Self {
             running: Some(Arc::new(Running {
                 intake,
@@ -145,6 +162,7 @@ impl Telemetry {
                 scheduler,
                 outbox_status,
                 sender_arbiter,
+                tally,
                 shutdown_timeout: config.shutdown_timeout(),
                 shut_down: AtomicBool::new(false),
             })),
@@ -281,11 +299,17 @@ impl Telemetry {
         if let Some(arbiter) = &running.sender_arbiter {
             arbiter.stop();
         }
+        if let Some(tally) = &running.tally {
+            tally.finish();
+        }
         if let ShutdownOutcome::NotDelivered(e) = &outcome {
+            // Read from the tally, not asked of the sender: a sender stuck on a slow disk
+            // could not answer within the deadline.
+            let kept = running.tally.as_ref().map(|t| t.describe());
             tracing::info!(
                 error = %e,
-                "telemetry stopped before its endpoint took every report; the rest are kept in \
-                 the outbox and sent after the next start"
+                "telemetry stopped before its endpoint took every report: {}",
+                kept.as_deref().unwrap_or("nothing was kept")
             );
         } else {
             tracing::debug!("telemetry stopped after delivering its final report");

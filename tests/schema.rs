@@ -82,6 +82,8 @@ fn fully_populated() -> Report {
         "last_reported": "2026-11-24T12:00:00.000000Z",
         "dropped_events": 1,
         "dropped_reports": 2,
+        "recovered": true,
+        "after_unclean_stop": true,
         "data": {
             "electric_version": "1.2.3",
             "environment": {
@@ -341,10 +343,15 @@ async fn reports_the_real_pipeline_sends_match_the_schema_empty_window_and_full_
 
 #[test]
 fn the_seed_fixture_matches_the_schema() {
+    // The fixture is a version 1 report: it still deserialises (the fields version 2 added
+    // read as false), and as this crate writes it back, in the current version, it is valid.
     let seed: Value = serde_json::from_str(SEED_SAMPLE).unwrap();
-    Validator::new().assert_valid(&seed, "tests/fixtures/seed_report.json");
-    // And as this crate writes it back.
-    let written = serde_json::to_value(seed_report()).unwrap();
+    assert_eq!(seed["report_version"], json!(1));
+    Validator::new().assert_invalid(&seed, "a version 1 report against the version 2 schema");
+    let mut current = seed_report();
+    assert!(!current.recovered && !current.after_unclean_stop);
+    current.report_version = REPORT_VERSION;
+    let written = serde_json::to_value(current).unwrap();
     Validator::new().assert_valid(&written, "the seed re-serialised");
 }
 
@@ -477,10 +484,12 @@ fn drift_an_extra_or_a_missing_property_anywhere_is_rejected() {
             absent_but_read_by_serde.insert(path);
         }
     }
-    // The one way the types are laxer than the schema: serde reads an absent Option field as
-    // None. The sender always writes every field, so what is sent is unaffected.
-    let option_fields = paths_with_null(&serde_json::to_value(empty_windows()).unwrap());
-    assert_eq!(absent_but_read_by_serde, option_fields);
+    // The ways the types are laxer than the schema: serde reads an absent Option field as
+    // None, and the two flags version 2 added as false (so version 1 reports still read). The
+    // sender always writes every field, so what is sent is unaffected.
+    let mut laxer = paths_with_null(&serde_json::to_value(empty_windows()).unwrap());
+    laxer.extend(["/recovered".to_owned(), "/after_unclean_stop".to_owned()]);
+    assert_eq!(absent_but_read_by_serde, laxer);
 }
 
 #[test]
@@ -530,7 +539,9 @@ fn wrong_types_and_out_of_range_values_are_rejected() {
             json!("16/../etc"),
             "a version with a slash",
         ),
-        ("/report_version", json!(2), "a different report version"),
+        ("/report_version", json!(1), "a different report version"),
+        ("/recovered", json!("yes"), "a flag as a string"),
+        ("/after_unclean_stop", json!(null), "a flag as null"),
         (
             "/report_id",
             json!("not-a-uuid"),

@@ -81,6 +81,7 @@ pub struct TelemetryConfig {
     interval: Duration,
     first_report_in: Duration,
     sample_every: Duration,
+    checkpoint_every: Duration,
     shutdown_timeout: Duration,
     request_timeout: Duration,
     connect_timeout: Duration,
@@ -161,6 +162,10 @@ impl TelemetryConfig {
     pub fn sample_every(&self) -> Duration {
         self.sample_every
     }
+    /// Time between checkpoints of the current window: the most usage a kill can lose.
+    pub fn checkpoint_every(&self) -> Duration {
+        self.checkpoint_every
+    }
     /// The longest a graceful shutdown may take, final report included.
     pub fn shutdown_timeout(&self) -> Duration {
         self.shutdown_timeout
@@ -233,6 +238,7 @@ impl Default for TelemetryConfigBuilder {
                 interval: Duration::from_secs(4 * 3600),
                 first_report_in: Duration::from_secs(5 * 60),
                 sample_every: Duration::from_secs(60),
+                checkpoint_every: Duration::from_secs(60),
                 shutdown_timeout: Duration::from_secs(5),
                 request_timeout: Duration::from_secs(10),
                 connect_timeout: Duration::from_secs(5),
@@ -428,6 +434,12 @@ impl TelemetryConfigBuilder {
         self.config.sample_every = every;
         self
     }
+    /// Time between checkpoints of the current window to the storage dir (1 ms to 365 days,
+    /// default 1 minute): the most usage a kill can lose.
+    pub fn checkpoint_every(mut self, every: Duration) -> Self {
+        self.config.checkpoint_every = every;
+        self
+    }
     /// The longest a graceful shutdown may take (1 ms to 365 days).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.config.shutdown_timeout = timeout;
@@ -504,6 +516,7 @@ impl TelemetryConfigBuilder {
         const ACCEPTED_SHORT: &str = "a duration from 1ms to 365days";
         let ms = Duration::from_millis(1);
         check_range("sample_every", c.sample_every, ms, ACCEPTED_SHORT)?;
+        check_range("checkpoint_every", c.checkpoint_every, ms, ACCEPTED_SHORT)?;
         check_range("shutdown_timeout", c.shutdown_timeout, ms, ACCEPTED_SHORT)?;
         check_range("request_timeout", c.request_timeout, ms, ACCEPTED_SHORT)?;
         check_range("connect_timeout", c.connect_timeout, ms, ACCEPTED_SHORT)?;

@@ -17,7 +17,7 @@ use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::regular_file::{found, open_append, Found};
+use crate::files::regular::{found, open_append, Found};
 
 #[derive(Debug)]
 pub(crate) struct AuditLog {

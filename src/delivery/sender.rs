@@ -17,6 +17,8 @@
 //!   nothing was sent), or it asked for time with `Retry-After`, which the flush honours too
 //!   (no attempt before then).
 //! - With an audit file configured, each accepted report is appended to it as sent.
+//! - A checkpoint of the current window is kept in the outbox until the window's report is
+//!   queued; `Flush` marks the run as ended cleanly (see `checkpoint.rs`).
 //! - TLS verifies the endpoint's certificate against the webpki roots, plus the CA
 //!   certificates of `ELECTRIC_TELEMETRY_CA_FILE` if set.
 //!
@@ -29,10 +31,13 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use std::sync::Arc;
+
 use super::audit::AuditLog;
+use super::checkpoint::Checkpoint;
 use super::client::ClientSetup;
 use super::http::{post, url_for_logs, Attempt};
-use super::outbox::{outbox_dir, Bounds, Outbox};
+use super::outbox::{outbox_dir, Bounds, Outbox, Tally};
 use super::retry::RetryPolicy;
 use crate::config::TelemetryConfig;
 use crate::error::DeliveryError;
@@ -129,6 +134,12 @@ impl Sender {
             last_error: None,
             flush_waiters: Vec::new(),
         }
+    }
+
+    /// Reports how the outbox stands into `tally`, which the shutdown reads.
+    pub(crate) fn with_tally(mut self, tally: Arc<Tally>) -> Self {
+        self.outbox.set_tally(tally);
+        self
     }
 
     /// Sends the front report unless one is on the wire or a retry wait is armed.
@@ -288,6 +299,7 @@ impl Actor for Sender {
         if loaded.reports > 0 {
             tracing::info!(
                 pending = loaded.reports,
+                recovered = loaded.recovered,
                 "telemetry found reports an earlier run could not deliver; sending them now"
             );
         }
@@ -308,6 +320,8 @@ impl Handler<Flush> for Sender {
     type Result = ResponseFuture<Result<(), DeliveryError>>;
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        // The shutdown queued its final report before flushing: no window is left to recover.
+        self.outbox.close();
         if self.outbox.len() == 0 {
             return Box::pin(async { Ok(()) });
         }
@@ -329,6 +343,14 @@ impl Handler<Flush> for Sender {
         }
         self.pump(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(DeliveryError::NotRunning)) })
+    }
+}
+
+impl Handler<Checkpoint> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, Checkpoint(report): Checkpoint, _: &mut Context<Self>) {
+        self.outbox.checkpoint(&report);
     }
 }
 

@@ -72,6 +72,8 @@ impl ReportBuilder {
             last_reported: rfc3339_clamped(snapshot.began),
             dropped_events: snapshot.dropped_events,
             dropped_reports: 0,
+            recovered: false,
+            after_unclean_stop: false,
             data: ReportData {
                 electric_version: self.electric_version.clone(),
                 environment: Environment {

@@ -12,7 +12,7 @@ use crate::sketch::summary::SummaryStats;
 use crate::usage::window::Usage;
 
 /// The version of the envelope and payload shape. Bumped on any change a receiver would see.
-pub const REPORT_VERSION: u32 = 1;
+pub const REPORT_VERSION: u32 = 2;
 
 /// The JSON Schema (draft 2020-12) of a [`Report`] as sent: every object closed
 /// (`additionalProperties: false`), every property required and described with its unit.
@@ -40,6 +40,18 @@ pub struct Report {
     /// Earlier reports dropped without delivery since the last delivered one: past the
     /// outbox's bound, or refused for good by the endpoint (counted, never silent).
     pub dropped_reports: u64,
+    /// This report's window was restored from a checkpoint after the previous process stopped
+    /// without a clean shutdown (killed, crashed): it ends at the checkpoint (`timestamp`),
+    /// and the usage between that checkpoint and the stop, at most one checkpoint period, is
+    /// missing. Absent in version 1 reports (read as `false`).
+    #[serde(default)]
+    pub recovered: bool,
+    /// The previous run of this storage dir ended uncleanly and nothing of its last window
+    /// could be recovered (it was killed before its first checkpoint, or its checkpoint could
+    /// not be written or read): a stretch of usage before this report's window is missing.
+    /// Absent in version 1 reports (read as `false`).
+    #[serde(default)]
+    pub after_unclean_stop: bool,
     /// The payload.
     pub data: ReportData,
 }

@@ -8,6 +8,8 @@
 //! hands it to the sender. On [`Telemetry::shutdown`](crate::Telemetry::shutdown) it takes a
 //! last snapshot of the partial window, queues it (on disk first) and waits, within the
 //! deadline, for the sender to flush; whatever is not delivered by then stays in the outbox.
+//! Every `checkpoint_every` it hands the sender a checkpoint of the current window (see
+//! `delivery/checkpoint.rs`), so that a kill loses at most that much.
 
 mod spread;
 mod ticks;
@@ -18,6 +20,8 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::config::TelemetryConfig;
+use crate::delivery::checkpoint::Checkpoint;
+use crate::delivery::outbox::Tally;
 use crate::delivery::sender::{Deliver, Flush};
 use crate::error::DeliveryError;
 use crate::report::builder::ReportBuilder;
@@ -40,6 +44,12 @@ pub struct Scheduler {
     sample_every: Duration,
     memory: MemorySampler,
     stopping: bool,
+    /// Where checkpoints of the current window go, if anywhere.
+    checkpoints: Option<Recipient<Checkpoint>>,
+    /// Counts the reports handed to the sender, so a shutdown can tell those that never
+    /// reached its outbox.
+    tally: Option<Arc<Tally>>,
+    checkpoint_every: Duration,
 }
 
 impl Scheduler {
@@ -69,7 +79,38 @@ impl Scheduler {
             sample_every: config.sample_every(),
             memory: MemorySampler::new(),
             stopping: false,
+            checkpoints: None,
+            tally: None,
+            checkpoint_every: config.checkpoint_every(),
         }
+    }
+
+    /// Checkpoints the current window to `to` every `checkpoint_every` (see
+    /// [`crate::checkpoint`]), and counts each report handed to the sender in `tally`.
+    pub(crate) fn checkpoints_to(mut self, to: Recipient<Checkpoint>, tally: Arc<Tally>) -> Self {
+        self.checkpoints = Some(to);
+        self.tally = Some(tally);
+        self
+    }
+
+    fn checkpoint(&mut self, ctx: &mut Context<Self>) {
+        let Some(to) = self.checkpoints.clone().filter(|_| !self.stopping) else {
+            return;
+        };
+        let figures = self.collector.send(PreviewSnapshot {
+            used_memory: self.memory.sample(),
+        });
+        let builder = Arc::clone(&self.builder);
+        ctx.spawn(
+            async move {
+                if let Ok(snapshot) = figures.await {
+                    let mut report = builder.build(snapshot);
+                    report.recovered = true;
+                    to.do_send(Checkpoint(report));
+                }
+            }
+            .into_actor(self),
+        );
     }
 
     fn sample(&mut self) {
@@ -88,11 +129,17 @@ impl Scheduler {
         });
         let builder = Arc::clone(&self.builder);
         let deliver = self.deliver.clone();
+        let tally = self.tally.clone();
         ctx.spawn(
             async move {
                 match snapshot.await {
                     // The sender logs the outcome; a report tick never waits for the network.
-                    Ok(snapshot) => deliver.do_send(Deliver(builder.build(snapshot))),
+                    Ok(snapshot) => {
+                        if let Some(tally) = &tally {
+                            tally.handed();
+                        }
+                        deliver.do_send(Deliver(builder.build(snapshot)))
+                    }
                     Err(e) => tracing::debug!(error = %e, "telemetry collector is gone"),
                 }
             }
@@ -106,6 +153,9 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.sample_every, |s, _| s.sample());
+        if self.checkpoints.is_some() {
+            ctx.run_interval(self.checkpoint_every, |s, ctx| s.checkpoint(ctx));
+        }
         // Anchored to the start: report k is due at start + ticks.steady + k * interval,
         // however late any one tick's handler ran (see `spread` for the spread first report).
         let start = tokio::time::Instant::now();
@@ -172,12 +222,16 @@ impl Handler<Shutdown> for Scheduler {
         let flush = self.flush.clone();
         let builder = Arc::clone(&self.builder);
         let used_memory = self.memory.sample();
+        let tally = self.tally.clone();
         let final_report = async move {
             let snapshot = collector
                 .send(TakeSnapshot { used_memory })
                 .await
                 .map_err(|_| DeliveryError::NotRunning)?;
             // Queued (on disk) before any attempt, so a deadline cut leaves it for next start.
+            if let Some(tally) = &tally {
+                tally.handed();
+            }
             deliver
                 .send(Deliver(builder.build(snapshot)))
                 .await

@@ -103,7 +103,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let result = actix_rt::System::new().block_on(async move {
         match cli.command {
             Some(Command::Summary(s)) => summary(s).await,

@@ -152,7 +152,11 @@ impl Overview {
             plural(self.applications, "application", "applications"),
             plural(self.instances, "instance", "instances"),
             plural(total("operations_from_pg"), "operation", "operations"),
-            plural(total("operations_sent_to_clients"), "operation", "operations"),
+            plural(
+                total("operations_sent_to_clients"),
+                "operation",
+                "operations"
+            ),
         )
     }
 }

@@ -136,8 +136,13 @@ figure{{margin:1rem 0}} figcaption{{font-weight:600}} small{{color:#666;font-wei
         "Applications reporting per day",
         &series(&|d| d.applications),
     ));
-    p.push_str(&day_chart("Instances reporting per day", &series(&|d| d.instances)));
-    p.push_str("<h3>Instances per application</h3><table><tr><th>instances</th><th>applications</th></tr>");
+    p.push_str(&day_chart(
+        "Instances reporting per day",
+        &series(&|d| d.instances),
+    ));
+    p.push_str(
+        "<h3>Instances per application</h3><table><tr><th>instances</th><th>applications</th></tr>",
+    );
     for b in &o.instances_per_application {
         let _ = write!(
             p,
@@ -147,8 +152,16 @@ figure{{margin:1rem 0}} figcaption{{font-weight:600}} small{{color:#666;font-wei
         );
     }
     p.push_str("</table>");
-    p.push_str(&share_table("By electric_version", &o.by_electric_version, o.applications));
-    p.push_str(&share_table("By pg_version", &o.by_pg_version, o.applications));
+    p.push_str(&share_table(
+        "By electric_version",
+        &o.by_electric_version,
+        o.applications,
+    ));
+    p.push_str(&share_table(
+        "By pg_version",
+        &o.by_pg_version,
+        o.applications,
+    ));
     p.push_str(&share_table("By OS", &o.by_os, o.applications));
     p.push_str(&share_table("By arch", &o.by_arch, o.applications));
     let _ = write!(
@@ -167,7 +180,12 @@ figure{{margin:1rem 0}} figcaption{{font-weight:600}} small{{color:#666;font-wei
     ));
     p.push_str(&day_chart(
         "Operations sent to clients per day",
-        &series(&|d| d.totals.get("operations_sent_to_clients").copied().unwrap_or(0)),
+        &series(&|d| {
+            d.totals
+                .get("operations_sent_to_clients")
+                .copied()
+                .unwrap_or(0)
+        }),
     ));
     p.push_str("<h3>Every usage counter, summed over the window</h3><table><tr><th>counter</th><th>total</th></tr>");
     for name in COUNTERS {

@@ -150,9 +150,7 @@ impl Limiter {
                 *tokens + now.duration_since(*at).as_secs_f64() * per_sec < burst
             });
         }
-        let (tokens, at) = map
-            .entry(cluster.to_owned())
-            .or_insert((self.burst, now));
+        let (tokens, at) = map.entry(cluster.to_owned()).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
@@ -210,7 +208,10 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         let app = App::new()
             .app_data(state.clone())
             .route("/api/overview", web::get().to(overview_json))
-            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }));
+            .route(
+                "/healthz",
+                web::get().to(|| async { HttpResponse::Ok().body("ok\n") }),
+            );
         // One resource per path, so that GET and POST on `/` both reach their handler.
         let app = if path == "/" {
             app.service(
@@ -325,7 +326,10 @@ async fn ingest(req: HttpRequest, mut body: web::Payload, state: web::Data<State
                 bytes.extend_from_slice(&c);
             }
             Err(e) => {
-                return error(StatusCode::BAD_REQUEST, format!("could not read the body: {e}"))
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the body: {e}"),
+                )
             }
         }
     }
@@ -400,7 +404,11 @@ fn window(q: &Window) -> Result<(u32, chrono::NaiveDate), String> {
         None | Some("") => 30,
         Some(s) => match s.parse::<u32>() {
             Ok(n @ 1..=3660) => n,
-            _ => return Err(format!("days must be a whole number from 1 to 3660, got {s:?}")),
+            _ => {
+                return Err(format!(
+                    "days must be a whole number from 1 to 3660, got {s:?}"
+                ))
+            }
         },
     };
     let until = match q.until.as_deref() {
@@ -431,7 +439,11 @@ async fn overview_json(q: web::Query<Window>, state: web::Data<State>) -> HttpRe
 async fn page(q: web::Query<Window>, state: web::Data<State>) -> HttpResponse {
     let (days, until) = match window(&q) {
         Ok(w) => w,
-        Err(e) => return HttpResponse::BadRequest().content_type("text/plain").body(e),
+        Err(e) => {
+            return HttpResponse::BadRequest()
+                .content_type("text/plain")
+                .body(e)
+        }
     };
     match state.store.overview(days, until).await {
         Ok(o) => HttpResponse::Ok()

@@ -314,7 +314,11 @@ impl Store {
             .map_err(|e| StoreError::Other(format!("cannot start the database runtime: {e}")))?;
         let rt = Arc::new(Runtime(Some(rt)));
         let (backend, url) = db_url(db);
-        let handle = rt.0.as_ref().expect("runtime is set until drop").handle().clone();
+        let handle =
+            rt.0.as_ref()
+                .expect("runtime is set until drop")
+                .handle()
+                .clone();
         let pool = handle
             .spawn(async move {
                 let pool = AnyPoolOptions::new()
@@ -363,7 +367,12 @@ impl Store {
         Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        let handle = self.rt.0.as_ref().expect("runtime is set until drop").handle();
+        let handle = self
+            .rt
+            .0
+            .as_ref()
+            .expect("runtime is set until drop")
+            .handle();
         handle
             .spawn(f(self.clone()))
             .await
@@ -379,7 +388,12 @@ impl Store {
     ) -> (mpsc::Sender<Submission>, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<Submission>(capacity.max(1));
         let store = self.clone();
-        let handle = self.rt.0.as_ref().expect("runtime is set until drop").handle();
+        let handle = self
+            .rt
+            .0
+            .as_ref()
+            .expect("runtime is set until drop")
+            .handle();
         let task = handle.spawn(async move {
             const BATCH: usize = 512;
             let mut batch = Vec::with_capacity(BATCH);
@@ -580,13 +594,14 @@ impl Store {
             async move {
                 let rows = sqlx::query(&format!(
                     "SELECT {expr} AS v, COUNT(*) AS n FROM clusters WHERE {active} \
-                     GROUP BY {expr} ORDER BY n DESC, v"
+                     GROUP BY {expr}"
                 ))
                 .bind(f)
                 .bind(u)
                 .fetch_all(pool)
                 .await?;
-                rows.iter()
+                let mut shares = rows
+                    .iter()
                     .map(|r| {
                         let value: Option<String> = r.try_get(0)?;
                         let n: i64 = r.try_get(1)?;
@@ -595,7 +610,14 @@ impl Store {
                             applications: n as u64,
                         })
                     })
-                    .collect::<Result<Vec<_>, StoreError>>()
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                // Ordered here, not by the database's collation, so both databases agree.
+                shares.sort_by(|a, b| {
+                    b.applications
+                        .cmp(&a.applications)
+                        .then_with(|| a.value.cmp(&b.value))
+                });
+                Ok::<_, StoreError>(shares)
             }
         };
         let by_electric_version = shares("electric_version").await?;

@@ -74,7 +74,9 @@ pub struct Accepted {
 pub enum Invalid {
     #[error("the body is not JSON: {0}")]
     NotJson(String),
-    #[error("report_version {found} is not accepted; this receiver accepts report_version {accepted}")]
+    #[error(
+        "report_version {found} is not accepted; this receiver accepts report_version {accepted}"
+    )]
     UnknownVersion { found: String, accepted: String },
     #[error("the report does not match the report schema: {0}")]
     Schema(String),
@@ -218,7 +220,10 @@ pub fn saturating_count(x: &Value) -> i64 {
 pub fn time_of(text: &str) -> (i64, String) {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         let t = t.with_timezone(&Utc);
-        return (t.timestamp_micros(), t.date_naive().format("%Y-%m-%d").to_string());
+        return (
+            t.timestamp_micros(),
+            t.date_naive().format("%Y-%m-%d").to_string(),
+        );
     }
     let date = text.get(..10).unwrap_or("1970-01-01");
     match NaiveDate::parse_from_str(date, "%Y-%m-%d") {

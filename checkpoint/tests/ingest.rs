@@ -26,7 +26,12 @@ async fn the_seed_report_is_stored_as_sent_and_counted() {
             .raw_body("6f1c1f5e-8f4a-4a8e-9d0c-3b2f0e6f9a10")
             .await
             .unwrap();
-        assert_eq!(stored.as_deref(), Some(SEED), "{}: raw body kept byte for byte", b.name);
+        assert_eq!(
+            stored.as_deref(),
+            Some(SEED),
+            "{}: raw body kept byte for byte",
+            b.name
+        );
         let o = overview(&http, &running, 3, "2023-09-20").await;
         assert_eq!((o.applications, o.instances), (1, 1), "{}", b.name);
         assert_eq!(o.totals["operations_from_pg"], 1);
@@ -63,7 +68,11 @@ async fn a_duplicate_answers_2xx_and_stores_nothing() {
         assert_eq!(third.status, 200);
         assert_eq!(running.store().raw_count().await.unwrap(), 1);
         let o = overview(&http, &running, 3, "2023-09-20").await;
-        assert_eq!(o.totals["operations_from_pg"], 1, "{}: counted once", b.name);
+        assert_eq!(
+            o.totals["operations_from_pg"], 1,
+            "{}: counted once",
+            b.name
+        );
         assert_eq!(o.completeness.reports, 1);
         assert_eq!(o.completeness.duplicates_refused, 2);
         running.stop().await;
@@ -82,9 +91,23 @@ async fn refused_bodies_get_their_status_and_name_what_is_wrong() {
     // (what, body, content type, headers, status, words the error must contain)
     let mut padded = SEED.as_bytes().to_vec();
     padded.splice(1..1, std::iter::repeat_n(b' ', 64 * 1024));
-    let cases: Vec<(&str, Vec<u8>, Option<&str>, Vec<(&str, &str)>, u16, Vec<&str>)> = vec![
+    let cases: Vec<(
+        &str,
+        Vec<u8>,
+        Option<&str>,
+        Vec<(&str, &str)>,
+        u16,
+        Vec<&str>,
+    )> = vec![
         ("oversized", padded, json, vec![], 413, vec!["65536 bytes"]),
-        ("malformed", b"{\"report_id\": ".to_vec(), json, vec![], 400, vec!["not JSON"]),
+        (
+            "malformed",
+            b"{\"report_id\": ".to_vec(),
+            json,
+            vec![],
+            400,
+            vec!["not JSON"],
+        ),
         ("empty", Vec::new(), json, vec![], 400, vec!["not JSON"]),
         (
             "schema-invalid type",
@@ -105,7 +128,10 @@ async fn refused_bodies_get_their_status_and_name_what_is_wrong() {
         (
             "schema-invalid missing field",
             with(&|v| {
-                v["data"]["usage"].as_object_mut().unwrap().remove("initial_syncs");
+                v["data"]["usage"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("initial_syncs");
             }),
             json,
             vec![],
@@ -171,10 +197,19 @@ async fn refused_bodies_get_their_status_and_name_what_is_wrong() {
             assert_eq!(answer.status, *status, "{}: {what}: {answer:?}", b.name);
             let message = answer.body["error"].as_str().unwrap_or_default();
             for w in words {
-                assert!(message.contains(w), "{}: {what}: {message:?} lacks {w:?}", b.name);
+                assert!(
+                    message.contains(w),
+                    "{}: {what}: {message:?} lacks {w:?}",
+                    b.name
+                );
             }
         }
-        assert_eq!(running.store().raw_count().await.unwrap(), 0, "{}: nothing stored", b.name);
+        assert_eq!(
+            running.store().raw_count().await.unwrap(),
+            0,
+            "{}: nothing stored",
+            b.name
+        );
         let o = overview(&http, &running, 3, "2023-09-20").await;
         assert_eq!(o.applications, 0);
         assert_eq!(o.completeness.reports, 0);
@@ -215,7 +250,11 @@ async fn a_flooding_cluster_gets_429_with_retry_after_and_others_do_not() {
             .expect("Retry-After in seconds");
         assert!(wait >= 1, "Retry-After {wait}");
         let other = post(&http, &running, &report(&uuid::Uuid::new_v4().to_string())).await;
-        assert_eq!(other.status, 201, "{}: another cluster is not limited", b.name);
+        assert_eq!(
+            other.status, 201,
+            "{}: another cluster is not limited",
+            b.name
+        );
         assert_eq!(running.store().raw_count().await.unwrap(), 4);
         running.stop().await;
         b.finish().await;
@@ -231,7 +270,10 @@ async fn the_page_is_html_without_scripts_or_remote_assets() {
         report["data"]["electric_version"] = json!("<script>alert(1)</script>");
         assert_eq!(post(&http, &running, &report).await.status, 201);
         let mut res = http
-            .get(format!("http://{}/?days=3&until=2023-09-20", running.addr()))
+            .get(format!(
+                "http://{}/?days=3&until=2023-09-20",
+                running.addr()
+            ))
             .send()
             .await
             .unwrap();
@@ -240,7 +282,10 @@ async fn the_page_is_html_without_scripts_or_remote_assets() {
         assert!(html.contains("<svg"), "charts are inline SVG");
         assert!(html.contains("&lt;script&gt;"), "values are escaped");
         assert!(!html.contains("<script"), "no script at all");
-        assert!(!html.contains("http://") && !html.contains("https://"), "nothing remote");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "nothing remote"
+        );
         assert!(html.contains("operations_from_pg"));
         running.stop().await;
         b.finish().await;

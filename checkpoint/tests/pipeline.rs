@@ -11,7 +11,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{backends, client, overview, post, seed, start, start_with, today};
-use electric_telemetry::{ClientConnected, ReplicatedFromPg, SentToClients, Telemetry, TelemetryConfig};
+use electric_telemetry::{
+    ClientConnected, ReplicatedFromPg, SentToClients, Telemetry, TelemetryConfig,
+};
 use serde_json::json;
 
 #[actix_rt::test]
@@ -51,7 +53,11 @@ async fn real_reports_from_the_pipeline_are_accepted_and_add_up() {
         transactions += 1;
         telemetry.shutdown().await;
         let stored = running.store().raw_count().await.unwrap();
-        assert!(stored >= 3, "{}: the final report arrived too ({stored})", b.name);
+        assert!(
+            stored >= 3,
+            "{}: the final report arrived too ({stored})",
+            b.name
+        );
 
         let http = client();
         let o = overview(&http, &running, 2, &today()).await;
@@ -62,7 +68,11 @@ async fn real_reports_from_the_pipeline_are_accepted_and_add_up() {
         assert_eq!(o.totals["transactions_from_pg"], transactions, "{}", b.name);
         assert_eq!(o.totals["distinct_clients"], 1, "one window saw the client");
         assert_eq!(o.completeness.reports, stored);
-        assert_eq!(o.completeness.missed_windows, 0, "{}: windows are contiguous", b.name);
+        assert_eq!(
+            o.completeness.missed_windows, 0,
+            "{}: windows are contiguous",
+            b.name
+        );
         assert_eq!(o.completeness.duplicates_refused, 0);
         assert_eq!(o.by_electric_version.len(), 1);
         running.stop().await;
@@ -74,7 +84,12 @@ async fn real_reports_from_the_pipeline_are_accepted_and_add_up() {
             .output()
             .unwrap();
         let line = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{}: {line} {}", b.name, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {line} {}",
+            b.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(line.trim(), o.summary_line());
         assert!(line.starts_with("1 application, 1 instance, "), "{line}");
         b.finish().await;
@@ -127,7 +142,11 @@ async fn a_graceful_stop_loses_no_report_answered_2xx() {
                 }
             }
         }
-        assert!(ok.len() >= 20, "{}: some reports were answered before the stop", b.name);
+        assert!(
+            ok.len() >= 20,
+            "{}: some reports were answered before the stop",
+            b.name
+        );
         // Reopen the database: every report answered 2xx is there.
         let reopened = checkpoint::Store::open(&b.db, 1).await.unwrap();
         for key in &ok {
@@ -140,7 +159,11 @@ async fn a_graceful_stop_loses_no_report_answered_2xx() {
         let stored = reopened.raw_count().await.unwrap();
         assert!(stored as usize >= ok.len());
         drop(reopened);
-        eprintln!("{}: {} answered 2xx, {stored} stored, of 300", b.name, ok.len());
+        eprintln!(
+            "{}: {} answered 2xx, {stored} stored, of 300",
+            b.name,
+            ok.len()
+        );
         b.finish().await;
     }
 }
@@ -186,8 +209,19 @@ async fn a_receiver_stopped_and_started_again_keeps_and_dedupes_its_reports() {
         assert_eq!(post(&http, &running, &seed()).await.status, 201);
         running.stop().await;
         let running = start(&b.db).await;
-        assert_eq!(post(&http, &running, &seed()).await.status, 200, "{}", b.name);
-        assert_eq!(overview(&http, &running, 3, "2023-09-20").await.completeness.reports, 1);
+        assert_eq!(
+            post(&http, &running, &seed()).await.status,
+            200,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            overview(&http, &running, 3, "2023-09-20")
+                .await
+                .completeness
+                .reports,
+            1
+        );
         running.stop().await;
         b.finish().await;
     }

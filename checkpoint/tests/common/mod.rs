@@ -177,5 +177,8 @@ pub async fn overview(client: &awc::Client, running: &Running, days: u32, until:
 
 /// Today in UTC, as the receiver's default `until`.
 pub fn today() -> String {
-    chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string()
+    chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string()
 }

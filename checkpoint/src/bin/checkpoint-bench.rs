@@ -206,7 +206,7 @@ async fn overview(a: &Args) {
     let http = awc::Client::builder()
         .timeout(Duration::from_secs(60))
         .finish();
-    let mut timed = |path: String| {
+    let timed = |path: String| {
         let http = http.clone();
         async move {
             let mut runs = Vec::new();
@@ -230,6 +230,10 @@ async fn overview(a: &Args) {
     let (month_med, _, _) = timed(format!("http://{addr}/api/overview?days=30")).await;
     let check = running.store().overview(days, until).await.unwrap();
     running.stop().await;
+    if let Ok(keep) = std::env::var("CHECKPOINT_BENCH_KEEP") {
+        // For looking at the query plans afterwards.
+        let _ = std::fs::copy(&db, &keep);
+    }
     println!("### Overview for a year of a fleet (SQLite)\n");
     println!("| figure | value |\n|---|---|");
     println!("| loaded directly | {loaded} |");

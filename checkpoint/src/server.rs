@@ -213,7 +213,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
                 web::get().to(|| async { HttpResponse::Ok().body("ok\n") }),
             );
         // One resource per path, so that GET and POST on `/` both reach their handler.
-        let app = if path == "/" {
+        if path == "/" {
             app.service(
                 web::resource("/")
                     .route(web::post().to(ingest))
@@ -222,8 +222,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         } else {
             app.route(&path, web::post().to(ingest))
                 .route("/", web::get().to(page))
-        };
-        app
+        }
     })
     .workers(config.workers.max(1))
     .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));

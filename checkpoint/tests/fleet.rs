@@ -58,7 +58,7 @@ fn generate(rng: &mut fastrand::Rng) -> Vec<Sent> {
         } else {
             origin + Span::days(rng.i64(start_day..DAYS)) + Span::hours(rng.i64(1..24))
         };
-        let interval = Span::hours(if rng.u8(..100) < 15 { 8 } else { 24 });
+        let interval = Span::hours(if rng.u8(..100) < 10 { 12 } else { 24 });
         let mut version = versions[rng.usize(..versions.len())];
         let upgrade_at = origin + Span::days(rng.i64(0..DAYS * 2));
         let pg = pgs[rng.usize(..pgs.len())];

@@ -80,6 +80,16 @@ async fn a_duplicate_answers_2xx_and_stores_nothing() {
     }
 }
 
+/// (what, body, content type, headers, status, words the error must contain)
+type Case = (
+    &'static str,
+    Vec<u8>,
+    Option<&'static str>,
+    Vec<(&'static str, &'static str)>,
+    u16,
+    Vec<&'static str>,
+);
+
 #[actix_rt::test]
 async fn refused_bodies_get_their_status_and_name_what_is_wrong() {
     let with = |f: &dyn Fn(&mut Value)| {
@@ -91,14 +101,7 @@ async fn refused_bodies_get_their_status_and_name_what_is_wrong() {
     // (what, body, content type, headers, status, words the error must contain)
     let mut padded = SEED.as_bytes().to_vec();
     padded.splice(1..1, std::iter::repeat_n(b' ', 64 * 1024));
-    let cases: Vec<(
-        &str,
-        Vec<u8>,
-        Option<&str>,
-        Vec<(&str, &str)>,
-        u16,
-        Vec<&str>,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         ("oversized", padded, json, vec![], 413, vec!["65536 bytes"]),
         (
             "malformed",

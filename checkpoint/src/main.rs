@@ -172,6 +172,17 @@ async fn summary(s: Summary) -> Result<(), String> {
                 .map_err(|e| format!("{url} did not answer an overview: {e}"))?
         }
         None => {
+            let (backend, _) = checkpoint::store::db_url(&s.db);
+            if backend == checkpoint::store::Backend::Sqlite
+                && !s.db.starts_with("sqlite:")
+                && !std::path::Path::new(&s.db).exists()
+            {
+                // Opening would create an empty database and answer zeros.
+                return Err(format!(
+                    "no database at {}: give the --db the receiver was started with, or --url",
+                    s.db
+                ));
+            }
             let store = checkpoint::Store::open(&s.db, 1)
                 .await
                 .map_err(|e| format!("{}: {e}", checkpoint::store::redacted(&s.db)))?;

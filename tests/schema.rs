@@ -343,16 +343,22 @@ async fn reports_the_real_pipeline_sends_match_the_schema_empty_window_and_full_
 
 #[test]
 fn the_seed_fixture_matches_the_schema() {
-    // The fixture is a version 1 report: it still deserialises (the fields version 2 added
-    // read as false), and as this crate writes it back, in the current version, it is valid.
+    // The fixture is the seed's payload in the current envelope: valid as it is, and as this
+    // crate writes it back.
     let seed: Value = serde_json::from_str(SEED_SAMPLE).unwrap();
-    assert_eq!(seed["report_version"], json!(1));
-    Validator::new().assert_invalid(&seed, "a version 1 report against the version 2 schema");
-    let mut current = seed_report();
-    assert!(!current.recovered && !current.after_unclean_stop);
-    current.report_version = REPORT_VERSION;
-    let written = serde_json::to_value(current).unwrap();
+    Validator::new().assert_valid(&seed, "tests/fixtures/seed_report.json");
+    let written = serde_json::to_value(seed_report()).unwrap();
     Validator::new().assert_valid(&written, "the seed re-serialised");
+    // Version 1 of the envelope (no recovered / after_unclean_stop) still deserialises, with
+    // both flags false; the version 2 schema refuses it, as it should.
+    let mut v1 = seed.clone();
+    v1["report_version"] = json!(1);
+    let object = v1.as_object_mut().unwrap();
+    object.remove("recovered");
+    object.remove("after_unclean_stop");
+    Validator::new().assert_invalid(&v1, "a version 1 report against the version 2 schema");
+    let read: Report = serde_json::from_value(v1).expect("a version 1 report still reads");
+    assert!(!read.recovered && !read.after_unclean_stop);
 }
 
 #[test]

@@ -1,0 +1,384 @@
+//! `make bench-checkpoint`: what the receiver holds on one machine.
+//!
+//! 1. **Durable ingest over HTTP**: a receiver on 127.0.0.1 with a SQLite file in a temporary
+//!    directory, and `--clients` concurrent senders (keep-alive connections) POSTing distinct
+//!    valid reports as fast as they are answered. A 2xx is only sent once the report is
+//!    committed (`synchronous=FULL`), so reports/s here are durable reports per second.
+//! 2. **Overview latency for a year of a large fleet**: a fresh SQLite database loaded
+//!    directly (not over HTTP) with what a year of `--clusters` clusters × 2 instances at a
+//!    4 h interval leaves behind: the cluster table, an instance table with a restart (new
+//!    instance id) every 30 days, one `cluster_days` row per cluster per day, the `days`
+//!    rollup, and one day of raw reports (the rest of the year's raw reports would be past
+//!    retention). Then `GET /api/overview?days=365` and the page, median of `--runs`.
+//!
+//! Release build only; prints Markdown.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use checkpoint::{ServerConfig, Store};
+use serde_json::{json, Value};
+use sqlx::Row;
+
+const SEED: &str = include_str!("../../../tests/fixtures/seed_report.json");
+
+struct Args {
+    reports: usize,
+    clients: usize,
+    clusters: usize,
+    days: u32,
+    runs: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        reports: 6000,
+        clients: 32,
+        clusters: 10_000,
+        days: 365,
+        runs: 7,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    for pair in argv.chunks(2) {
+        let value = pair.get(1).and_then(|v| v.parse().ok());
+        match (pair[0].as_str(), value) {
+            ("--reports", Some(v)) => a.reports = v,
+            ("--clients", Some(v)) => a.clients = v,
+            ("--clusters", Some(v)) => a.clusters = v,
+            ("--days", Some(v)) => a.days = v as u32,
+            ("--runs", Some(v)) => a.runs = v,
+            _ => {
+                eprintln!("usage: checkpoint-bench [--reports N] [--clients N] [--clusters N] [--days N] [--runs N]");
+                std::process::exit(2);
+            }
+        }
+    }
+    a
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let a = args();
+    if cfg!(debug_assertions) {
+        eprintln!("note: a debug build; run `make bench-checkpoint` (release) for real figures");
+    }
+    actix_rt::System::new().block_on(async move {
+        println!(
+            "Machine: {} cores; {} {}; {} build.\n",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+        );
+        ingest(&a).await;
+        overview(&a).await;
+    });
+}
+
+fn report(i: usize, clusters: usize) -> Value {
+    let mut v: Value = serde_json::from_str(SEED).unwrap();
+    let c = i % clusters;
+    v["report_id"] = json!(uuid::Uuid::new_v4().to_string());
+    v["data"]["environment"]["electric_cluster_uuid"] =
+        json!(format!("{:08x}-0000-4000-8000-{:012x}", c, c));
+    v["data"]["environment"]["electric_instance_id"] = json!(format!("i{}-{}", c, i % 2));
+    v["data"]["usage"]["operations_from_pg"] = json!(i);
+    v
+}
+
+async fn ingest(a: &Args) {
+    let dir = tempfile_dir();
+    let db = format!("{dir}/ingest.db");
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), &db);
+    config.cluster_burst = 1_000_000;
+    let running = checkpoint::start(config)
+        .await
+        .expect("the receiver starts");
+    let addr = running.addr();
+    let bodies: Rc<Vec<Vec<u8>>> = Rc::new(
+        (0..a.reports)
+            .map(|i| serde_json::to_vec(&report(i, 10_000)).unwrap())
+            .collect(),
+    );
+    let next = Rc::new(Cell::new(0usize));
+    let started = Instant::now();
+    let lanes: Vec<_> = (0..a.clients)
+        .map(|_| {
+            let (bodies, next) = (bodies.clone(), next.clone());
+            actix_rt::spawn(async move {
+                let http = awc::Client::builder()
+                    .timeout(Duration::from_secs(60))
+                    .finish();
+                let mut latencies = Vec::new();
+                let mut ok = 0usize;
+                loop {
+                    let i = next.get();
+                    if i >= bodies.len() {
+                        return (ok, latencies);
+                    }
+                    next.set(i + 1);
+                    let t = Instant::now();
+                    let res = http
+                        .post(format!("http://{addr}/"))
+                        .insert_header(("content-type", "application/json"))
+                        .send_body(bodies[i].clone())
+                        .await;
+                    latencies.push(t.elapsed());
+                    if res.is_ok_and(|r| r.status().as_u16() == 201) {
+                        ok += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut latencies = Vec::new();
+    for l in lanes {
+        let (n, mut lat) = l.await.unwrap();
+        ok += n;
+        latencies.append(&mut lat);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let stored = running.store().raw_count().await.unwrap();
+    running.stop().await;
+    let p = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    println!("### Durable ingest over HTTP (SQLite)\n");
+    println!("| figure | value |\n|---|---|");
+    println!("| reports sent | {} |", a.reports);
+    println!(
+        "| concurrent senders (keep-alive, one request in flight each) | {} |",
+        a.clients
+    );
+    println!("| answered 201 (each one committed before the answer) | {ok} |");
+    println!("| stored afterwards | {stored} |");
+    println!("| wall time | {:.2} s |", elapsed.as_secs_f64());
+    println!(
+        "| **durable reports per second** | **{:.0}** (floor 500) |",
+        ok as f64 / elapsed.as_secs_f64()
+    );
+    println!("| latency p50 / p99 | {} / {} |", ms(p(0.5)), ms(p(0.99)));
+    println!();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> String {
+    let dir = std::env::temp_dir().join(format!("checkpoint-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.display().to_string()
+}
+
+async fn overview(a: &Args) {
+    let dir = tempfile_dir();
+    let db = format!("{dir}/year.db");
+    let store = Store::open(&db, 4).await.expect("the database opens");
+    let until = chrono::Utc::now().date_naive();
+    let first = until - chrono::Days::new(u64::from(a.days) - 1);
+    let clusters = a.clusters;
+    let days = a.days;
+    let load = Instant::now();
+    let loaded = store
+        .run(move |s| async move { load_year(s, clusters, days, first).await })
+        .await
+        .expect("the data set loads");
+    let load_time = load.elapsed();
+    let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+    drop(store);
+
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), &db);
+    config.retention = Duration::from_secs(365 * 86_400 * 10);
+    let running = checkpoint::start(config)
+        .await
+        .expect("the receiver starts");
+    let http = awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish();
+    let timed = |path: String| {
+        let http = http.clone();
+        async move {
+            let mut runs = Vec::new();
+            let mut bytes = 0;
+            for _ in 0..a.runs + 1 {
+                let t = Instant::now();
+                let mut res = http.get(&path).send().await.expect("GET");
+                let body = res.body().limit(64 << 20).await.expect("a body");
+                runs.push(t.elapsed());
+                bytes = body.len();
+                assert!(res.status().is_success(), "{path}: {}", res.status());
+            }
+            runs.remove(0); // the first warms the caches
+            (median(runs.clone()), *runs.iter().max().unwrap(), bytes)
+        }
+    };
+    let addr = running.addr();
+    let (json_med, json_max, json_bytes) =
+        timed(format!("http://{addr}/api/overview?days={days}")).await;
+    let (page_med, page_max, page_bytes) = timed(format!("http://{addr}/?days={days}")).await;
+    let (month_med, _, _) = timed(format!("http://{addr}/api/overview?days=30")).await;
+    let check = running.store().overview(days, until).await.unwrap();
+    running.stop().await;
+    if let Ok(keep) = std::env::var("CHECKPOINT_BENCH_KEEP") {
+        // For looking at the query plans afterwards.
+        let _ = std::fs::copy(&db, &keep);
+    }
+    println!("### Overview for a year of a fleet (SQLite)\n");
+    println!("| figure | value |\n|---|---|");
+    println!("| loaded directly | {loaded} |");
+    println!(
+        "| load time / database size | {:.1} s / {:.0} MB |",
+        load_time.as_secs_f64(),
+        size as f64 / 1e6
+    );
+    println!(
+        "| overview reports {} applications, {} instances, {} reports | |",
+        check.applications, check.instances, check.completeness.reports
+    );
+    println!("| **`GET /api/overview?days={days}`, median of {}** | **{}** (max {}, {} kB; floor 200 ms) |", a.runs, ms(json_med), ms(json_max), json_bytes / 1000);
+    println!(
+        "| `GET /?days={days}` (the page), median | {} (max {}, {} kB) |",
+        ms(page_med),
+        ms(page_max),
+        page_bytes / 1000
+    );
+    println!(
+        "| `GET /api/overview?days=30`, median | {} |",
+        ms(month_med)
+    );
+    println!();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Loads the year directly; returns what was loaded, in words.
+async fn load_year(
+    s: Store,
+    clusters: usize,
+    days: u32,
+    first: chrono::NaiveDate,
+) -> Result<String, checkpoint::store::StoreError> {
+    let pool = s.pool();
+    let day = |i: u32| {
+        (first + chrono::Days::new(u64::from(i)))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let last = day(days - 1);
+    let versions = ["1.0.0", "1.1.0", "1.2.3", "2.0.0"];
+    let pgs = ["14.9", "15.4", "16.1", "17.0"];
+    let mut tx = pool.begin().await?;
+    for chunk in (0..clusters).collect::<Vec<_>>().chunks(500) {
+        let mut q = String::from("INSERT INTO clusters (cluster_uuid, first_day, last_day, latest_ts, electric_version, pg_version, os_family, os_name, arch, reports) VALUES ");
+        for (n, c) in chunk.iter().enumerate() {
+            if n > 0 {
+                q.push(',');
+            }
+            // A tenth of the fleet arrived during the year.
+            let joined = if c % 10 == 0 {
+                day((*c as u32 / 10) % days)
+            } else {
+                day(0)
+            };
+            q.push_str(&format!(
+                "('{:08x}-0000-4000-8000-{:012x}', '{joined}', '{last}', 0, '{}', '{}', 'unix', 'linux', 'x86_64-unknown-linux-gnu', {})",
+                c, c, versions[c % 4], pgs[c % 3], days * 12
+            ));
+        }
+        sqlx::query(&q).execute(&mut *tx).await?;
+    }
+    // Two instances per cluster, each restarting (a new id) every 30 days.
+    let generations = days.div_ceil(30);
+    let mut instances = 0;
+    for c in 0..clusters {
+        let mut q = String::from("INSERT INTO instances (cluster_uuid, instance_id, first_day, last_day, last_ts, reports, missed_windows) VALUES ");
+        let mut n = 0;
+        for slot in 0..2 {
+            for g in 0..generations {
+                let (f, l) = (g * 30, ((g + 1) * 30 - 1).min(days - 1));
+                if n > 0 {
+                    q.push(',');
+                }
+                n += 1;
+                q.push_str(&format!(
+                    "('{:08x}-0000-4000-8000-{:012x}', 'i-{slot}-{g}', '{}', '{}', 0, 180, 0)",
+                    c,
+                    c,
+                    day(f),
+                    day(l)
+                ));
+            }
+        }
+        instances += n;
+        sqlx::query(&q).execute(&mut *tx).await?;
+    }
+    sqlx::query("CREATE TABLE bench_days (d BIGINT, day TEXT)")
+        .execute(&mut *tx)
+        .await?;
+    for i in 0..days {
+        sqlx::query("INSERT INTO bench_days (d, day) VALUES ($1, $2)")
+            .bind(i64::from(i))
+            .bind(day(i))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let counters = checkpoint::COUNTERS.join(", ");
+    let values = checkpoint::COUNTERS
+        .iter()
+        .enumerate()
+        .map(|(k, _)| format!("(d.d * {} + {k}) % 100000", k + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::query(&format!(
+        "INSERT INTO cluster_days (cluster_uuid, day, reports, instances, {counters}) \
+         SELECT c.cluster_uuid, d.day, 12, 2, {values} FROM clusters c CROSS JOIN bench_days d \
+         WHERE d.day >= c.first_day"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let sums = checkpoint::COUNTERS
+        .iter()
+        .map(|c| format!("SUM({c})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::query(&format!(
+        "INSERT INTO days (day, reports, clusters, instances, {counters}) \
+         SELECT day, SUM(reports), COUNT(*), SUM(instances), {sums} FROM cluster_days GROUP BY day"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DROP TABLE bench_days")
+        .execute(&mut *tx)
+        .await?;
+    // One day of raw reports (12 per cluster), the seed's body each.
+    let raw = clusters * 12;
+    sqlx::query(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
+         INSERT INTO reports (report_id, received_at, day, cluster_uuid, instance_id, report_version, body) \
+         SELECT 'raw-' || CAST(i AS TEXT), {}, '{last}', 'c', 'i', 1, $1 FROM n",
+        raw - 1,
+        chrono::Utc::now().timestamp()
+    ))
+    .bind(SEED)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let rows: i64 = sqlx::query("SELECT COUNT(*) FROM cluster_days")
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
+    Ok(format!(
+        "{clusters} clusters, {instances} instances (2 per cluster, a new id every 30 days), \
+         {rows} cluster-day rows, {days} day rows, {raw} raw reports (one day)"
+    ))
+}

@@ -1,0 +1,757 @@
+//! Durable storage of reports and their rollups, in SQLite or Postgres through one code path.
+//!
+//! **Why sqlx's `Any` driver**: one pool type and one set of queries for both databases, chosen
+//! at run time from `--db`. The SQL is the subset both dialects share: `$N` placeholders
+//! (SQLite reads `$1` as parameter 1), `INSERT … ON CONFLICT … DO UPDATE`, `RETURNING`, `CASE`,
+//! `BIGINT`/`TEXT`. The price is that values travel as a few types (`i64`, `f64`, text) and
+//! queries are not checked at compile time; the tests run every query against both databases
+//! instead. The only dialect switch is the Postgres advisory lock around migrations, so that
+//! several receivers starting at once on one database apply them once.
+//!
+//! **What is stored** (see the migration below):
+//! - `reports`: every accepted report's raw JSON, keyed by `report_id` (which is how duplicates
+//!   are refused), kept for the retention period (30 days by default) from its receipt;
+//! - `clusters`: one row per `electric_cluster_uuid`: first and last day seen and the latest
+//!   reported attributes (versions, OS, arch), kept for good;
+//! - `instances`: one row per (cluster, instance): first and last day seen, the previous
+//!   report's `timestamp` (to detect missed windows), kept for good;
+//! - `cluster_days`: per cluster per day, the summed counters and completeness figures;
+//! - `days`: the same summed over all clusters, plus active, new and duplicate counts.
+//!
+//! The overview reads `clusters`, `instances` and `days` only: its cost grows with the number
+//! of clusters, instances and days, never with the number of raw reports.
+//!
+//! **Durability**: a report's raw row and every rollup change are one transaction; the caller
+//! hears "stored" only after it committed (SQLite in WAL mode with `synchronous=FULL`).
+//! Reports are written by one writer task in batches (group commit): everything waiting when a
+//! transaction starts goes into it, so a burst costs one fsync, not one per report.
+//!
+//! **Counts** are BIGINT: a count above 2^63-1 (the reporter's saturate at 2^64-1) is stored
+//! as 2^63-1, and sums saturate there rather than failing.
+//!
+//! All database work runs on a small tokio runtime owned by the store, so connections never
+//! depend on which actix worker happened to open them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::overview::{Bucket, Completeness, Day, Overview, Share};
+use crate::validate::{Accepted, COUNTERS};
+
+/// Rolled-up figures besides the usage counters, in column order after them.
+const EXTRA: [&str; 5] = [
+    "dropped_events",
+    "dropped_reports",
+    "missed_windows",
+    "recovered",
+    "after_unclean_stop",
+];
+
+/// The largest BIGINT; sums stop there.
+const MAX: &str = "9223372036854775807";
+
+/// A store error. Its text never holds the database URL.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Which database `--db` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Turns `--db` into a connection URL: `postgres://…`/`postgresql://…` and `sqlite:…` are used
+/// as given; anything else is a SQLite file path, created if missing.
+pub fn db_url(db: &str) -> (Backend, String) {
+    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        (Backend::Postgres, db.to_owned())
+    } else if db.starts_with("sqlite:") {
+        (Backend::Sqlite, db.to_owned())
+    } else {
+        (Backend::Sqlite, format!("sqlite://{db}?mode=rwc"))
+    }
+}
+
+/// `--db` for logs: a Postgres URL without its password and query.
+pub fn redacted(db: &str) -> String {
+    match db.split_once("://") {
+        Some((scheme, rest)) if scheme.starts_with("postgres") => {
+            let rest = rest.split('?').next().unwrap_or_default();
+            let host = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+            format!("{scheme}://…@{host}")
+        }
+        _ => db.to_owned(),
+    }
+}
+
+/// Owns the runtime the database work runs on; shut down without blocking, so a store may be
+/// dropped inside async code.
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A handle on the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    sql: Arc<Sql>,
+    rt: Arc<Runtime>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+/// What happened to one submitted report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Committed now.
+    Stored,
+    /// A report with this `report_id` was already stored; nothing was stored now.
+    Duplicate,
+}
+
+/// One report waiting for the writer, and where to tell the outcome.
+pub struct Submission {
+    pub report: Accepted,
+    pub reply: oneshot::Sender<Result<Outcome, String>>,
+}
+
+/// The queries, built once from [`COUNTERS`].
+struct Sql {
+    insert_report: String,
+    upsert_cluster: String,
+    upsert_instance: String,
+    upsert_cluster_day: String,
+    upsert_day: String,
+    duplicate_day: String,
+    select_days: String,
+}
+
+fn sat(table: &str, col: &str) -> String {
+    format!(
+        "{col} = CASE WHEN {table}.{col} > {MAX} - excluded.{col} THEN {MAX} \
+         ELSE {table}.{col} + excluded.{col} END"
+    )
+}
+
+fn latest(col: &str) -> String {
+    format!(
+        "{col} = CASE WHEN excluded.latest_ts >= clusters.latest_ts THEN excluded.{col} \
+         ELSE clusters.{col} END"
+    )
+}
+
+impl Sql {
+    fn new() -> Self {
+        let rolled: Vec<&str> = COUNTERS.iter().chain(EXTRA.iter()).copied().collect();
+        let cols = rolled.join(", ");
+        let n = rolled.len();
+        let params = |from: usize| {
+            (from..from + n)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let sats = |table: &str| {
+            rolled
+                .iter()
+                .map(|c| sat(table, c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Sql {
+            insert_report: "INSERT INTO reports (report_id, received_at, day, cluster_uuid, \
+                 instance_id, report_version, body) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (report_id) DO NOTHING RETURNING report_id"
+                .to_owned(),
+            upsert_cluster: format!(
+                "INSERT INTO clusters (cluster_uuid, first_day, last_day, latest_ts, \
+                 electric_version, pg_version, os_family, os_name, arch, reports) \
+                 VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, 1) \
+                 ON CONFLICT (cluster_uuid) DO UPDATE SET \
+                 first_day = CASE WHEN excluded.first_day < clusters.first_day \
+                   THEN excluded.first_day ELSE clusters.first_day END, \
+                 last_day = CASE WHEN excluded.last_day > clusters.last_day \
+                   THEN excluded.last_day ELSE clusters.last_day END, \
+                 {}, {}, {}, {}, \
+                 pg_version = CASE WHEN excluded.latest_ts >= clusters.latest_ts \
+                   THEN COALESCE(excluded.pg_version, clusters.pg_version) \
+                   ELSE COALESCE(clusters.pg_version, excluded.pg_version) END, \
+                 latest_ts = CASE WHEN excluded.latest_ts >= clusters.latest_ts \
+                   THEN excluded.latest_ts ELSE clusters.latest_ts END, \
+                 reports = clusters.reports + 1 \
+                 RETURNING reports",
+                latest("electric_version"),
+                latest("os_family"),
+                latest("os_name"),
+                latest("arch"),
+            ),
+            // The SET expressions read the row as it was, so prev_* return the previous
+            // report's values: one statement, atomic under concurrent receivers.
+            upsert_instance: "INSERT INTO instances (cluster_uuid, instance_id, first_day, \
+                 last_day, last_ts, prev_ts, prev_day, reports, missed_windows) \
+                 VALUES ($1, $2, $3, $3, $4, NULL, NULL, 1, 0) \
+                 ON CONFLICT (cluster_uuid, instance_id) DO UPDATE SET \
+                 prev_ts = instances.last_ts, prev_day = instances.last_day, \
+                 last_ts = excluded.last_ts, \
+                 first_day = CASE WHEN excluded.first_day < instances.first_day \
+                   THEN excluded.first_day ELSE instances.first_day END, \
+                 last_day = CASE WHEN excluded.last_day > instances.last_day \
+                   THEN excluded.last_day ELSE instances.last_day END, \
+                 reports = instances.reports + 1, \
+                 missed_windows = instances.missed_windows + \
+                   CASE WHEN instances.last_ts <> $5 THEN 1 ELSE 0 END \
+                 RETURNING reports, prev_ts, prev_day"
+                .to_owned(),
+            upsert_cluster_day: format!(
+                "INSERT INTO cluster_days (cluster_uuid, day, reports, instances, {cols}) \
+                 VALUES ($1, $2, 1, $3, {}) \
+                 ON CONFLICT (cluster_uuid, day) DO UPDATE SET \
+                 reports = cluster_days.reports + 1, \
+                 instances = cluster_days.instances + excluded.instances, {} \
+                 RETURNING reports",
+                params(4),
+                sats("cluster_days"),
+            ),
+            upsert_day: format!(
+                "INSERT INTO days (day, reports, clusters, instances, new_clusters, {cols}) \
+                 VALUES ($1, 1, $2, $3, $4, {}) \
+                 ON CONFLICT (day) DO UPDATE SET \
+                 reports = days.reports + 1, \
+                 clusters = days.clusters + excluded.clusters, \
+                 instances = days.instances + excluded.instances, \
+                 new_clusters = days.new_clusters + excluded.new_clusters, {}",
+                params(5),
+                sats("days"),
+            ),
+            duplicate_day: "INSERT INTO days (day, duplicates) VALUES ($1, 1) \
+                 ON CONFLICT (day) DO UPDATE SET duplicates = days.duplicates + 1"
+                .to_owned(),
+            select_days: format!(
+                "SELECT day, reports, clusters, instances, new_clusters, duplicates, {cols} \
+                 FROM days WHERE day >= $1 AND day <= $2 ORDER BY day"
+            ),
+        }
+    }
+}
+
+/// The schema, as numbered migrations. Each runs once, in a transaction, in order.
+fn migrations() -> Vec<(i64, Vec<String>)> {
+    let rolled: Vec<&str> = COUNTERS.iter().chain(EXTRA.iter()).copied().collect();
+    let cols = rolled
+        .iter()
+        .map(|c| format!("{c} BIGINT NOT NULL DEFAULT 0"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![(
+        1,
+        vec![
+            "CREATE TABLE reports (report_id TEXT PRIMARY KEY, received_at BIGINT NOT NULL, \
+             day TEXT NOT NULL, cluster_uuid TEXT NOT NULL, instance_id TEXT NOT NULL, \
+             report_version BIGINT NOT NULL, body TEXT NOT NULL)"
+                .to_owned(),
+            "CREATE INDEX reports_received_at ON reports (received_at)".to_owned(),
+            "CREATE TABLE clusters (cluster_uuid TEXT PRIMARY KEY, first_day TEXT NOT NULL, \
+             last_day TEXT NOT NULL, latest_ts BIGINT NOT NULL, electric_version TEXT NOT NULL, \
+             pg_version TEXT, os_family TEXT NOT NULL, os_name TEXT NOT NULL, \
+             arch TEXT NOT NULL, reports BIGINT NOT NULL)"
+                .to_owned(),
+            "CREATE INDEX clusters_last_day ON clusters (last_day)".to_owned(),
+            "CREATE TABLE instances (cluster_uuid TEXT NOT NULL, instance_id TEXT NOT NULL, \
+             first_day TEXT NOT NULL, last_day TEXT NOT NULL, last_ts BIGINT NOT NULL, \
+             prev_ts BIGINT, prev_day TEXT, reports BIGINT NOT NULL, \
+             missed_windows BIGINT NOT NULL, PRIMARY KEY (cluster_uuid, instance_id))"
+                .to_owned(),
+            // Covers the overview's instances query: one index scan, no table lookups.
+            "CREATE INDEX instances_span ON instances (cluster_uuid, last_day, first_day)"
+                .to_owned(),
+            format!(
+                "CREATE TABLE cluster_days (cluster_uuid TEXT NOT NULL, day TEXT NOT NULL, \
+                 reports BIGINT NOT NULL DEFAULT 0, instances BIGINT NOT NULL DEFAULT 0, \
+                 {cols}, PRIMARY KEY (cluster_uuid, day))"
+            ),
+            format!(
+                "CREATE TABLE days (day TEXT PRIMARY KEY, reports BIGINT NOT NULL DEFAULT 0, \
+                 clusters BIGINT NOT NULL DEFAULT 0, instances BIGINT NOT NULL DEFAULT 0, \
+                 new_clusters BIGINT NOT NULL DEFAULT 0, duplicates BIGINT NOT NULL DEFAULT 0, \
+                 {cols})"
+            ),
+        ],
+    )]
+}
+
+impl Store {
+    /// Connects to `--db` (see [`db_url`]) and applies the migrations it lacks.
+    pub async fn open(db: &str, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("checkpoint-db")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Other(format!("cannot start the database runtime: {e}")))?;
+        let rt = Arc::new(Runtime(Some(rt)));
+        let (backend, url) = db_url(db);
+        let handle =
+            rt.0.as_ref()
+                .expect("runtime is set until drop")
+                .handle()
+                .clone();
+        let pool = handle
+            .spawn(async move {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(max_connections.max(1))
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(move |conn, _| {
+                        Box::pin(async move {
+                            if backend == Backend::Sqlite {
+                                // WAL: readers never block the writer; FULL: a commit is on
+                                // disk before it returns, which is what a 2xx promises.
+                                conn.execute("PRAGMA journal_mode = WAL").await?;
+                                conn.execute("PRAGMA synchronous = FULL").await?;
+                                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?;
+                migrate(&pool, backend).await?;
+                Ok::<_, StoreError>(pool)
+            })
+            .await
+            .map_err(|e| StoreError::Other(format!("database task failed: {e}")))??;
+        Ok(Store {
+            pool,
+            backend,
+            sql: Arc::new(Sql::new()),
+            rt,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool, for tools (the bench loads data sets through it).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Runs `f` on the store's runtime.
+    pub async fn run<F, Fut, T>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Store) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let handle = self
+            .rt
+            .0
+            .as_ref()
+            .expect("runtime is set until drop")
+            .handle();
+        handle
+            .spawn(f(self.clone()))
+            .await
+            .map_err(|e| StoreError::Other(format!("database task failed: {e}")))?
+    }
+
+    /// Starts the writer: reports sent to the returned queue are committed in batches. The
+    /// task ends once every sender is dropped and the queue is drained, so awaiting the
+    /// returned handle after the server stopped means every queued report was committed.
+    pub fn start_writer(
+        &self,
+        capacity: usize,
+    ) -> (mpsc::Sender<Submission>, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<Submission>(capacity.max(1));
+        let store = self.clone();
+        let handle = self
+            .rt
+            .0
+            .as_ref()
+            .expect("runtime is set until drop")
+            .handle();
+        let task = handle.spawn(async move {
+            const BATCH: usize = 512;
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                let reports: Vec<&Accepted> = batch.iter().map(|s| &s.report).collect();
+                let result = store.ingest_batch(&reports, Utc::now().timestamp()).await;
+                match result {
+                    Ok(outcomes) => {
+                        for (s, o) in batch.drain(..).zip(outcomes) {
+                            let _ = s.reply.send(Ok(o));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, reports = batch.len(), "could not store a batch of reports; answering 503");
+                        for s in batch.drain(..) {
+                            let _ = s.reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+            tracing::info!("report writer drained and stopped");
+        });
+        (tx, task)
+    }
+
+    /// Stores reports in one transaction; outcomes in the same order. Public for tools.
+    pub async fn ingest_batch(
+        &self,
+        reports: &[&Accepted],
+        received_at: i64,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(reports.len());
+        let sql = &self.sql;
+        for r in reports {
+            let inserted = sqlx::query(&sql.insert_report)
+                .bind(&r.report_id)
+                .bind(received_at)
+                .bind(&r.day)
+                .bind(&r.cluster_uuid)
+                .bind(&r.instance_id)
+                .bind(r.report_version)
+                .bind(&r.body)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if inserted.is_none() {
+                sqlx::query(&sql.duplicate_day)
+                    .bind(&r.day)
+                    .execute(&mut *tx)
+                    .await?;
+                outcomes.push(Outcome::Duplicate);
+                continue;
+            }
+            let cluster_reports: i64 = sqlx::query(&sql.upsert_cluster)
+                .bind(&r.cluster_uuid)
+                .bind(&r.day)
+                .bind(r.timestamp_us)
+                .bind(&r.electric_version)
+                .bind(r.pg_version.clone())
+                .bind(&r.os_family)
+                .bind(&r.os_name)
+                .bind(&r.arch)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            let row = sqlx::query(&sql.upsert_instance)
+                .bind(&r.cluster_uuid)
+                .bind(&r.instance_id)
+                .bind(&r.day)
+                .bind(r.timestamp_us)
+                .bind(r.last_reported_us)
+                .fetch_one(&mut *tx)
+                .await?;
+            let instance_reports: i64 = row.try_get(0)?;
+            let prev_ts: Option<i64> = row.try_get(1)?;
+            let prev_day: Option<String> = row.try_get(2)?;
+            let missed = instance_reports > 1 && prev_ts != Some(r.last_reported_us);
+            // First report of this instance on this day (reports of one instance arrive in
+            // order: the outbox sends them oldest first).
+            let instance_new_today = match prev_day {
+                None => true,
+                Some(d) => d < r.day,
+            };
+            let extra = [
+                r.dropped_events,
+                r.dropped_reports,
+                missed as i64,
+                r.recovered as i64,
+                r.after_unclean_stop as i64,
+            ];
+            let mut q = sqlx::query(&sql.upsert_cluster_day)
+                .bind(&r.cluster_uuid)
+                .bind(&r.day)
+                .bind(instance_new_today as i64);
+            for v in r.counters.iter().chain(extra.iter()) {
+                q = q.bind(*v);
+            }
+            let cluster_day_reports: i64 = q.fetch_one(&mut *tx).await?.try_get(0)?;
+            let mut q = sqlx::query(&sql.upsert_day)
+                .bind(&r.day)
+                .bind((cluster_day_reports == 1) as i64)
+                .bind(instance_new_today as i64)
+                .bind((cluster_reports == 1) as i64);
+            for v in r.counters.iter().chain(extra.iter()) {
+                q = q.bind(*v);
+            }
+            q.execute(&mut *tx).await?;
+            outcomes.push(Outcome::Stored);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Deletes raw reports received before `before` (unix seconds), in chunks so that a large
+    /// deletion never holds the write lock for long. Rollups are kept. Returns how many.
+    pub async fn prune(&self, before: i64) -> Result<u64, StoreError> {
+        self.run(move |s| async move {
+            let mut total = 0;
+            loop {
+                let done = sqlx::query(
+                    "DELETE FROM reports WHERE report_id IN \
+                     (SELECT report_id FROM reports WHERE received_at < $1 LIMIT 5000)",
+                )
+                .bind(before)
+                .execute(&s.pool)
+                .await?
+                .rows_affected();
+                total += done;
+                if done == 0 {
+                    return Ok(total);
+                }
+            }
+        })
+        .await
+    }
+
+    /// How many raw reports are stored.
+    pub async fn raw_count(&self) -> Result<u64, StoreError> {
+        self.run(|s| async move {
+            let n: i64 = sqlx::query("SELECT COUNT(*) FROM reports")
+                .fetch_one(&s.pool)
+                .await?
+                .try_get(0)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    /// The raw body stored for `report_id`, if any.
+    pub async fn raw_body(&self, report_id: &str) -> Result<Option<String>, StoreError> {
+        let id = report_id.to_ascii_lowercase();
+        self.run(move |s| async move {
+            let row = sqlx::query("SELECT body FROM reports WHERE report_id = $1")
+                .bind(id)
+                .fetch_optional(&s.pool)
+                .await?;
+            Ok(match row {
+                Some(r) => Some(r.try_get(0)?),
+                None => None,
+            })
+        })
+        .await
+    }
+
+    /// The answers for the `days` days ending with `until` (inclusive, UTC).
+    pub async fn overview(&self, days: u32, until: NaiveDate) -> Result<Overview, StoreError> {
+        let days = days.max(1);
+        self.run(move |s| async move { s.overview_now(days, until).await })
+            .await
+    }
+
+    async fn overview_now(&self, days: u32, until: NaiveDate) -> Result<Overview, StoreError> {
+        let from = until - chrono::Days::new(u64::from(days) - 1);
+        let (from_s, until_s) = (day_text(from), day_text(until));
+        let pool = &self.pool;
+        // A cluster (instance) is active in the window when its first reported day is not
+        // after the window and its last is not before it.
+        let active = "last_day >= $1 AND first_day <= $2";
+        let count = |sql: String| {
+            let (f, u) = (from_s.clone(), until_s.clone());
+            async move {
+                let n: i64 = sqlx::query(&sql)
+                    .bind(f)
+                    .bind(u)
+                    .fetch_one(pool)
+                    .await?
+                    .try_get(0)?;
+                Ok::<u64, StoreError>(n as u64)
+            }
+        };
+        let applications = count(format!("SELECT COUNT(*) FROM clusters WHERE {active}")).await?;
+        let new_applications = count(format!(
+            "SELECT COUNT(*) FROM clusters WHERE {active} AND first_day >= $1"
+        ))
+        .await?;
+        let shares = |expr: &'static str| {
+            let (f, u) = (from_s.clone(), until_s.clone());
+            async move {
+                let rows = sqlx::query(&format!(
+                    "SELECT {expr} AS v, COUNT(*) AS n FROM clusters WHERE {active} \
+                     GROUP BY {expr}"
+                ))
+                .bind(f)
+                .bind(u)
+                .fetch_all(pool)
+                .await?;
+                let mut shares = rows
+                    .iter()
+                    .map(|r| {
+                        let value: Option<String> = r.try_get(0)?;
+                        let n: i64 = r.try_get(1)?;
+                        Ok(Share {
+                            value: value.unwrap_or_else(|| "(unknown)".to_owned()),
+                            applications: n as u64,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                // Ordered here, not by the database's collation, so both databases agree.
+                shares.sort_by(|a, b| {
+                    b.applications
+                        .cmp(&a.applications)
+                        .then_with(|| a.value.cmp(&b.value))
+                });
+                Ok::<_, StoreError>(shares)
+            }
+        };
+        let by_electric_version = shares("electric_version").await?;
+        let by_pg_version = shares("pg_version").await?;
+        let by_os = shares("os_family || '/' || os_name").await?;
+        let by_arch = shares("arch").await?;
+        let rows = sqlx::query(&format!(
+            "SELECT n, COUNT(*) FROM (SELECT cluster_uuid, COUNT(*) AS n FROM instances \
+             WHERE {active} GROUP BY cluster_uuid) per_cluster GROUP BY n ORDER BY n"
+        ))
+        .bind(&from_s)
+        .bind(&until_s)
+        .fetch_all(pool)
+        .await?;
+        let mut instances = 0u64;
+        let mut instances_per_application = Vec::new();
+        for r in &rows {
+            let n: i64 = r.try_get(0)?;
+            let c: i64 = r.try_get(1)?;
+            instances += (n as u64) * (c as u64);
+            instances_per_application.push(Bucket {
+                instances: n as u64,
+                applications: c as u64,
+            });
+        }
+        let rows = sqlx::query(&self.sql.select_days)
+            .bind(&from_s)
+            .bind(&until_s)
+            .fetch_all(pool)
+            .await?;
+        let mut stored: BTreeMap<String, Day> = BTreeMap::new();
+        for r in &rows {
+            let d = day_row(r)?;
+            stored.insert(d.day.clone(), d);
+        }
+        let mut per_day = Vec::with_capacity(days as usize);
+        let mut totals = Day::empty(String::new()).totals;
+        let mut completeness = Completeness::default();
+        for i in 0..u64::from(days) {
+            let day = day_text(from + chrono::Days::new(i));
+            let d = stored.remove(&day).unwrap_or_else(|| Day::empty(day));
+            for (k, v) in &d.totals {
+                let t = totals.entry(k.clone()).or_insert(0);
+                *t = t.saturating_add(*v);
+            }
+            completeness.add(&d.completeness);
+            per_day.push(d);
+        }
+        Ok(Overview {
+            days,
+            from: from_s,
+            until: until_s,
+            applications,
+            instances,
+            new_applications,
+            returning_applications: applications.saturating_sub(new_applications),
+            instances_per_application,
+            by_electric_version,
+            by_pg_version,
+            by_os,
+            by_arch,
+            totals,
+            completeness,
+            per_day,
+            notes: crate::overview::notes(),
+        })
+    }
+}
+
+fn day_text(d: NaiveDate) -> String {
+    d.format("%Y-%m-%d").to_string()
+}
+
+fn day_row(r: &AnyRow) -> Result<Day, StoreError> {
+    let get = |i: usize| -> Result<u64, StoreError> { Ok(r.try_get::<i64, _>(i)?.max(0) as u64) };
+    let mut d = Day::empty(r.try_get(0)?);
+    d.reports = get(1)?;
+    d.applications = get(2)?;
+    d.instances = get(3)?;
+    d.new_applications = get(4)?;
+    d.completeness.duplicates_refused = get(5)?;
+    for (i, name) in COUNTERS.iter().enumerate() {
+        d.totals.insert((*name).to_owned(), get(6 + i)?);
+    }
+    let at = 6 + COUNTERS.len();
+    d.completeness.reports = d.reports;
+    d.completeness.dropped_events = get(at)?;
+    d.completeness.dropped_reports = get(at + 1)?;
+    d.completeness.missed_windows = get(at + 2)?;
+    d.completeness.recovered = get(at + 3)?;
+    d.completeness.after_unclean_stop = get(at + 4)?;
+    Ok(d)
+}
+
+async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    if backend == Backend::Postgres {
+        // Receivers starting together on one database apply the migrations once.
+        conn.execute("SELECT pg_advisory_lock(4318011)").await?;
+    }
+    let result = async {
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS checkpoint_migrations \
+             (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .await?;
+        let current: Option<i64> = sqlx::query("SELECT MAX(version) FROM checkpoint_migrations")
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        let current = current.unwrap_or(0);
+        for (version, statements) in migrations() {
+            if version <= current {
+                continue;
+            }
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            for s in statements {
+                tx.execute(s.as_str()).await?;
+            }
+            sqlx::query("INSERT INTO checkpoint_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(Utc::now().timestamp())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "applied a database migration");
+        }
+        Ok::<_, StoreError>(())
+    }
+    .await;
+    if backend == Backend::Postgres {
+        conn.execute("SELECT pg_advisory_unlock(4318011)").await?;
+    }
+    result
+}

@@ -1,0 +1,260 @@
+//! Drift between the two halves, from the receiver's side.
+//!
+//! - Every report the schema accepts is stored: mutated valid reports (extreme counts, floats
+//!   that are integers, odd but valid ids and versions, times in other offsets, nulls where
+//!   allowed) are checked against `REPORT_SCHEMA` here, independently of the receiver, and each
+//!   one the schema accepts must get 201 and be stored byte for byte.
+//! - The receiver's list of counters is the schema's: a usage counter added to the payload
+//!   fails here until the receiver sums it.
+//! - A report type that changes without the schema (a field the schema does not know) is
+//!   refused with 400 naming the field, which makes the real-pipeline test in `pipeline.rs`
+//!   fail; the library's own `tests/schema.rs` checks the types against the schema directly
+//!   (both directions), so together the payload cannot drift from what the receiver accepts.
+
+mod common;
+
+use checkpoint::validate::{saturating_count, ACCEPTED_VERSIONS, COUNTERS, GAUGES};
+use common::{backends, client, overview, post, seed, start_with};
+use electric_telemetry::{Report, REPORT_SCHEMA, REPORT_VERSION};
+use serde_json::{json, Value};
+
+fn schema() -> Value {
+    serde_json::from_str(REPORT_SCHEMA).unwrap()
+}
+
+/// The oracle: REPORT_SCHEMA compiled here, with format assertions, as the library's tests do.
+struct SchemaOracle(boon::Schemas, boon::SchemaIndex);
+
+impl SchemaOracle {
+    fn new() -> Self {
+        let s = schema();
+        let id = s["$id"].as_str().unwrap().to_owned();
+        let mut c = boon::Compiler::new();
+        c.enable_format_assertions();
+        c.add_resource(&id, s).unwrap();
+        let mut schemas = boon::Schemas::new();
+        let index = c.compile(&id, &mut schemas).unwrap();
+        SchemaOracle(schemas, index)
+    }
+    fn accepts(&self, v: &Value) -> bool {
+        self.0.validate(v, self.1).is_ok()
+    }
+}
+
+#[test]
+fn the_summed_counters_are_exactly_the_schemas_usage_counts() {
+    let s = schema();
+    let usage = &s["properties"]["data"]["properties"]["usage"]["properties"];
+    let mut integers: Vec<&str> = usage
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, p)| p["type"] == "integer")
+        .map(|(k, _)| k.as_str())
+        .collect();
+    integers.sort_unstable();
+    let mut ours: Vec<&str> = COUNTERS.iter().chain(GAUGES.iter()).copied().collect();
+    ours.sort_unstable();
+    assert_eq!(
+        ours, integers,
+        "COUNTERS + GAUGES must be the schema's integer usage fields"
+    );
+    assert_eq!(ACCEPTED_VERSIONS, &[u64::from(REPORT_VERSION)]);
+    // The library's Report type carries each of them too (a template, mutated through its
+    // public fields, never a struct literal).
+    let mut report: Report = serde_json::from_str(common::SEED).unwrap();
+    report.data.usage.operations_from_pg = 7;
+    let v = serde_json::to_value(&report).unwrap();
+    for c in COUNTERS {
+        assert!(v["data"]["usage"][c].is_u64(), "Report has usage.{c}");
+    }
+    assert_eq!(v["data"]["usage"]["operations_from_pg"], 7);
+}
+
+/// A random visible-ASCII string of 1..=max characters (the schema's `^[!-~]{1,64}$`).
+fn visible(rng: &mut fastrand::Rng, max: usize) -> String {
+    (0..rng.usize(1..=max))
+        .map(|_| rng.u8(b'!'..=b'~') as char)
+        .collect()
+}
+
+fn count(rng: &mut fastrand::Rng) -> Value {
+    match rng.u8(..8) {
+        0 => json!(0),
+        1 => json!(u64::MAX),
+        2 => json!(i64::MAX as u64 + 1),
+        3 => json!(rng.u64(..1000) as f64), // 12.0 is an integer to JSON Schema
+        4 => serde_json::from_str("1e3").unwrap(),
+        _ => json!(rng.u64(..1 << 40)),
+    }
+}
+
+fn time(rng: &mut fastrand::Rng) -> String {
+    let offsets = ["Z", "+00:00", "-05:00", "+13:45", "z"];
+    let fraction = match rng.u8(..3) {
+        0 => String::new(),
+        1 => format!(".{:03}", rng.u16(..1000)),
+        _ => format!(".{:06}", rng.u32(..1_000_000)),
+    };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{fraction}{}",
+        rng.u16(2022..2030),
+        rng.u8(1..=12),
+        rng.u8(1..=28),
+        rng.u8(..24),
+        rng.u8(..60),
+        rng.u8(..60),
+        offsets[rng.usize(..offsets.len())]
+    )
+}
+
+fn mutate(rng: &mut fastrand::Rng, v: &mut Value) {
+    v["report_id"] = json!(uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes())
+        .into_uuid()
+        .to_string());
+    v["timestamp"] = json!(time(rng));
+    v["last_reported"] = json!(time(rng));
+    v["dropped_events"] = count(rng);
+    v["dropped_reports"] = count(rng);
+    let d = &mut v["data"];
+    d["electric_version"] = json!(visible(rng, 64));
+    let env = &mut d["environment"];
+    env["electric_instance_id"] = json!(visible(rng, 64));
+    let mut cluster = uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes())
+        .into_uuid()
+        .to_string();
+    if rng.bool() {
+        cluster = cluster.to_uppercase();
+    }
+    env["electric_cluster_uuid"] = json!(cluster);
+    env["arch"] = json!(
+        [
+            "x86_64-unknown-linux-gnu",
+            "riscv64gc-unknown-linux-gnu",
+            "ü-ñ \"<arch>\""
+        ][rng.usize(..3)]
+    );
+    env["cores"] = count(rng);
+    env["ram"] = count(rng);
+    env["os"]["name"] = json!(visible(rng, 10));
+    env["pg_version"] = [
+        json!(null),
+        json!("14.9"),
+        json!("16"),
+        json!("15beta2"),
+        json!("9.6.24"),
+        json!("17devel"),
+    ][rng.usize(..6)]
+    .clone();
+    let res = &mut d["resources"];
+    res["oldest_wal_time"] = if rng.bool() {
+        json!(null)
+    } else {
+        json!(time(rng))
+    };
+    res["uptime"] = count(rng);
+    res["wal_cache_memory"] = count(rng);
+    let usage = &mut d["usage"];
+    for c in COUNTERS.iter().chain(GAUGES.iter()) {
+        usage[c] = count(rng);
+    }
+    for summary in ["concurrent_clients", "subscriptions_rows_per_shape"] {
+        usage[summary] = json!({
+            "min": 0, "max": rng.u64(..1 << 50), "mean": rng.f64() * 1e6,
+            "median": (rng.u32(..1000) as f64) / 2.0,
+            "mode": if rng.bool() { json!(null) } else { json!(rng.u32(..)) }
+        });
+    }
+}
+
+#[actix_rt::test]
+async fn every_report_the_schema_accepts_is_stored_as_sent() {
+    let oracle = SchemaOracle::new();
+    let mut rng = fastrand::Rng::with_seed(3727);
+    let mut reports = Vec::new();
+    let mut refused_by_schema = 0;
+    while reports.len() < 150 {
+        let mut v = seed();
+        mutate(&mut rng, &mut v);
+        if oracle.accepts(&v) {
+            reports.push(v);
+        } else {
+            refused_by_schema += 1;
+        }
+    }
+    assert!(
+        refused_by_schema < 150,
+        "the mutations mostly stay valid ({refused_by_schema} were not)"
+    );
+    // Sums are kept per UTC day in BIGINTs and saturate at 2^63-1 there (documented in
+    // checkpoint::store); the overview adds the days up in u64.
+    let mut per_day: std::collections::BTreeMap<String, i64> = Default::default();
+    for r in &reports {
+        let t = chrono::DateTime::parse_from_rfc3339(r["timestamp"].as_str().unwrap()).unwrap();
+        let day = t.with_timezone(&chrono::Utc).date_naive().to_string();
+        let sum = per_day.entry(day).or_default();
+        *sum = sum.saturating_add(saturating_count(&r["data"]["usage"]["operations_from_pg"]));
+    }
+    let expected_ops = per_day
+        .values()
+        .fold(0u64, |a, v| a.saturating_add(*v as u64));
+    for b in backends("drift").await {
+        let running = start_with(&b.db, |c| c.cluster_burst = 10_000).await;
+        let http = client();
+        for r in &reports {
+            let answer = post(&http, &running, r).await;
+            assert_eq!(
+                answer.status, 201,
+                "{}: {answer:?} for the valid report\n{r:#}",
+                b.name
+            );
+            let id = r["report_id"].as_str().unwrap();
+            let stored = running.store().raw_body(id).await.unwrap();
+            assert_eq!(
+                stored,
+                Some(serde_json::to_string(r).unwrap()),
+                "{}",
+                b.name
+            );
+        }
+        let o = overview(&http, &running, 3660, "2031-01-31").await;
+        assert_eq!(o.completeness.reports, reports.len() as u64, "{}", b.name);
+        assert_eq!(
+            o.totals["operations_from_pg"], expected_ops,
+            "{}: saturating sum",
+            b.name
+        );
+        running.stop().await;
+        b.finish().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_type_change_without_a_schema_change_is_refused_by_name() {
+    // What the reporter would send if a field were added to (or renamed in) its Report type
+    // without touching REPORT_SCHEMA.
+    let template: Report = serde_json::from_str(common::SEED).unwrap();
+    let mut added = serde_json::to_value(&template).unwrap();
+    added["data"]["usage"]["rows_synced"] = json!(12);
+    let mut renamed = serde_json::to_value(&template).unwrap();
+    let ops = renamed["data"]["usage"]
+        .as_object_mut()
+        .unwrap()
+        .remove("operations_from_pg")
+        .unwrap();
+    renamed["data"]["usage"]["ops_from_pg"] = ops;
+    for b in backends("type_change").await {
+        let running = start_with(&b.db, |_| {}).await;
+        let http = client();
+        // The first violation is named: the unknown field, or the one gone missing.
+        for (report, name) in [(&added, "rows_synced"), (&renamed, "operations_from_pg")] {
+            let answer = post(&http, &running, report).await;
+            assert_eq!(answer.status, 400, "{}: {answer:?}", b.name);
+            let message = answer.body["error"].as_str().unwrap();
+            assert!(message.contains(name), "{}: {message}", b.name);
+        }
+        assert_eq!(running.store().raw_count().await.unwrap(), 0);
+        running.stop().await;
+        b.finish().await;
+    }
+}

@@ -1,0 +1,437 @@
+//! A generated fleet (200 clusters × 1–5 instances over 30 days, with late starters, early
+//! leavers, restarts, lost reports, retried duplicates and version upgrades; a seeded RNG)
+//! is sent over HTTP, and the overview must equal what this test computes on its own from
+//! the reports it sent, for several windows, on SQLite and (when configured) Postgres.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use checkpoint::overview::{Bucket, Completeness, Day, Share};
+use checkpoint::{Overview, COUNTERS};
+use chrono::{DateTime, Duration as Span, TimeZone, Utc};
+use common::{backends, client, overview, seed, start_with};
+use serde_json::{json, Value};
+
+const DAYS: i64 = 30;
+
+/// One report as sent, and what the oracle needs of it.
+struct Sent {
+    /// When it is sent (sort key), microseconds.
+    at: i64,
+    report: Value,
+    cluster: String,
+    instance: String,
+    day: String,
+    timestamp: DateTime<Utc>,
+    last_reported: DateTime<Utc>,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn generate(rng: &mut fastrand::Rng) -> Vec<Sent> {
+    let origin = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let end = origin + Span::days(DAYS);
+    let versions = ["1.0.0", "1.1.0", "1.2.3", "0.9.1-rc1"];
+    let pgs = ["14.9", "15.4", "16.1", "17beta2"];
+    let arches = [
+        "x86_64-unknown-linux-gnu",
+        "aarch64-unknown-linux-gnu",
+        "aarch64-apple-darwin",
+    ];
+    let oses = [("unix", "linux"), ("unix", "macos"), ("windows", "windows")];
+    let mut sent = Vec::new();
+    for _ in 0..200 {
+        let cluster = uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes())
+            .into_uuid()
+            .to_string();
+        // Most clusters are there from the start; some arrive later, some leave early.
+        let start_day = if rng.u8(..100) < 60 {
+            0
+        } else {
+            rng.i64(1..DAYS)
+        };
+        let stop = if rng.u8(..100) < 80 {
+            end
+        } else {
+            origin + Span::days(rng.i64(start_day..DAYS)) + Span::hours(rng.i64(1..24))
+        };
+        let interval = Span::hours(if rng.u8(..100) < 10 { 12 } else { 24 });
+        let mut version = versions[rng.usize(..versions.len())];
+        let upgrade_at = origin + Span::days(rng.i64(0..DAYS * 2));
+        let pg = pgs[rng.usize(..pgs.len())];
+        let arch = arches[rng.usize(..arches.len())];
+        let (family, name) = oses[rng.usize(..oses.len())];
+        for _ in 0..rng.usize(1..=5) {
+            let mut instance = format!("inst-{}", rng.u64(..));
+            let mut began = origin + Span::days(start_day) + Span::minutes(rng.i64(0..24 * 60));
+            let mut window_start = began;
+            let mut first = true;
+            loop {
+                let ts = window_start + interval;
+                if ts >= stop {
+                    break;
+                }
+                if ts >= upgrade_at {
+                    version = "2.0.0";
+                }
+                let mut r = seed();
+                r["report_id"] =
+                    json!(uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes())
+                        .into_uuid()
+                        .to_string());
+                r["timestamp"] = json!(rfc3339(ts));
+                r["last_reported"] = json!(rfc3339(window_start));
+                r["dropped_events"] = json!(if rng.u8(..100) < 5 {
+                    rng.u64(1..100)
+                } else {
+                    0
+                });
+                r["dropped_reports"] = json!(if rng.u8(..100) < 3 { rng.u64(1..4) } else { 0 });
+                let env = &mut r["data"]["environment"];
+                env["electric_cluster_uuid"] = json!(cluster);
+                env["electric_instance_id"] = json!(instance);
+                env["arch"] = json!(arch);
+                env["os"] = json!({"family": family, "name": name});
+                env["pg_version"] = if first && rng.u8(..100) < 30 {
+                    Value::Null
+                } else {
+                    json!(pg)
+                };
+                r["data"]["electric_version"] = json!(version);
+                r["resources"] = r["data"]["resources"].take();
+                r["data"]["resources"] = r["resources"].take();
+                r.as_object_mut().unwrap().remove("resources");
+                for c in COUNTERS {
+                    r["data"]["usage"][c] = json!(rng.u64(0..50_000));
+                }
+                let lost = !first && rng.u8(..100) < 3;
+                let entry = |at: i64, report: Value| Sent {
+                    at,
+                    report,
+                    cluster: cluster.clone(),
+                    instance: instance.clone(),
+                    day: ts.format("%Y-%m-%d").to_string(),
+                    timestamp: ts,
+                    last_reported: window_start,
+                };
+                if !lost {
+                    if rng.u8(..100) < 4 {
+                        // A retry of the same report, sent a while later.
+                        sent.push(entry(
+                            (ts + Span::minutes(rng.i64(1..120))).timestamp_micros(),
+                            r.clone(),
+                        ));
+                    }
+                    sent.push(entry(ts.timestamp_micros(), r));
+                }
+                first = false;
+                window_start = ts;
+                if rng.u8(..100) < 2 {
+                    // A restart: a new instance id whose first window begins at its start.
+                    instance = format!("inst-{}", rng.u64(..));
+                    began = ts + Span::minutes(rng.i64(1..120));
+                    window_start = began;
+                    first = true;
+                }
+            }
+            let _ = began;
+        }
+    }
+    sent.sort_by_key(|s| s.at);
+    sent
+}
+
+/// The overview, computed from what was sent, by the documented definitions.
+fn oracle(sent: &[Sent], days: u32, until: &str) -> Overview {
+    let until_d = chrono::NaiveDate::parse_from_str(until, "%Y-%m-%d").unwrap();
+    let from_d = until_d - chrono::Days::new(u64::from(days) - 1);
+    let from = from_d.format("%Y-%m-%d").to_string();
+    let in_window = |d: &str| d >= from.as_str() && d <= until;
+    let mut seen = HashSet::new();
+    let mut per_day: BTreeMap<String, Day> = BTreeMap::new();
+    let mut day_clusters: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut day_instances: HashMap<String, HashSet<(String, String)>> = HashMap::new();
+    let mut cluster_span: HashMap<String, (String, String)> = HashMap::new();
+    let mut instance_span: HashMap<(String, String), (String, String)> = HashMap::new();
+    let mut prev_ts: HashMap<(String, String), DateTime<Utc>> = HashMap::new();
+    // cluster -> (timestamp, version, os, arch) of its latest report; latest known pg_version
+    let mut latest: HashMap<String, (DateTime<Utc>, String, String, String)> = HashMap::new();
+    let mut latest_pg: HashMap<String, (DateTime<Utc>, Option<String>)> = HashMap::new();
+    let empty = |d: &str| {
+        let mut day = serde_json::from_value::<Day>(json!({
+            "day": d, "applications": 0, "instances": 0, "new_applications": 0, "reports": 0,
+            "totals": {}, "completeness": Completeness::default()
+        }))
+        .unwrap();
+        for c in COUNTERS {
+            day.totals.insert(c.to_owned(), 0);
+        }
+        day
+    };
+    for s in sent {
+        let id = s.report["report_id"].as_str().unwrap().to_owned();
+        let d = per_day
+            .entry(s.day.clone())
+            .or_insert_with(|| empty(&s.day));
+        if !seen.insert(id) {
+            d.completeness.duplicates_refused += 1;
+            continue;
+        }
+        d.reports += 1;
+        d.completeness.reports += 1;
+        for c in COUNTERS {
+            *d.totals.get_mut(c).unwrap() += s.report["data"]["usage"][c].as_u64().unwrap();
+        }
+        d.completeness.dropped_events += s.report["dropped_events"].as_u64().unwrap();
+        d.completeness.dropped_reports += s.report["dropped_reports"].as_u64().unwrap();
+        let key = (s.cluster.clone(), s.instance.clone());
+        if let Some(p) = prev_ts.insert(key.clone(), s.timestamp) {
+            if p != s.last_reported {
+                d.completeness.missed_windows += 1;
+            }
+        }
+        if !cluster_span.contains_key(&s.cluster) {
+            d.new_applications += 1;
+        }
+        let span = cluster_span
+            .entry(s.cluster.clone())
+            .or_insert((s.day.clone(), s.day.clone()));
+        span.0 = span.0.clone().min(s.day.clone());
+        span.1 = span.1.clone().max(s.day.clone());
+        let span = instance_span
+            .entry(key.clone())
+            .or_insert((s.day.clone(), s.day.clone()));
+        span.1 = span.1.clone().max(s.day.clone());
+        day_clusters
+            .entry(s.day.clone())
+            .or_default()
+            .insert(s.cluster.clone());
+        day_instances.entry(s.day.clone()).or_default().insert(key);
+        let env = &s.report["data"]["environment"];
+        let attrs = (
+            s.timestamp,
+            s.report["data"]["electric_version"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            format!(
+                "{}/{}",
+                env["os"]["family"].as_str().unwrap(),
+                env["os"]["name"].as_str().unwrap()
+            ),
+            env["arch"].as_str().unwrap().to_owned(),
+        );
+        let l = latest.entry(s.cluster.clone()).or_insert(attrs.clone());
+        if attrs.0 >= l.0 {
+            *l = attrs;
+        }
+        if let Some(pg) = env["pg_version"].as_str() {
+            let l = latest_pg
+                .entry(s.cluster.clone())
+                .or_insert((s.timestamp, None));
+            if s.timestamp >= l.0 || l.1.is_none() {
+                *l = (s.timestamp, Some(pg.to_owned()));
+            }
+        }
+    }
+    for (day, d) in per_day.iter_mut() {
+        d.applications = day_clusters.get(day).map_or(0, |s| s.len() as u64);
+        d.instances = day_instances.get(day).map_or(0, |s| s.len() as u64);
+    }
+    let active = |span: &(String, String)| span.1 >= from && span.0.as_str() <= until;
+    let clusters: BTreeSet<&String> = cluster_span
+        .iter()
+        .filter(|(_, span)| active(span))
+        .map(|(c, _)| c)
+        .collect();
+    let new_applications = clusters
+        .iter()
+        .filter(|c| in_window(&cluster_span[**c].0))
+        .count() as u64;
+    let mut per_cluster: BTreeMap<&String, u64> = BTreeMap::new();
+    for ((c, _), span) in &instance_span {
+        if active(span) {
+            *per_cluster.entry(c).or_default() += 1;
+        }
+    }
+    let mut buckets: BTreeMap<u64, u64> = BTreeMap::new();
+    for n in per_cluster.values() {
+        *buckets.entry(*n).or_default() += 1;
+    }
+    let shares = |f: &dyn Fn(&String) -> String| {
+        let mut m: BTreeMap<String, u64> = BTreeMap::new();
+        for c in &clusters {
+            *m.entry(f(c)).or_default() += 1;
+        }
+        let mut v: Vec<Share> = m
+            .into_iter()
+            .map(|(value, applications)| Share {
+                value,
+                applications,
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.applications
+                .cmp(&a.applications)
+                .then_with(|| a.value.cmp(&b.value))
+        });
+        v
+    };
+    let mut days_list = Vec::new();
+    let mut totals: BTreeMap<String, u64> = COUNTERS.iter().map(|c| ((*c).to_owned(), 0)).collect();
+    let mut completeness = Completeness::default();
+    for i in 0..u64::from(days) {
+        let day = (from_d + chrono::Days::new(i))
+            .format("%Y-%m-%d")
+            .to_string();
+        let d = per_day.get(&day).cloned().unwrap_or_else(|| empty(&day));
+        for (k, v) in &d.totals {
+            *totals.get_mut(k).unwrap() += v;
+        }
+        let c = &d.completeness;
+        completeness.reports += c.reports;
+        completeness.dropped_events += c.dropped_events;
+        completeness.dropped_reports += c.dropped_reports;
+        completeness.duplicates_refused += c.duplicates_refused;
+        completeness.missed_windows += c.missed_windows;
+        days_list.push(d);
+    }
+    Overview {
+        days,
+        from,
+        until: until.to_owned(),
+        applications: clusters.len() as u64,
+        instances: per_cluster.values().sum(),
+        new_applications,
+        returning_applications: clusters.len() as u64 - new_applications,
+        instances_per_application: buckets
+            .into_iter()
+            .map(|(instances, applications)| Bucket {
+                instances,
+                applications,
+            })
+            .collect(),
+        by_electric_version: shares(&|c| latest[c].1.clone()),
+        by_pg_version: shares(&|c| {
+            latest_pg
+                .get(c)
+                .and_then(|p| p.1.clone())
+                .unwrap_or_else(|| "(unknown)".to_owned())
+        }),
+        by_os: shares(&|c| latest[c].2.clone()),
+        by_arch: shares(&|c| latest[c].3.clone()),
+        totals,
+        completeness,
+        per_day: days_list,
+        notes: BTreeMap::new(),
+    }
+}
+
+#[actix_rt::test]
+async fn a_generated_fleet_gives_the_overview_computed_independently() {
+    let sent = generate(&mut fastrand::Rng::with_seed(11));
+    let unique: HashSet<&str> = sent
+        .iter()
+        .map(|s| s.report["report_id"].as_str().unwrap())
+        .collect();
+    let instances: HashSet<(&str, &str)> = sent
+        .iter()
+        .map(|s| (s.cluster.as_str(), s.instance.as_str()))
+        .collect();
+    eprintln!(
+        "fleet: {} sends, {} distinct reports, {} instances",
+        sent.len(),
+        unique.len(),
+        instances.len()
+    );
+    for b in backends("fleet").await {
+        // Flood limits are not what this test is about.
+        let running = start_with(&b.db, |c| c.cluster_burst = 100_000).await;
+        let addr = running.addr();
+        // 32 concurrent senders taking the reports in order. One instance's reports are at
+        // least 8 h apart, hundreds of reports away in this order, so they are never in
+        // flight together and arrive in order, as the reporter's outbox sends them.
+        let bodies: std::rc::Rc<Vec<Vec<u8>>> = std::rc::Rc::new(
+            sent.iter()
+                .map(|s| serde_json::to_vec(&s.report).unwrap())
+                .collect(),
+        );
+        let next = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let lanes: Vec<_> = (0..32)
+            .map(|_| {
+                let (bodies, next) = (bodies.clone(), next.clone());
+                actix_rt::spawn(async move {
+                    let http = client();
+                    let mut statuses = Vec::new();
+                    loop {
+                        let i = next.get();
+                        if i >= bodies.len() {
+                            return statuses;
+                        }
+                        next.set(i + 1);
+                        let res = http
+                            .post(format!("http://{addr}/"))
+                            .insert_header(("content-type", "application/json"))
+                            .send_body(bodies[i].clone())
+                            .await
+                            .expect("POST");
+                        statuses.push(res.status().as_u16());
+                    }
+                })
+            })
+            .collect();
+        for lane in lanes {
+            for status in lane.await.unwrap() {
+                assert!(
+                    status == 200 || status == 201,
+                    "{}: status {status}",
+                    b.name
+                );
+            }
+        }
+        let http = client();
+        for (days, until) in [
+            (30, "2026-01-30"),
+            (10, "2026-01-20"),
+            (1, "2026-01-15"),
+            (45, "2026-02-10"),
+        ] {
+            let mut got = overview(&http, &running, days, until).await;
+            assert!(got.notes.contains_key("distinct_clients"));
+            got.notes.clear();
+            let want = oracle(&sent, days, until);
+            let what = format!("{}: days={days} until={until}", b.name);
+            assert_eq!(got.applications, want.applications, "{what}: applications");
+            assert_eq!(got.instances, want.instances, "{what}: instances");
+            assert_eq!(got.new_applications, want.new_applications, "{what}: new");
+            assert_eq!(
+                got.instances_per_application, want.instances_per_application,
+                "{what}"
+            );
+            assert_eq!(got.by_electric_version, want.by_electric_version, "{what}");
+            assert_eq!(got.by_pg_version, want.by_pg_version, "{what}");
+            assert_eq!(got.by_os, want.by_os, "{what}");
+            assert_eq!(got.by_arch, want.by_arch, "{what}");
+            assert_eq!(got.totals, want.totals, "{what}: totals");
+            assert_eq!(got.completeness, want.completeness, "{what}: completeness");
+            for (g, w) in got.per_day.iter().zip(&want.per_day) {
+                assert_eq!(g, w, "{what}: day {}", w.day);
+            }
+            assert_eq!(got, want, "{what}");
+        }
+        let all = overview(&http, &running, 30, "2026-01-30").await;
+        assert!(all.completeness.missed_windows > 0, "the fleet has gaps");
+        assert!(
+            all.completeness.duplicates_refused > 0,
+            "the fleet has duplicates"
+        );
+        assert!(all.new_applications > 0 && all.returning_applications == 0);
+        let late = overview(&http, &running, 10, "2026-01-20").await;
+        assert!(late.returning_applications > 0 && late.new_applications > 0);
+        running.stop().await;
+        b.finish().await;
+    }
+}

@@ -1,0 +1,296 @@
+//! Ingest statuses: what is stored (201), what is a duplicate (200), and what is refused (400,
+//! 413, 415, 429) with nothing stored, on SQLite and (when configured) Postgres.
+
+mod common;
+
+use common::{backends, client, overview, post, post_with, seed, start, start_with, SEED};
+use serde_json::{json, Value};
+
+#[actix_rt::test]
+async fn the_seed_report_is_stored_as_sent_and_counted() {
+    for b in backends("seed").await {
+        let running = start(&b.db).await;
+        let http = client();
+        let answer = post_with(
+            &http,
+            &running,
+            SEED.as_bytes().to_vec(),
+            Some("application/json"),
+            &[],
+        )
+        .await;
+        assert_eq!(answer.status, 201, "{}: {answer:?}", b.name);
+        assert_eq!(answer.body["status"], "stored");
+        let stored = running
+            .store()
+            .raw_body("6f1c1f5e-8f4a-4a8e-9d0c-3b2f0e6f9a10")
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.as_deref(),
+            Some(SEED),
+            "{}: raw body kept byte for byte",
+            b.name
+        );
+        let o = overview(&http, &running, 3, "2023-09-20").await;
+        assert_eq!((o.applications, o.instances), (1, 1), "{}", b.name);
+        assert_eq!(o.totals["operations_from_pg"], 1);
+        assert_eq!(o.totals["transactions_from_pg"], 2);
+        assert_eq!(o.completeness.reports, 1);
+        assert_eq!(o.by_electric_version[0].value, "0.5.3-28-gf78187e");
+        assert_eq!(o.by_pg_version[0].value, "14.9");
+        assert_eq!(o.by_os[0].value, "unix/linux");
+        assert_eq!(o.per_day.len(), 3);
+        assert_eq!(o.per_day[1].day, "2023-09-19");
+        assert_eq!(o.per_day[1].applications, 1);
+        assert_eq!(
+            o.summary_line(),
+            "1 application, 1 instance, 1 operation from Postgres, 0 operations sent to clients"
+        );
+        running.stop().await;
+        b.finish().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_duplicate_answers_2xx_and_stores_nothing() {
+    for b in backends("duplicate").await {
+        let running = start(&b.db).await;
+        let http = client();
+        let report = seed();
+        assert_eq!(post(&http, &running, &report).await.status, 201);
+        // The same report again, as a retry would send it, and re-serialised differently.
+        let again = post(&http, &running, &report).await;
+        assert_eq!(again.status, 200, "{}: {again:?}", b.name);
+        assert_eq!(again.body["status"], "duplicate");
+        let pretty = serde_json::to_string_pretty(&report).unwrap();
+        let third = post_with(&http, &running, pretty, Some("application/json"), &[]).await;
+        assert_eq!(third.status, 200);
+        assert_eq!(running.store().raw_count().await.unwrap(), 1);
+        let o = overview(&http, &running, 3, "2023-09-20").await;
+        assert_eq!(
+            o.totals["operations_from_pg"], 1,
+            "{}: counted once",
+            b.name
+        );
+        assert_eq!(o.completeness.reports, 1);
+        assert_eq!(o.completeness.duplicates_refused, 2);
+        running.stop().await;
+        b.finish().await;
+    }
+}
+
+/// (what, body, content type, headers, status, words the error must contain)
+type Case = (
+    &'static str,
+    Vec<u8>,
+    Option<&'static str>,
+    Vec<(&'static str, &'static str)>,
+    u16,
+    Vec<&'static str>,
+);
+
+#[actix_rt::test]
+async fn refused_bodies_get_their_status_and_name_what_is_wrong() {
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut v = seed();
+        f(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    };
+    let json = Some("application/json");
+    // (what, body, content type, headers, status, words the error must contain)
+    let mut padded = SEED.as_bytes().to_vec();
+    padded.splice(1..1, std::iter::repeat_n(b' ', 64 * 1024));
+    let cases: Vec<Case> = vec![
+        ("oversized", padded, json, vec![], 413, vec!["65536 bytes"]),
+        (
+            "malformed",
+            b"{\"report_id\": ".to_vec(),
+            json,
+            vec![],
+            400,
+            vec!["not JSON"],
+        ),
+        ("empty", Vec::new(), json, vec![], 400, vec!["not JSON"]),
+        (
+            "schema-invalid type",
+            with(&|v| v["data"]["environment"]["cores"] = json!("8")),
+            json,
+            vec![],
+            400,
+            vec!["/data/environment/cores", "integer"],
+        ),
+        (
+            "schema-invalid unknown field",
+            with(&|v| v["data"]["usage"]["new_counter"] = json!(1)),
+            json,
+            vec![],
+            400,
+            vec!["/data/usage", "new_counter"],
+        ),
+        (
+            "schema-invalid missing field",
+            with(&|v| {
+                v["data"]["usage"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("initial_syncs");
+            }),
+            json,
+            vec![],
+            400,
+            vec!["initial_syncs"],
+        ),
+        (
+            "schema-invalid uuid",
+            with(&|v| v["report_id"] = json!("not-a-uuid")),
+            json,
+            vec![],
+            400,
+            vec!["/report_id", "uuid"],
+        ),
+        (
+            "unknown version",
+            with(&|v| v["report_version"] = json!(2)),
+            json,
+            vec![],
+            400,
+            vec!["report_version 2", "accepts report_version 1"],
+        ),
+        (
+            "missing version",
+            with(&|v| {
+                v.as_object_mut().unwrap().remove("report_version");
+            }),
+            json,
+            vec![],
+            400,
+            vec!["(missing)", "accepts report_version 1"],
+        ),
+        (
+            "text content type",
+            SEED.as_bytes().to_vec(),
+            Some("text/plain"),
+            vec![],
+            415,
+            vec!["application/json", "text/plain"],
+        ),
+        (
+            "no content type",
+            SEED.as_bytes().to_vec(),
+            None,
+            vec![],
+            415,
+            vec!["application/json", "none"],
+        ),
+        (
+            "idempotency key of another report",
+            SEED.as_bytes().to_vec(),
+            json,
+            vec![("idempotency-key", "0b6f7a4e-3d5c-4f7e-9a53-7f0f2b1d5e11")],
+            400,
+            vec!["Idempotency-Key", "report_id"],
+        ),
+    ];
+    for b in backends("refused").await {
+        let running = start(&b.db).await;
+        let http = client();
+        for (what, body, ct, headers, status, words) in &cases {
+            let answer = post_with(&http, &running, body.clone(), *ct, headers).await;
+            assert_eq!(answer.status, *status, "{}: {what}: {answer:?}", b.name);
+            let message = answer.body["error"].as_str().unwrap_or_default();
+            for w in words {
+                assert!(
+                    message.contains(w),
+                    "{}: {what}: {message:?} lacks {w:?}",
+                    b.name
+                );
+            }
+        }
+        assert_eq!(
+            running.store().raw_count().await.unwrap(),
+            0,
+            "{}: nothing stored",
+            b.name
+        );
+        let o = overview(&http, &running, 3, "2023-09-20").await;
+        assert_eq!(o.applications, 0);
+        assert_eq!(o.completeness.reports, 0);
+        // The same body with the right content type is accepted: the refusals were about
+        // what the cases changed.
+        let ok = post_with(&http, &running, SEED.as_bytes().to_vec(), json, &[]).await;
+        assert_eq!(ok.status, 201, "{}", b.name);
+        running.stop().await;
+        b.finish().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_flooding_cluster_gets_429_with_retry_after_and_others_do_not() {
+    for b in backends("flood").await {
+        let running = start_with(&b.db, |c| {
+            c.cluster_burst = 3;
+            c.cluster_per_hour = 1;
+        })
+        .await;
+        let http = client();
+        let report = |cluster: &str| {
+            let mut v = seed();
+            v["report_id"] = json!(uuid::Uuid::new_v4().to_string());
+            v["data"]["environment"]["electric_cluster_uuid"] = json!(cluster);
+            v
+        };
+        let flooder = uuid::Uuid::new_v4().to_string();
+        for _ in 0..3 {
+            assert_eq!(post(&http, &running, &report(&flooder)).await.status, 201);
+        }
+        let refused = post(&http, &running, &report(&flooder)).await;
+        assert_eq!(refused.status, 429, "{}: {refused:?}", b.name);
+        let wait: u64 = refused
+            .retry_after
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .expect("Retry-After in seconds");
+        assert!(wait >= 1, "Retry-After {wait}");
+        let other = post(&http, &running, &report(&uuid::Uuid::new_v4().to_string())).await;
+        assert_eq!(
+            other.status, 201,
+            "{}: another cluster is not limited",
+            b.name
+        );
+        assert_eq!(running.store().raw_count().await.unwrap(), 4);
+        running.stop().await;
+        b.finish().await;
+    }
+}
+
+#[actix_rt::test]
+async fn the_page_is_html_without_scripts_or_remote_assets() {
+    for b in backends("page").await {
+        let running = start(&b.db).await;
+        let http = client();
+        let mut report = seed();
+        report["data"]["electric_version"] = json!("<script>alert(1)</script>");
+        assert_eq!(post(&http, &running, &report).await.status, 201);
+        let mut res = http
+            .get(format!(
+                "http://{}/?days=3&until=2023-09-20",
+                running.addr()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        let html = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+        assert!(html.contains("<svg"), "charts are inline SVG");
+        assert!(html.contains("&lt;script&gt;"), "values are escaped");
+        assert!(!html.contains("<script"), "no script at all");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "nothing remote"
+        );
+        assert!(html.contains("operations_from_pg"));
+        running.stop().await;
+        b.finish().await;
+    }
+}

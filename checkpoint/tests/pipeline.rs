@@ -240,7 +240,7 @@ async fn the_binary_stops_cleanly_on_sigterm_and_summary_reads_what_it_stored() 
         .local_addr()
         .unwrap()
         .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_checkpoint"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_checkpoint"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--db", &db])
         .env("CHECKPOINT_LOG", "info")
         .stderr(std::process::Stdio::piped())

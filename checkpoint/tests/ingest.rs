@@ -294,3 +294,70 @@ async fn the_page_is_html_without_scripts_or_remote_assets() {
         b.finish().await;
     }
 }
+
+/// Overload: while the database is locked by someone else, the writer cannot commit, its queue
+/// fills, and further reports get 429 with Retry-After at once (never a hang); once the lock
+/// is gone every report that was queued is committed and answered 201. SQLite only: the lock
+/// is a second connection's write transaction on the same file.
+#[actix_rt::test]
+async fn a_full_write_queue_answers_429_with_retry_after() {
+    use sqlx::{Connection, Executor};
+    let mut all = backends("overload").await;
+    let b = all.remove(0);
+    for other in all {
+        other.finish().await;
+    }
+    let running = start_with(&b.db, |c| {
+        c.queue = 2;
+        c.cluster_burst = 1000;
+    })
+    .await;
+    let mut blocker = sqlx::AnyConnection::connect(&format!("sqlite://{}", b.db))
+        .await
+        .unwrap();
+    blocker.execute("BEGIN IMMEDIATE").await.unwrap();
+    let addr = running.addr();
+    let senders: Vec<_> = (0..10)
+        .map(|_| {
+            let mut v = seed();
+            v["report_id"] = json!(uuid::Uuid::new_v4().to_string());
+            actix_rt::spawn(async move {
+                let res = client()
+                    .post(format!("http://{addr}/"))
+                    .insert_header(("content-type", "application/json"))
+                    .send_body(serde_json::to_vec(&v).unwrap())
+                    .await
+                    .expect("POST");
+                let retry = res
+                    .headers()
+                    .get("retry-after")
+                    .map(|h| h.to_str().unwrap().to_owned());
+                (res.status().as_u16(), retry)
+            })
+        })
+        .collect();
+    // At most one report in the writer's hands and two queued: the other seven are refused
+    // while the lock is held. Wait for them (bounded), then let the writer through.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while senders.iter().filter(|s| s.is_finished()).count() < 7 {
+        assert!(std::time::Instant::now() < deadline, "refusals never came");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    blocker.execute("ROLLBACK").await.unwrap();
+    let (mut stored, mut refused) = (0, 0);
+    for s in senders {
+        match s.await.unwrap() {
+            (201, _) => stored += 1,
+            (429, Some(retry)) => {
+                assert!(retry.parse::<u64>().unwrap() >= 1);
+                refused += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(refused >= 7, "{refused} refused");
+    assert_eq!(stored + refused, 10);
+    assert_eq!(running.store().raw_count().await.unwrap(), stored as u64);
+    running.stop().await;
+    b.finish().await;
+}

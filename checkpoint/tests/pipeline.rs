@@ -226,3 +226,78 @@ async fn a_receiver_stopped_and_started_again_keeps_and_dedupes_its_reports() {
         b.finish().await;
     }
 }
+
+/// The binary as an operator runs it: SIGTERM stops it cleanly (exit 0, no panic) with the
+/// accepted report stored, and `summary` then reads it; `summary` on a database that does not
+/// exist says so instead of creating an empty one.
+#[actix_rt::test]
+async fn the_binary_stops_cleanly_on_sigterm_and_summary_reads_what_it_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cp.db").display().to_string();
+    // A free port for the child: bound here, released, then taken by the child.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_checkpoint"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--db", &db])
+        .env("CHECKPOINT_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = client();
+    let url = format!("http://127.0.0.1:{port}/");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let sent = http
+            .post(&url)
+            .insert_header(("content-type", "application/json"))
+            .send_body(common::SEED)
+            .await;
+        match sent {
+            Ok(res) => break res.status().as_u16(),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the binary never answered: {e}"),
+        }
+    };
+    assert_eq!(status, 201);
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}\n{log}", out.status);
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("every accepted report is stored"), "{log}");
+    let summary = std::process::Command::new(env!("CARGO_BIN_EXE_checkpoint"))
+        .args([
+            "summary",
+            "--db",
+            &db,
+            "--days",
+            "3",
+            "--until",
+            "2023-09-20",
+        ])
+        .env_remove("CHECKPOINT_URL")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&summary.stdout).trim(),
+        "1 application, 1 instance, 1 operation from Postgres, 0 operations sent to clients"
+    );
+    let missing = dir.path().join("missing.db");
+    let summary = std::process::Command::new(env!("CARGO_BIN_EXE_checkpoint"))
+        .args(["summary", "--db", &missing.display().to_string()])
+        .env_remove("CHECKPOINT_URL")
+        .output()
+        .unwrap();
+    assert!(!summary.status.success());
+    assert!(String::from_utf8_lossy(&summary.stderr).contains("no database at"));
+    assert!(!missing.exists(), "summary created no database");
+}

@@ -29,6 +29,8 @@ struct Args {
     clusters: usize,
     days: u32,
     runs: usize,
+    /// A Postgres server URL whose user may create databases: the overview is measured there too.
+    pg: Option<String>,
 }
 
 fn args() -> Args {
@@ -38,6 +40,7 @@ fn args() -> Args {
         clusters: 10_000,
         days: 365,
         runs: 7,
+        pg: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -48,6 +51,7 @@ fn args() -> Args {
             ("--clusters", Some(v)) => a.clusters = v,
             ("--days", Some(v)) => a.days = v as u32,
             ("--runs", Some(v)) => a.runs = v,
+            ("--pg", _) if pair.len() == 2 => a.pg = Some(pair[1].clone()),
             _ => {
                 eprintln!("usage: checkpoint-bench [--reports N] [--clients N] [--clusters N] [--days N] [--runs N]");
                 std::process::exit(2);
@@ -84,7 +88,26 @@ fn main() {
             }
         );
         ingest(&a).await;
-        overview(&a).await;
+        let dir = tempfile_dir();
+        overview(&a, &format!("{dir}/year.db"), "SQLite").await;
+        if let Some(server) = &a.pg {
+            use sqlx::Connection;
+            sqlx::any::install_default_drivers();
+            let name = format!("checkpoint_bench_{}", std::process::id());
+            let mut conn = sqlx::AnyConnection::connect(server)
+                .await
+                .expect("Postgres");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("CREATE DATABASE");
+            let (scheme, rest) = server.split_once("://").unwrap();
+            let host = rest.split('/').next().unwrap();
+            overview(&a, &format!("{scheme}://{host}/{name}"), "Postgres").await;
+            let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
     });
 }
 
@@ -181,10 +204,9 @@ fn tempfile_dir() -> String {
     dir.display().to_string()
 }
 
-async fn overview(a: &Args) {
+async fn overview(a: &Args, db: &str, what: &str) {
     let dir = tempfile_dir();
-    let db = format!("{dir}/year.db");
-    let store = Store::open(&db, 4).await.expect("the database opens");
+    let store = Store::open(db, 4).await.expect("the database opens");
     let until = chrono::Utc::now().date_naive();
     let first = until - chrono::Days::new(u64::from(a.days) - 1);
     let clusters = a.clusters;
@@ -195,10 +217,10 @@ async fn overview(a: &Args) {
         .await
         .expect("the data set loads");
     let load_time = load.elapsed();
-    let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(db).map(|m| m.len()).unwrap_or(0);
     drop(store);
 
-    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), &db);
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), db);
     config.retention = Duration::from_secs(365 * 86_400 * 10);
     let running = checkpoint::start(config)
         .await
@@ -232,9 +254,9 @@ async fn overview(a: &Args) {
     running.stop().await;
     if let Ok(keep) = std::env::var("CHECKPOINT_BENCH_KEEP") {
         // For looking at the query plans afterwards.
-        let _ = std::fs::copy(&db, &keep);
+        let _ = std::fs::copy(db, &keep);
     }
-    println!("### Overview for a year of a fleet (SQLite)\n");
+    println!("### Overview for a year of a fleet ({what})\n");
     println!("| figure | value |\n|---|---|");
     println!("| loaded directly | {loaded} |");
     println!(

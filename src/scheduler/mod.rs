@@ -159,11 +159,19 @@ impl Actor for Scheduler {
         // Anchored to the start: report k is due at start + ticks.steady + k * interval,
         // however late any one tick's handler ran (see `spread` for the spread first report).
         let start = tokio::time::Instant::now();
-        if let Some(first) = self.ticks.first {
-            ctx.run_later(first, |s, ctx| s.report(ctx));
-        }
         let steady = start + self.ticks.steady;
-        self.arm_report(ctx, steady, steady);
+        match self.ticks.first {
+            // The lattice is armed once the first report has run, from its first point still
+            // ahead: a stall over both gives one report, not a second one with an empty window.
+            Some(first) => {
+                ctx.run_later(first, move |s, ctx| {
+                    s.report(ctx);
+                    let next = next_due(steady, s.interval, tokio::time::Instant::now());
+                    s.arm_report(ctx, steady, next);
+                });
+            }
+            None => self.arm_report(ctx, steady, steady),
+        }
     }
 }
 

@@ -424,3 +424,23 @@ fn a_bad_proxy_setting_is_an_error_naming_it_without_the_credentials() {
         .build();
     assert!(disabled.is_ok());
 }
+
+/// A password holding `/`, `?` or `#` (not percent-encoded, as people write them) cuts the
+/// proxy URL's authority short, so the value fails to parse: the error must still not show it.
+#[test]
+fn a_proxy_password_with_a_slash_is_not_shown_in_the_error() {
+    for value in [
+        "http://telemetry:S3CRET/PW@127.0.0.1:3128",
+        "http://telemetry:S3CRET?PW@127.0.0.1:3128",
+        "telemetry:S3CRET#PW@127.0.0.1:3128",
+    ] {
+        let error = TelemetryConfig::builder()
+            .with_env_from(env_of(&[("ELECTRIC_TELEMETRY_PROXY", value)]))
+            .unwrap()
+            .build()
+            .unwrap_err();
+        assert_eq!(error.setting, "ELECTRIC_TELEMETRY_PROXY");
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("S3CRET"), "{shown}");
+    }
+}

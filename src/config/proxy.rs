@@ -176,8 +176,8 @@ fn redacted(value: &str) -> String {
         Some(i) => (&value[..i + 3], &value[i + 3..]),
         None => ("", value),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    // The last `@` anywhere: a password may hold `/`, `?` or `#` that end the authority early.
+    match rest.rfind('@') {
         Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
         None => value.to_owned(),
     }

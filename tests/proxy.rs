@@ -444,3 +444,28 @@ fn a_proxy_password_with_a_slash_is_not_shown_in_the_error() {
         assert!(!shown.contains("S3CRET"), "{shown}");
     }
 }
+
+/// A password holding `/` that happens to leave a valid `host:port` before it
+/// (`user:1234/5@proxy`) must not be taken as the proxy `user:1234`: that goes to the wrong
+/// host and shows the user name and the start of the password in the start-up line.
+#[test]
+fn a_proxy_url_with_an_at_after_its_host_is_refused_not_misread() {
+    let result = TelemetryConfig::builder()
+        .with_env_from(env_of(&[(
+            "ELECTRIC_TELEMETRY_PROXY",
+            "http://telemetry:1234/S3CRET@127.0.0.1:3128",
+        )]))
+        .unwrap()
+        .build();
+    let error = result.expect_err("refused, not read as the proxy telemetry:1234");
+    assert_eq!(error.setting, "ELECTRIC_TELEMETRY_PROXY");
+    let shown = format!("{error} {error:?}");
+    assert!(
+        !shown.contains("S3CRET") && !shown.contains("1234"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("percent-encoded"),
+        "says how to fix it: {shown}"
+    );
+}

@@ -201,6 +201,14 @@ fn parse_proxy(setting: &'static str, value: &str) -> Result<Proxy, ConfigError>
         None => value,
     };
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if rest[authority.len()..].contains('@') {
+        // A password holding `/`, `?` or `#` cut the authority short: what looks like the
+        // host is the user name, the "port" part of the password.
+        return Err(error(
+            "an '@' after the host: a user name or password holding '/', '?' or '#' must be \
+             percent-encoded (%2F, %3F, %23)",
+        ));
+    }
     let (userinfo, hostport) = match authority.rfind('@') {
         Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
         None => (None, authority),

@@ -9,7 +9,10 @@
 //! last snapshot of the partial window, queues it (on disk first) and waits, within the
 //! deadline, for the sender to flush; whatever is not delivered by then stays in the outbox.
 //! Every `checkpoint_every` it hands the sender a checkpoint of the current window (see
-//! `delivery/checkpoint.rs`), so that a kill loses at most that much.
+//! `delivery/checkpoint.rs`), so that a kill loses at most that much; like report ticks,
+//! checkpoints stay on their anchored phase and those missed during a freeze collapse into
+//! one. With spreading on, the lattice of later reports is armed only once the spread first
+//! report has run, so a freeze over both also gives one report.
 
 mod spread;
 mod ticks;

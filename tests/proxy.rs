@@ -469,3 +469,23 @@ fn a_proxy_url_with_an_at_after_its_host_is_refused_not_misread() {
         "says how to fix it: {shown}"
     );
 }
+
+/// Text after an IPv6 proxy address that is not `:port` is refused, not silently dropped
+/// (which sent telemetry to port 1080).
+#[test]
+fn text_after_a_bracketed_proxy_address_is_refused() {
+    for value in ["http://[::1]3128", "http://[::1]x:3128"] {
+        let error = TelemetryConfig::builder()
+            .with_env_from(env_of(&[("ELECTRIC_TELEMETRY_PROXY", value)]))
+            .unwrap()
+            .build()
+            .expect_err(value);
+        assert_eq!(error.setting, "ELECTRIC_TELEMETRY_PROXY");
+    }
+    let fine = TelemetryConfig::builder()
+        .with_env_from(env_of(&[("ELECTRIC_TELEMETRY_PROXY", "http://[::1]:3128")]))
+        .unwrap()
+        .build()
+        .unwrap();
+    assert!(format!("{fine:?}").contains("[::1]:3128"), "{fine:?}");
+}

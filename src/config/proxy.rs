@@ -217,7 +217,11 @@ fn parse_proxy(setting: &'static str, value: &str) -> Result<Proxy, ConfigError>
         let end = v6
             .find(']')
             .ok_or_else(|| error("an unclosed [ in the host"))?;
-        (&v6[..end], v6[end + 1..].strip_prefix(':'))
+        let after = &v6[end + 1..];
+        if !after.is_empty() && !after.starts_with(':') {
+            return Err(error("text after the ] that is not :port"));
+        }
+        (&v6[..end], after.strip_prefix(':'))
     } else {
         match hostport.rsplit_once(':') {
             Some((host, port)) => (host, Some(port)),

@@ -281,3 +281,27 @@ fn audit_log_and_ca_file_are_read_and_checked() {
     .unwrap();
     assert!(!c.enabled());
 }
+
+/// A service may log its configuration with `{:?}`: the endpoint URL's query (where a token
+/// often rides, and which the logs and errors hide) and the proxy's credentials never show.
+#[test]
+fn debug_never_shows_the_url_query_or_the_proxy_credentials() {
+    let c = from(&[
+        (
+            "ELECTRIC_TELEMETRY_URL",
+            "https://example.test/in?token=S3CRETTOKEN",
+        ),
+        (
+            "ELECTRIC_TELEMETRY_PROXY",
+            "http://user:S3CRETPW@127.0.0.1:3128",
+        ),
+    ])
+    .unwrap();
+    let shown = format!("{c:?} {:?}", TelemetryConfig::builder());
+    assert!(!shown.contains("S3CRETTOKEN"), "{shown}");
+    assert!(!shown.contains("S3CRETPW"), "{shown}");
+    assert!(
+        shown.contains("example.test/in"),
+        "still says where: {shown}"
+    );
+}

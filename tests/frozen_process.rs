@@ -187,3 +187,48 @@ fn a_real_process_stopped_and_continued_sends_no_burst_of_empty_windows() {
         "one window spans the stop: {windows:?}"
     );
 }
+
+/// With spreading on (the default), a process frozen from before its first report until past
+/// the lattice's first point also sends one report when it wakes: the spread first report and
+/// the lattice's tick must not both fire, the second with an empty window.
+#[actix_rt::test]
+async fn a_stall_over_the_spread_first_report_and_the_lattice_gives_one_report() {
+    pause();
+    let storage = tempfile::tempdir().unwrap();
+    let config = TelemetryConfig::builder()
+        .first_report_in(INTERVAL)
+        .interval(INTERVAL)
+        .spread_reports(true)
+        // Fixed ids, so the phase (and so this test) is the same at every run.
+        .instance_id("review-stall-1")
+        .cluster_uuid(uuid::Uuid::from_u128(0x5eed))
+        .sample_every(Duration::from_secs(3600))
+        .storage_dir(storage.path())
+        .build()
+        .unwrap();
+    let kept = Kept::default();
+    let collector = Collector::new().start();
+    let addr = kept.clone().start();
+    Scheduler::new(
+        &config,
+        collector.clone(),
+        addr.clone().recipient(),
+        addr.recipient(),
+    )
+    .start();
+    settle().await;
+
+    // The first report is due within 30–45 s and the lattice's first point at least 15 s
+    // after it, so before 75 s: frozen from start to 200 s misses both.
+    collector.do_send(ReplicatedFromPg::new(1, 5));
+    advance(Duration::from_secs(200)).await;
+    settle().await;
+    let reports = kept.reports();
+    assert_eq!(reports.len(), 1, "one report for the whole stall");
+    assert_eq!(reports[0].data.usage.operations_from_pg, 5);
+
+    // And the lattice goes on: exactly one report per interval after that.
+    advance(INTERVAL).await;
+    settle().await;
+    assert_eq!(kept.reports().len(), 2, "the next tick of the lattice");
+}

@@ -424,3 +424,68 @@ fn a_bad_proxy_setting_is_an_error_naming_it_without_the_credentials() {
         .build();
     assert!(disabled.is_ok());
 }
+
+/// A password holding `/`, `?` or `#` (not percent-encoded, as people write them) cuts the
+/// proxy URL's authority short, so the value fails to parse: the error must still not show it.
+#[test]
+fn a_proxy_password_with_a_slash_is_not_shown_in_the_error() {
+    for value in [
+        "http://telemetry:S3CRET/PW@127.0.0.1:3128",
+        "http://telemetry:S3CRET?PW@127.0.0.1:3128",
+        "telemetry:S3CRET#PW@127.0.0.1:3128",
+    ] {
+        let error = TelemetryConfig::builder()
+            .with_env_from(env_of(&[("ELECTRIC_TELEMETRY_PROXY", value)]))
+            .unwrap()
+            .build()
+            .unwrap_err();
+        assert_eq!(error.setting, "ELECTRIC_TELEMETRY_PROXY");
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("S3CRET"), "{shown}");
+    }
+}
+
+/// A password holding `/` that happens to leave a valid `host:port` before it
+/// (`user:1234/5@proxy`) must not be taken as the proxy `user:1234`: that goes to the wrong
+/// host and shows the user name and the start of the password in the start-up line.
+#[test]
+fn a_proxy_url_with_an_at_after_its_host_is_refused_not_misread() {
+    let result = TelemetryConfig::builder()
+        .with_env_from(env_of(&[(
+            "ELECTRIC_TELEMETRY_PROXY",
+            "http://telemetry:1234/S3CRET@127.0.0.1:3128",
+        )]))
+        .unwrap()
+        .build();
+    let error = result.expect_err("refused, not read as the proxy telemetry:1234");
+    assert_eq!(error.setting, "ELECTRIC_TELEMETRY_PROXY");
+    let shown = format!("{error} {error:?}");
+    assert!(
+        !shown.contains("S3CRET") && !shown.contains("1234"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("percent-encoded"),
+        "says how to fix it: {shown}"
+    );
+}
+
+/// Text after an IPv6 proxy address that is not `:port` is refused, not silently dropped
+/// (which sent telemetry to port 1080).
+#[test]
+fn text_after_a_bracketed_proxy_address_is_refused() {
+    for value in ["http://[::1]3128", "http://[::1]x:3128"] {
+        let error = TelemetryConfig::builder()
+            .with_env_from(env_of(&[("ELECTRIC_TELEMETRY_PROXY", value)]))
+            .unwrap()
+            .build()
+            .expect_err(value);
+        assert_eq!(error.setting, "ELECTRIC_TELEMETRY_PROXY");
+    }
+    let fine = TelemetryConfig::builder()
+        .with_env_from(env_of(&[("ELECTRIC_TELEMETRY_PROXY", "http://[::1]:3128")]))
+        .unwrap()
+        .build()
+        .unwrap();
+    assert!(format!("{fine:?}").contains("[::1]:3128"), "{fine:?}");
+}

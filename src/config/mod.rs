@@ -73,7 +73,7 @@ pub enum TelemetryMode {
 
 /// Everything telemetry needs to run. Build it with [`TelemetryConfig::from_env`] or
 /// [`TelemetryConfig::builder`]; once built, every value has been checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TelemetryConfig {
     mode: TelemetryMode,
     decided_by: String,
@@ -101,6 +101,40 @@ pub struct TelemetryConfig {
     proxy_settings: proxy::ProxySettings,
     /// Where requests go, decided at `build` from `proxy_settings` and the URL.
     proxy_route: proxy::Route,
+}
+
+/// Every field, the URL as errors show it: a service may log its configuration with `{:?}`,
+/// and the URL's query (where a token often rides) must not show (the proxy's own `Debug`
+/// already hides its credentials).
+impl std::fmt::Debug for TelemetryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryConfig")
+            .field("mode", &self.mode)
+            .field("decided_by", &self.decided_by)
+            .field("url", &endpoint_url::redact(&self.url))
+            .field("interval", &self.interval)
+            .field("first_report_in", &self.first_report_in)
+            .field("sample_every", &self.sample_every)
+            .field("checkpoint_every", &self.checkpoint_every)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("storage_dir", &self.storage_dir)
+            .field("instance_id", &self.instance_id)
+            .field("cluster_uuid", &self.cluster_uuid)
+            .field("electric_version", &self.electric_version)
+            .field("retry_initial_backoff", &self.retry_initial_backoff)
+            .field("retry_max_backoff", &self.retry_max_backoff)
+            .field("outbox_retention", &self.outbox_retention)
+            .field("outbox_max_bytes", &self.outbox_max_bytes)
+            .field("audit_log", &self.audit_log)
+            .field("audit_log_max_bytes", &self.audit_log_max_bytes)
+            .field("ca_file", &self.ca_file)
+            .field("spread_reports", &self.spread_reports)
+            .field("proxy_settings", &self.proxy_settings)
+            .field("proxy_route", &self.proxy_route)
+            .finish()
+    }
 }
 
 impl TelemetryConfig {

@@ -176,8 +176,8 @@ fn redacted(value: &str) -> String {
         Some(i) => (&value[..i + 3], &value[i + 3..]),
         None => ("", value),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    // The last `@` anywhere: a password may hold `/`, `?` or `#` that end the authority early.
+    match rest.rfind('@') {
         Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
         None => value.to_owned(),
     }
@@ -201,6 +201,14 @@ fn parse_proxy(setting: &'static str, value: &str) -> Result<Proxy, ConfigError>
         None => value,
     };
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if rest[authority.len()..].contains('@') {
+        // A password holding `/`, `?` or `#` cut the authority short: what looks like the
+        // host is the user name, the "port" part of the password.
+        return Err(error(
+            "an '@' after the host: a user name or password holding '/', '?' or '#' must be \
+             percent-encoded (%2F, %3F, %23)",
+        ));
+    }
     let (userinfo, hostport) = match authority.rfind('@') {
         Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
         None => (None, authority),
@@ -209,7 +217,11 @@ fn parse_proxy(setting: &'static str, value: &str) -> Result<Proxy, ConfigError>
         let end = v6
             .find(']')
             .ok_or_else(|| error("an unclosed [ in the host"))?;
-        (&v6[..end], v6[end + 1..].strip_prefix(':'))
+        let after = &v6[end + 1..];
+        if !after.is_empty() && !after.starts_with(':') {
+            return Err(error("text after the ] that is not :port"));
+        }
+        (&v6[..end], after.strip_prefix(':'))
     } else {
         match hostport.rsplit_once(':') {
             Some((host, port)) => (host, Some(port)),

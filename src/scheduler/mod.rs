@@ -9,7 +9,10 @@
 //! last snapshot of the partial window, queues it (on disk first) and waits, within the
 //! deadline, for the sender to flush; whatever is not delivered by then stays in the outbox.
 //! Every `checkpoint_every` it hands the sender a checkpoint of the current window (see
-//! `delivery/checkpoint.rs`), so that a kill loses at most that much.
+//! `delivery/checkpoint.rs`), so that a kill loses at most that much; like report ticks,
+//! checkpoints stay on their anchored phase and those missed during a freeze collapse into
+//! one. With spreading on, the lattice of later reports is armed only once the spread first
+//! report has run, so a freeze over both also gives one report.
 
 mod spread;
 mod ticks;
@@ -154,20 +157,45 @@ impl Actor for Scheduler {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.sample_every, |s, _| s.sample());
         if self.checkpoints.is_some() {
-            ctx.run_interval(self.checkpoint_every, |s, ctx| s.checkpoint(ctx));
+            // Not `run_interval`: it fires every missed tick at once after a freeze.
+            let first = tokio::time::Instant::now() + self.checkpoint_every;
+            self.arm_checkpoint(ctx, first, first);
         }
         // Anchored to the start: report k is due at start + ticks.steady + k * interval,
         // however late any one tick's handler ran (see `spread` for the spread first report).
         let start = tokio::time::Instant::now();
-        if let Some(first) = self.ticks.first {
-            ctx.run_later(first, |s, ctx| s.report(ctx));
-        }
         let steady = start + self.ticks.steady;
-        self.arm_report(ctx, steady, steady);
+        match self.ticks.first {
+            // The lattice is armed once the first report has run, from its first point still
+            // ahead: a stall over both gives one report, not a second one with an empty window.
+            Some(first) => {
+                ctx.run_later(first, move |s, ctx| {
+                    s.report(ctx);
+                    let next = next_due(steady, s.interval, tokio::time::Instant::now());
+                    s.arm_report(ctx, steady, next);
+                });
+            }
+            None => self.arm_report(ctx, steady, steady),
+        }
     }
 }
 
 impl Scheduler {
+    /// Arms the checkpoint due at `due`; after a freeze, one checkpoint, then the same phase.
+    fn arm_checkpoint(
+        &mut self,
+        ctx: &mut Context<Self>,
+        anchor: tokio::time::Instant,
+        due: tokio::time::Instant,
+    ) {
+        let wait = due.saturating_duration_since(tokio::time::Instant::now());
+        ctx.run_later(wait, move |s, ctx| {
+            s.checkpoint(ctx);
+            let next = next_due(anchor, s.checkpoint_every, tokio::time::Instant::now());
+            s.arm_checkpoint(ctx, anchor, next);
+        });
+    }
+
     /// Arms the report tick due at `due`. After it runs, the next one armed is the first tick
     /// still ahead ([`next_due`]): a process frozen through several ticks sends one report
     /// when it wakes, not one per missed tick with an empty window.
@@ -252,5 +280,96 @@ impl Handler<Shutdown> for Scheduler {
             ctx.stop();
             result
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    use tokio::time::{advance, pause};
+
+    use super::*;
+    use crate::usage::intake::Intake;
+
+    /// Counts the checkpoints and reports it is handed.
+    #[derive(Clone, Default)]
+    struct Counted {
+        checkpoints: Arc<AtomicUsize>,
+        reports: Arc<AtomicUsize>,
+    }
+
+    impl Actor for Counted {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Checkpoint> for Counted {
+        type Result = ();
+        fn handle(&mut self, _: Checkpoint, _: &mut Context<Self>) {
+            self.checkpoints.fetch_add(1, Relaxed);
+        }
+    }
+
+    impl Handler<Deliver> for Counted {
+        type Result = ();
+        fn handle(&mut self, _: Deliver, _: &mut Context<Self>) {
+            self.reports.fetch_add(1, Relaxed);
+        }
+    }
+
+    impl Handler<Flush> for Counted {
+        type Result = Result<(), DeliveryError>;
+        fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
+            Ok(())
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..16 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A process frozen through many checkpoint periods writes one checkpoint when it wakes,
+    /// not one per missed period (actix's `run_interval` fires every missed tick at once).
+    #[actix_rt::test]
+    async fn missed_checkpoints_collapse_into_one() {
+        pause();
+        let storage = tempfile::tempdir().unwrap();
+        let second = Duration::from_secs(1);
+        let config = TelemetryConfig::builder()
+            .first_report_in(Duration::from_secs(3600))
+            .interval(Duration::from_secs(3600))
+            .spread_reports(false)
+            .checkpoint_every(second)
+            .sample_every(Duration::from_secs(3600))
+            .storage_dir(storage.path())
+            .build()
+            .unwrap();
+        let counted = Counted::default();
+        let addr = counted.clone().start();
+        let collector = Collector::with_intake(Intake::new()).start();
+        Scheduler::new(
+            &config,
+            collector,
+            addr.clone().recipient(),
+            addr.clone().recipient(),
+        )
+        .checkpoints_to(addr.recipient(), Arc::new(Tally::default()))
+        .start();
+        settle().await;
+
+        advance(second + Duration::from_millis(1)).await;
+        settle().await;
+        assert_eq!(counted.checkpoints.load(Relaxed), 1, "on time");
+
+        // Frozen through ten periods: one checkpoint on waking, then the period goes on.
+        advance(10 * second).await;
+        settle().await;
+        assert_eq!(counted.checkpoints.load(Relaxed), 2, "one, not ten");
+        advance(second).await;
+        settle().await;
+        assert_eq!(counted.checkpoints.load(Relaxed), 3);
+        assert_eq!(counted.reports.load(Relaxed), 0);
     }
 }

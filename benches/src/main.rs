@@ -34,7 +34,7 @@ use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider};
 
-/// The `metrics` crate, renamed so that it is never confused with opentelemetry's module.
+// The `metrics` crate, renamed so that it is never confused with opentelemetry's module.
 use metrics as metrics_rs;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 

@@ -268,9 +268,11 @@ fn main() {
     println!("## electric-telemetry benchmark");
     println!();
     println!(
-        "Machine: {cores} cores, {cpu}; {} {}; release build. Medians of interleaved rounds.",
+        "Machine: {cores} cores, {cpu}; {} {}; release build. Medians of interleaved rounds. \
+         Load average (1, 5, 15 min) at the start: {}.",
         std::env::consts::OS,
-        std::env::consts::ARCH
+        std::env::consts::ARCH,
+        load_average()
     );
     println!();
 
@@ -280,6 +282,16 @@ fn main() {
     collector_state_and_snapshot(&rig);
     drop(rig);
     sketches();
+    println!();
+    println!("Load average (1, 5, 15 min) at the end: {}.", load_average());
+}
+
+/// The machine's load average, as /proc/loadavg gives it: how busy the shared box was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 // ---------------------------------------------------------------------------------------------

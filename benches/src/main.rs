@@ -283,7 +283,10 @@ fn main() {
     drop(rig);
     sketches();
     println!();
-    println!("Load average (1, 5, 15 min) at the end: {}.", load_average());
+    println!(
+        "Load average (1, 5, 15 min) at the end: {}.",
+        load_average()
+    );
 }
 
 /// The machine's load average, as /proc/loadavg gives it: how busy the shared box was.

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{backends, client, overview, post, post_with, seed, start, start_with, SEED};
+use electric_telemetry::REPORT_VERSION;
 use serde_json::{json, Value};
 
 #[actix_rt::test]
@@ -101,6 +102,11 @@ async fn refused_bodies_get_their_status_and_name_what_is_wrong() {
     // (what, body, content type, headers, status, words the error must contain)
     let mut padded = SEED.as_bytes().to_vec();
     padded.splice(1..1, std::iter::repeat_n(b' ', 64 * 1024));
+    // The versions named in the errors follow the library's, whatever it is now.
+    let unknown_version: &str =
+        Box::leak(format!("report_version {}", REPORT_VERSION + 1).into_boxed_str());
+    let accepted_version: &str =
+        Box::leak(format!("accepts report_version {REPORT_VERSION}").into_boxed_str());
     let cases: Vec<Case> = vec![
         ("oversized", padded, json, vec![], 413, vec!["65536 bytes"]),
         (
@@ -151,11 +157,11 @@ async fn refused_bodies_get_their_status_and_name_what_is_wrong() {
         ),
         (
             "unknown version",
-            with(&|v| v["report_version"] = json!(2)),
+            with(&|v| v["report_version"] = json!(REPORT_VERSION + 1)),
             json,
             vec![],
             400,
-            vec!["report_version 2", "accepts report_version 1"],
+            vec![unknown_version, accepted_version],
         ),
         (
             "missing version",
@@ -165,7 +171,7 @@ async fn refused_bodies_get_their_status_and_name_what_is_wrong() {
             json,
             vec![],
             400,
-            vec!["(missing)", "accepts report_version 1"],
+            vec!["(missing)", accepted_version],
         ),
         (
             "text content type",
@@ -336,15 +342,16 @@ async fn a_full_write_queue_answers_429_with_retry_after() {
             })
         })
         .collect();
-    // At most one report in the writer's hands and two queued: the other seven are refused
-    // while the lock is held. Wait for them (bounded), then let the writer through.
+    // The writer takes everything waiting into one batch, so at most two reports in its hands
+    // and two queued: at least six are refused while the lock is held. Wait for them
+    // (bounded), then let the writer through.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while senders.iter().filter(|s| s.is_finished()).count() < 7 {
+    while senders.iter().filter(|s| s.is_finished()).count() < 6 {
         assert!(std::time::Instant::now() < deadline, "refusals never came");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     blocker.execute("ROLLBACK").await.unwrap();
-    let (mut stored, mut refused) = (0, 0);
+    let (mut stored, mut refused, mut busy) = (0, 0, 0);
     for s in senders {
         match s.await.unwrap() {
             (201, _) => stored += 1,
@@ -352,11 +359,15 @@ async fn a_full_write_queue_answers_429_with_retry_after() {
                 assert!(retry.parse::<u64>().unwrap() >= 1);
                 refused += 1;
             }
+            // On a slow machine the reports the writer holds or has queued
+            // can outwait SQLite's busy timeout behind the lock: a 503 that stores nothing.
+            (503, Some(_)) => busy += 1,
             other => panic!("unexpected answer {other:?}"),
         }
     }
-    assert!(refused >= 7, "{refused} refused");
-    assert_eq!(stored + refused, 10);
+    assert!(refused >= 6, "{refused} refused");
+    assert!(busy <= 4, "{busy} answered 503");
+    assert_eq!(stored + refused + busy, 10);
     assert_eq!(running.store().raw_count().await.unwrap(), stored as u64);
     running.stop().await;
     b.finish().await;

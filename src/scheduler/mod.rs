@@ -159,7 +159,7 @@ impl Actor for Scheduler {
         if self.checkpoints.is_some() {
             // Not `run_interval`: it fires every missed tick at once after a freeze.
             let first = tokio::time::Instant::now() + self.checkpoint_every;
-            self.arm_checkpoint(ctx, first, first);
+            self.arm(ctx, first, first, |s| s.checkpoint_every, Self::checkpoint);
         }
         // Anchored to the start: report k is due at start + ticks.steady + k * interval,
         // however late any one tick's handler ran (see `spread` for the spread first report).
@@ -172,44 +172,31 @@ impl Actor for Scheduler {
                 ctx.run_later(first, move |s, ctx| {
                     s.report(ctx);
                     let next = next_due(steady, s.interval, tokio::time::Instant::now());
-                    s.arm_report(ctx, steady, next);
+                    s.arm(ctx, steady, next, |s| s.interval, Self::report);
                 });
             }
-            None => self.arm_report(ctx, steady, steady),
+            None => self.arm(ctx, steady, steady, |s| s.interval, Self::report),
         }
     }
 }
 
 impl Scheduler {
-    /// Arms the checkpoint due at `due`; after a freeze, one checkpoint, then the same phase.
-    fn arm_checkpoint(
+    /// Arms `action` at `due`, then at the first point of `anchor + k × period` still ahead
+    /// ([`next_due`]): a process frozen through several points runs it once when it wakes (one
+    /// report, one checkpoint), not once per missed point with nothing in between.
+    fn arm(
         &mut self,
         ctx: &mut Context<Self>,
         anchor: tokio::time::Instant,
         due: tokio::time::Instant,
+        period: fn(&Self) -> Duration,
+        action: fn(&mut Self, &mut Context<Self>),
     ) {
         let wait = due.saturating_duration_since(tokio::time::Instant::now());
         ctx.run_later(wait, move |s, ctx| {
-            s.checkpoint(ctx);
-            let next = next_due(anchor, s.checkpoint_every, tokio::time::Instant::now());
-            s.arm_checkpoint(ctx, anchor, next);
-        });
-    }
-
-    /// Arms the report tick due at `due`. After it runs, the next one armed is the first tick
-    /// still ahead ([`next_due`]): a process frozen through several ticks sends one report
-    /// when it wakes, not one per missed tick with an empty window.
-    fn arm_report(
-        &mut self,
-        ctx: &mut Context<Self>,
-        anchor: tokio::time::Instant,
-        due: tokio::time::Instant,
-    ) {
-        let wait = due.saturating_duration_since(tokio::time::Instant::now());
-        ctx.run_later(wait, move |s, ctx| {
-            s.report(ctx);
-            let next = next_due(anchor, s.interval, tokio::time::Instant::now());
-            s.arm_report(ctx, anchor, next);
+            action(s, ctx);
+            let next = next_due(anchor, period(s), tokio::time::Instant::now());
+            s.arm(ctx, anchor, next, period, action);
         });
     }
 }

@@ -40,7 +40,7 @@ pub struct CuttingServer {
 
 impl CuttingServer {
     pub fn start(cut: usize) -> Self {
-        use std::io::{BufRead, BufReader, Read, Write};
+        use std::io::Write;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/checkpoint", listener.local_addr().unwrap());
         let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -51,25 +51,9 @@ impl CuttingServer {
             for (i, stream) in listener.incoming().take(cut + 20).enumerate() {
                 let Ok(mut stream) = stream else { continue };
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        break;
-                    }
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
-                let mut body = vec![0; length];
-                if reader.read_exact(&mut body).is_err() {
+                let Some(body) = read_request(&stream) else {
                     continue;
-                }
+                };
                 if i < cut {
                     let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Le");
                     let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -91,6 +75,31 @@ impl CuttingServer {
             .map(|b| serde_json::from_slice(b).unwrap())
             .collect()
     }
+}
+
+/// Reads one HTTP/1.1 request from `stream`, head then its `Content-Length` body, and
+/// returns the body; `None` if the connection ends first. For raw test servers that answer
+/// one request per connection.
+pub fn read_request(stream: &std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(body)
 }
 
 /// A loopback port with nothing listening on it (bound, then released).

@@ -4,7 +4,7 @@
 # prints a note and leaves the variable unset, so those tests run on SQLite only.
 checkpoint_postgres() {
     if [ "$(id -u)" != 0 ]; then
-        echo "note: not root; checkpoint's Postgres tests are skipped (see README, Receiving reports)"
+        echo "note: not root; checkpoint's Postgres tests are skipped (see checkpoint/README.md)"
         return 0
     fi
     if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then

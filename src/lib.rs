@@ -87,8 +87,8 @@
 //! # }
 //! ```
 //!
-//! See the README for the configuration table and every field of the payload, and
-//! `examples/embed.rs` for a complete program.
+//! See docs/configuration.md for the configuration table, docs/report.md for every field of
+//! the payload, and `examples/embed.rs` for a complete program.
 //!
 //! ## Cargo features
 //!

@@ -1,4 +1,4 @@
-//! The report's JSON Schema (`src/report.schema.json`, [`REPORT_SCHEMA`]) holds for what is
+//! The report's JSON Schema (`src/report/report.schema.json`, [`REPORT_SCHEMA`]) holds for what is
 //! really sent, and it and the Rust types cannot drift apart unnoticed in either direction.
 
 mod common;

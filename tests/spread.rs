@@ -85,8 +85,8 @@ async fn pass(duration: Duration, step: Duration) {
     }
 }
 
-/// The documented phase (README, src/spread.rs), written out again: it must not change
-/// between versions, so that an operator (and this test) can predict it.
+/// The documented phase (docs/delivery.md, src/scheduler/spread.rs), written out again: it must
+/// not change between versions, so that an operator (and this test) can predict it.
 fn documented_phase(cluster: u128, instance: &str) -> f64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let cluster = uuid::Uuid::from_u128(cluster);

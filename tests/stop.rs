@@ -6,8 +6,8 @@
 //!   flush too: the report waits on disk.
 //! - A hung endpoint still ends by `shutdown_timeout`.
 //!
-//! Outcomes are asserted (attempts, `ShutdownOutcome`, the outbox), never timings; the measured
-//! latencies are in the README.
+//! Outcomes are asserted (attempts, `ShutdownOutcome`, the outbox), never timings; the stop's
+//! bounds are in docs/delivery.md ("The stop").
 
 mod common;
 

@@ -27,7 +27,7 @@ impl HttpsReceiver {
         let cert = issued.cert.der().clone();
         let key =
             rustls::pki_types::PrivateKeyDer::try_from(issued.signing_key.serialize_der()).unwrap();
-        // An explicit provider: test binaries link both of rustls's (tests/host_provider.rs).
+        // An explicit provider: a test binary may link both of rustls's (tests/host-provider/).
         let ring = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ServerConfig::builder_with_provider(ring)
             .with_safe_default_protocol_versions()

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::store::{Outcome, Store, Submission};
 use crate::validate::{Invalid, Validator};
 
-/// Everything the server needs; [`crate::cli`] fills it from flags and the environment.
+/// Everything the server needs; the binary (`src/main.rs`) fills it from flags and variables.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,

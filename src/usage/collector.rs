@@ -10,7 +10,7 @@
 //!
 //! Its state is bounded whatever the load: summaries turn into fixed-size histograms, distinct
 //! counts into fixed-size sketches, and the per-client tables stop growing (see the `sketch`
-//! module); the README gives the figures.
+//! module); docs/report.md and docs/performance.md give the figures.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

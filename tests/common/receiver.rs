@@ -1,5 +1,5 @@
 //! A real HTTP receiver on 127.0.0.1 with scripted answers, shared by the tests and the
-//! example service (`examples/service/main.rs` includes this file): the demo and the tests see
+//! example service (`examples/service/src/main.rs` includes this file): the demo and the tests see
 //! reports through the same code.
 #![allow(dead_code)] // Each user takes a different part of it.
 

@@ -1,11 +1,13 @@
 //! Telemetry in a host whose other dependencies enable rustls's aws-lc-rs provider.
 //!
-//! The dev-dependency on `rustls` with `aws_lc_rs` (Cargo.toml) unifies into every test
-//! binary, so this one links both of rustls's providers and installs neither: exactly the host
+//! This package's dev-dependency on `rustls` with `aws_lc_rs` (its Cargo.toml) makes this test
+//! binary link both of rustls's providers and install neither: exactly the host
 //! in which rustls cannot pick a process-wide default and `awc::Connector::new()` with awc's
 //! `rustls-0_23-webpki-roots` feature panicked on the sender's thread. Telemetry must not care:
 //! it builds its own TLS configuration with an explicit provider.
 
+// The helpers the crate's own integration tests use.
+#[path = "../../common/mod.rs"]
 mod common;
 
 use std::time::Duration;

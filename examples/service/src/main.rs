@@ -20,7 +20,7 @@
 mod simulation;
 
 // The loopback receiver the integration tests use: one receiver, not two copies.
-#[path = "../../tests/common/receiver.rs"]
+#[path = "../../../tests/common/receiver.rs"]
 mod receiver;
 
 use std::collections::HashSet;

@@ -421,7 +421,7 @@ fn a_bad_proxy_setting_of_telemetrys_own_is_an_error_naming_it_without_the_crede
         .proxy("https://proxy:3128")
         .build()
         .unwrap_err();
-    assert_eq!(error.setting, "proxy");
+    assert_eq!(error.setting, "proxy(..)");
     // An opt-out is never refused over a proxy setting.
     let disabled = TelemetryConfig::builder()
         .proxy("socks5://proxy:1080")

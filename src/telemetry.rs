@@ -134,6 +134,9 @@ impl Telemetry {
                 Sender::new(&sender_config).with_tally(shared)
             });
             checkpoints = Some(sender.clone().recipient());
+            if let Some(why) = &config.proxy_route().unusable {
+                tracing::warn!("{why}");
+            }
             tracing::info!(
                 url = url_for_logs(config.url()),
                 // host:port and the setting that chose it; never credentials.

@@ -135,6 +135,96 @@ async fn a_url_with_a_user_or_password_is_refused_and_nothing_reaches_the_endpoi
     receiver.stop().await;
 }
 
+// URLs that look right -------------------------------------------------------------------------
+
+/// A raw HTTP/1.1 server on 127.0.0.1 that answers 200 and keeps each request line as sent.
+fn request_line_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&lines);
+    std::thread::spawn(move || {
+        // Bounded: a few connections, and it ends with the test process.
+        for stream in listener.incoming().take(8) {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            if let Some((line, _)) = common::read_request_line_and_body(&stream) {
+                kept.lock().unwrap().push(line);
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, lines)
+}
+
+#[actix_rt::test]
+async fn a_url_without_a_path_is_sent_to_slash_with_its_query_and_shown_as_used() {
+    let (port, lines) = request_line_server();
+    let storage = tempfile::tempdir().unwrap();
+    let given = format!("http://127.0.0.1:{port}?token=abc");
+    let config = TelemetryConfig::builder()
+        .storage_dir(storage.path())
+        .first_report_in(Duration::ZERO)
+        .spread_reports(false)
+        .shutdown_timeout(Duration::from_secs(2))
+        .with_env_from(|name| (name == ENV_URL).then(|| given.clone()))
+        .unwrap()
+        .build()
+        .unwrap();
+    // What is used, and what logs and `url()` show, is the URL with its path.
+    assert_eq!(config.url(), format!("http://127.0.0.1:{port}/?token=abc"));
+    let telemetry = electric_telemetry::Telemetry::start(config).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || !lines
+            .lock()
+            .unwrap()
+            .is_empty())
+        .await,
+        "the first report arrived"
+    );
+    telemetry.shutdown().await;
+    let lines = lines.lock().unwrap().clone();
+    assert!(
+        lines.iter().all(|l| l == "POST /?token=abc HTTP/1.1"),
+        "every request went to / with its query: {lines:?}"
+    );
+    // A fragment is never sent, and a URL with no path and no query is left as given.
+    let c = from(&[(ENV_URL, "https://telemetry.example.com#part")]).unwrap();
+    assert_eq!(c.url(), "https://telemetry.example.com/#part");
+    let c = from(&[(ENV_URL, "https://telemetry.example.com")]).unwrap();
+    assert_eq!(c.url(), "https://telemetry.example.com");
+}
+
+#[test]
+fn hosts_that_would_fail_every_attempt_are_refused_at_start_naming_the_variable() {
+    for (url, says) in [
+        ("http://[127.0.0.1]:9/x", "not an IPv6 address"),
+        ("http://[example.com]/x", "not an IPv6 address"),
+        ("http://127.0.0.1.:9/x", "ends with '.'"),
+        (
+            "https://telemetry.example.com./in?token=T0KEN",
+            "ends with '.'",
+        ),
+    ] {
+        let err = from(&[(ENV_URL, url)]).expect_err(url);
+        assert_eq!(err.setting, "ELECTRIC_TELEMETRY_URL", "{url}");
+        let text = err.to_string();
+        assert!(text.contains(says), "{url}: {text}");
+        assert!(!text.contains("T0KEN"), "{text}");
+        let err = TelemetryConfig::builder().url(url).build().expect_err(url);
+        assert_eq!(
+            err.setting, "ELECTRIC_TELEMETRY_URL",
+            "set in code too: {url}"
+        );
+    }
+    // Real IPv6 literals are still fine.
+    for url in ["http://[::1]:8080/x", "https://[2001:db8::1]/in"] {
+        assert_eq!(from(&[(ENV_URL, url)]).unwrap().url(), url);
+    }
+}
+
 // Item 6 ---------------------------------------------------------------------------------------
 
 #[test]

@@ -406,17 +406,22 @@ async fn a_proxy_refusing_the_tunnel_is_a_transient_failure() {
 }
 
 #[test]
-fn a_bad_proxy_setting_is_an_error_naming_it_without_the_credentials() {
+fn a_bad_proxy_setting_of_telemetrys_own_is_an_error_naming_it_without_the_credentials() {
     let error = TelemetryConfig::builder()
         .with_env_from(env_of(&[(
-            "HTTPS_PROXY",
+            "ELECTRIC_TELEMETRY_PROXY",
             &format!("socks5://telemetry:{PASSWORD}@proxy:1080"),
         )]))
         .unwrap()
         .build()
         .unwrap_err();
-    assert_eq!(error.setting, "HTTPS_PROXY");
+    assert_eq!(error.setting, "ELECTRIC_TELEMETRY_PROXY");
     assert!(!error.to_string().contains(PASSWORD), "{error}");
+    let error = TelemetryConfig::builder()
+        .proxy("https://proxy:3128")
+        .build()
+        .unwrap_err();
+    assert_eq!(error.setting, "proxy(..)");
     // An opt-out is never refused over a proxy setting.
     let disabled = TelemetryConfig::builder()
         .proxy("socks5://proxy:1080")
@@ -488,4 +493,98 @@ fn text_after_a_bracketed_proxy_address_is_refused() {
         .build()
         .unwrap();
     assert!(format!("{fine:?}").contains("[::1]:3128"), "{fine:?}");
+}
+
+/// `HTTPS_PROXY`, `ALL_PROXY` and the others belong to every program on the host: a value
+/// telemetry cannot use (a SOCKS or an https:// proxy) must not stop the host from starting.
+/// Telemetry starts, never bypasses that proxy (its reports wait in the outbox), and says once
+/// which variable it could not use and what to set instead.
+#[actix_rt::test]
+async fn a_conventional_proxy_variable_telemetry_cannot_use_never_fails_the_hosts_start() {
+    logs();
+    // Settings another program on the host uses: never an error for telemetry.
+    for (name, value, url) in [
+        (
+            "HTTPS_PROXY",
+            "https://proxy.internal:3128",
+            "https://telemetry.example.com/",
+        ),
+        (
+            "https_proxy",
+            "socks5://proxy.internal:1080",
+            "https://telemetry.example.com/",
+        ),
+        (
+            "HTTP_PROXY",
+            "socks4a://proxy.internal",
+            "http://127.0.0.1:9/",
+        ),
+    ] {
+        let config = TelemetryConfig::builder()
+            .url(url)
+            .with_env_from(env_of(&[(name, value)]))
+            .unwrap()
+            .build()
+            .unwrap_or_else(|e| panic!("{name}={value} failed the configuration: {e}"));
+        assert!(config.enabled());
+    }
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let socks = format!("socks5h://telemetry:{PASSWORD}@127.0.0.1:{}", free_port());
+    let config = config(&receiver.url, storage.path())
+        .first_report_in(Duration::ZERO)
+        .spread_reports(false)
+        .shutdown_timeout(Duration::from_secs(10))
+        .with_env_from(env_of(&[("ALL_PROXY", &socks)]))
+        .unwrap()
+        .build()
+        .unwrap();
+    let warned_before = logs()
+        .lines(" WARN ")
+        .iter()
+        .filter(|l| l.contains("ALL_PROXY") && l.contains("ELECTRIC_TELEMETRY_PROXY"))
+        .count();
+    let telemetry = Telemetry::start(config).unwrap();
+    let mut failed = 0;
+    for _ in 0..500 {
+        failed = telemetry.outbox_status().await.unwrap().failed_attempts;
+        if failed >= 3 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(failed >= 3, "attempts fail while the proxy cannot be used");
+    assert!(
+        receiver.received().is_empty(),
+        "the proxy is never bypassed"
+    );
+    let outcome = telemetry.shutdown().await;
+    assert!(
+        matches!(outcome, ShutdownOutcome::NotDelivered(_)),
+        "{outcome:?}"
+    );
+    let kept = std::fs::read_dir(outbox_dir(storage.path()))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .count();
+    assert_eq!(kept, 2, "the first and the final report wait in the outbox");
+    let warned: Vec<String> = logs()
+        .lines(" WARN ")
+        .into_iter()
+        .filter(|l| l.contains("ALL_PROXY") && l.contains("ELECTRIC_TELEMETRY_PROXY"))
+        .collect();
+    assert_eq!(
+        warned.len() - warned_before,
+        1,
+        "one warning says what to set: {warned:?}"
+    );
+    let line = warned.last().unwrap();
+    assert!(line.contains("NO_PROXY"), "{line}");
+    assert!(
+        line.contains("socks5h"),
+        "says what it could not use: {line}"
+    );
+    no_credentials_logged();
+    receiver.stop().await;
 }

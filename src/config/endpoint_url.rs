@@ -7,6 +7,14 @@
 //! and then drops the port, sending reports to port 80 or 443 of the host, so the authority is
 //! checked here, before that parser sees it.
 //!
+//! What is checked is what will be sent. A URL whose query or fragment follows the host
+//! directly (`http://host:8080?token=abc`) would go out as `POST ?token=abc`, which no server
+//! routes; it is used, logged and returned by `TelemetryConfig::url` with the `/` that an
+//! empty http path stands for (`http://host:8080/?token=abc`, RFC 9110 4.2.3). Hosts that pass
+//! a parser but can never be reached are refused: brackets around anything but an IPv6
+//! address (`[127.0.0.1]`), and a host ending in `.` (`127.0.0.1.`, `example.com.`; TLS
+//! names and IP literals have no trailing dot).
+//!
 //! User names and passwords are refused rather than sent: awc would silently drop them, and
 //! sending them as `Authorization: Basic` would put a credential in every report's request
 //! for a receiver that is meant to be anonymous. An error never shows them, nor the query (a
@@ -21,8 +29,9 @@ use crate::error::ConfigError;
 pub(crate) const ACCEPTED_URL: &str = "an absolute http:// or https:// URL with a host, an \
     optional port from 1 to 65535, and no user name or password";
 
-/// Checks `url` exactly; the error names `ELECTRIC_TELEMETRY_URL` and shows the URL redacted.
-pub(crate) fn check_url(url: &str) -> Result<(), ConfigError> {
+/// Checks `url` exactly and returns the URL that will be used (see the module docs); the
+/// error names `ELECTRIC_TELEMETRY_URL` and shows the URL redacted.
+pub(crate) fn check_url(url: &str) -> Result<String, ConfigError> {
     let shown = redact(url);
     let fail = |problem: String| Err(ConfigError::new(ENV_URL, &shown, problem, ACCEPTED_URL));
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -52,6 +61,18 @@ pub(crate) fn check_url(url: &str) -> Result<(), ConfigError> {
     if host.is_empty() {
         return fail("no host".to_owned());
     }
+    if let Some(inside) = host.strip_prefix('[') {
+        let inside = inside.strip_suffix(']').unwrap_or(inside);
+        if inside.parse::<std::net::Ipv6Addr>().is_err() {
+            return fail(
+                "the host in brackets is not an IPv6 address (write an IPv4 address or a \
+                 name without brackets)"
+                    .to_owned(),
+            );
+        }
+    } else if host.ends_with('.') {
+        return fail("the host ends with '.' (remove the trailing dot)".to_owned());
+    }
     let port = match port {
         None => None,
         Some(port) => match parse_port(port) {
@@ -70,7 +91,12 @@ pub(crate) fn check_url(url: &str) -> Result<(), ConfigError> {
     if uri.host().is_none_or(str::is_empty) || uri.port_u16() != port {
         return fail("not a valid URL".to_owned());
     }
-    Ok(())
+    // `scheme://authority` directly followed by `?` or `#`: the empty path is `/`.
+    let at = url.len() - rest.len() + end;
+    if url[at..].starts_with(['?', '#']) {
+        return Ok(format!("{}/{}", &url[..at], &url[at..]));
+    }
+    Ok(url.to_owned())
 }
 
 /// Splits an authority (no userinfo) into host and port text; `[v6]:port` keeps its brackets.
@@ -158,11 +184,29 @@ mod tests {
     }
 
     #[test]
+    fn the_request_target_is_what_was_checked() {
+        // awc writes the URI's path and query as the request target.
+        let sent = |url: &str| {
+            let used = check_url(url).unwrap();
+            let uri: Uri = used.parse().unwrap();
+            uri.path_and_query().map(|p| p.as_str().to_owned())
+        };
+        assert_eq!(sent("http://h:1?token=abc").as_deref(), Some("/?token=abc"));
+        assert_eq!(sent("http://h:1#part").as_deref(), Some("/"));
+        assert_eq!(
+            sent("http://h:1/in?token=abc").as_deref(),
+            Some("/in?token=abc")
+        );
+        assert_eq!(check_url("http://h:1").unwrap(), "http://h:1");
+    }
+
+    #[test]
     fn ipv6_hosts_keep_their_port() {
         assert_eq!(split_host_port("[::1]:8080"), ("[::1]", Some("8080")));
         assert_eq!(split_host_port("[::1]"), ("[::1]", None));
         assert_eq!(split_host_port("[::1]x"), ("[::1]", Some("x")));
         assert!(check_url("http://[::1]:8080/x").is_ok());
+        assert!(check_url("http://[127.0.0.1]:8080/x").is_err());
         assert!(check_url("http://[::1]:0/x").is_err());
     }
 }

@@ -431,8 +431,8 @@ impl TelemetryConfigBuilder {
             self.config.mode = *mode;
             self.config.decided_by = by.clone();
         }
+        self.config.url = check_url(&self.config.url)?;
         let c = &self.config;
-        check_url(&c.url)?;
         check_range("interval", c.interval, SECOND, ACCEPTED_DURATION)?;
         check_range(
             "first_report_in",

@@ -16,7 +16,12 @@
 //!   defaults to 1080, as curl's does). Credentials are sent as `Proxy-Authorization: Basic`
 //!   in the CONNECT request to the proxy, and appear nowhere else: not in `Debug`, a log line
 //!   or an error, which show `host:port` only. Anything else (an `https://` or `socks5://`
-//!   proxy, no host, a bad port) is a configuration error naming the variable.
+//!   proxy, no host, a bad port) in telemetry's own setting is a configuration error naming
+//!   it. In a conventional variable, which other programs on the host read too (a SOCKS proxy
+//!   in `ALL_PROXY` is common), it never fails the host's start: the route is *unusable*,
+//!   every attempt fails at once as unreachable without bypassing that proxy (reports wait in
+//!   the outbox), and the start-up warns once, naming the variable and what to set
+//!   (`ELECTRIC_TELEMETRY_PROXY`, `NO_PROXY`).
 //! - The choice is made once, when the configuration is built; a configured proxy is never
 //!   bypassed (a proxy that is down is a failed attempt like any other).
 
@@ -71,8 +76,11 @@ impl Proxy {
 /// What the proxy settings decided.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct Route {
-    /// `None`: direct.
+    /// `None`: direct, unless `unusable`.
     pub proxy: Option<Proxy>,
+    /// A conventional variable named a proxy telemetry cannot use: why, and what to set
+    /// instead (no credentials). Nothing is sent while it holds: never direct.
+    pub unusable: Option<String>,
     /// The setting that decided, e.g. `HTTPS_PROXY`, `NO_PROXY`, `ELECTRIC_TELEMETRY_PROXY`,
     /// `proxy(..)`; `None` when nothing was set.
     pub decided_by: Option<String>,
@@ -88,6 +96,10 @@ impl fmt::Display for Route {
     /// For the start-up line: `127.0.0.1:3128 (from HTTPS_PROXY)`, `direct (NO_PROXY)`,
     /// `direct`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.unusable.is_some() {
+            let by = self.decided_by.as_deref().unwrap_or("a proxy variable");
+            return write!(f, "none usable (from {by}: reports wait in the outbox)");
+        }
         match (&self.proxy, &self.decided_by) {
             (Some(proxy), Some(by)) => write!(f, "{} (from {by})", proxy.address()),
             (Some(proxy), None) => f.write_str(&proxy.address()),
@@ -126,11 +138,13 @@ impl ProxySettings {
             if value.trim().eq_ignore_ascii_case("none") {
                 return Ok(Route {
                     proxy: None,
+                    unusable: None,
                     decided_by: Some(format!("{by}=none")),
                 });
             }
             return Ok(Route {
                 proxy: Some(parse_proxy(by, value)?),
+                unusable: None,
                 decided_by: Some((*by).to_owned()),
             });
         }
@@ -158,14 +172,29 @@ impl ProxySettings {
             if no_proxy_matches(list, host, port) {
                 return Ok(Route {
                     proxy: None,
+                    unusable: None,
                     decided_by: Some(no.to_owned()),
                 });
             }
         }
-        Ok(Route {
-            proxy: Some(parse_proxy(by, value)?),
-            decided_by: Some(by.to_owned()),
-        })
+        match parse_proxy(by, value) {
+            Ok(proxy) => Ok(Route {
+                proxy: Some(proxy),
+                unusable: None,
+                decided_by: Some(by.to_owned()),
+            }),
+            // Another program's setting: never the host's failure (see the module docs).
+            Err(e) => Ok(Route {
+                proxy: None,
+                unusable: Some(format!(
+                    "telemetry cannot use the proxy in {by}: {}. Its reports wait in the \
+                     outbox; to deliver them set ELECTRIC_TELEMETRY_PROXY to an http:// \
+                     proxy (or none), or list the endpoint's host in NO_PROXY",
+                    e.problem
+                )),
+                decided_by: Some(by.to_owned()),
+            }),
+        }
     }
 }
 
@@ -192,8 +221,18 @@ fn parse_proxy(setting: &'static str, value: &str) -> Result<Proxy, ConfigError>
         Some(i) => {
             let scheme = value[..i].to_ascii_lowercase();
             if scheme != "http" {
+                // Named only when it looks like a scheme: a password may hold "://".
+                let plain = scheme.len() <= 16
+                    && scheme
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-');
+                let named = if plain {
+                    format!(" {scheme:?}")
+                } else {
+                    String::new()
+                };
                 return Err(error(&format!(
-                    "the proxy scheme {scheme:?} is not supported (only http:// proxies)"
+                    "the proxy scheme{named} is not supported (only http:// proxies)"
                 )));
             }
             &value[i + 3..]

@@ -19,7 +19,7 @@
 //!   outbox instead of dying silently. (With `panic = "abort"` nothing can catch it; this crate
 //!   does not enable that awc feature itself.)
 //! - With a proxy (see `proxy`), awc's TCP connector is replaced by the CONNECT tunnel of
-//!   `tunnel`; TLS, timeouts and everything above the socket stay awc's. Either way every
+//!   `tunnel` (or, while the proxy settings are unusable, by one whose every connect fails); TLS, timeouts and everything above the socket stay awc's. Either way every
 //!   connection reads through `response_limit`, so no response can make actix-http log an
 //!   `ERROR`.
 
@@ -30,7 +30,7 @@ use std::time::Duration;
 use awc::http::header;
 
 use super::response_limit::{limited_tcp, Limited};
-use super::tunnel::TunnelConnector;
+use super::tunnel::{TunnelConnector, UnusableProxy};
 use crate::config::proxy::Proxy;
 use crate::config::{TelemetryConfig, ENV_CA_FILE};
 use crate::files::read_certificates;
@@ -42,6 +42,8 @@ pub(crate) struct ClientSetup {
     connect_timeout: Duration,
     request_timeout: Duration,
     proxy: Option<Proxy>,
+    /// The proxy settings name a proxy that cannot be used: every connect fails with this.
+    unusable: Option<String>,
 }
 
 impl ClientSetup {
@@ -52,6 +54,12 @@ impl ClientSetup {
             connect_timeout: config.connect_timeout(),
             request_timeout: config.request_timeout(),
             proxy: config.proxy_route().proxy.clone(),
+            unusable: config
+                .proxy_route()
+                .decided_by
+                .as_ref()
+                .filter(|_| config.proxy_route().unusable.is_some())
+                .map(|by| format!("the proxy in {by} cannot be used (see the start-up warning)")),
         })
     }
 
@@ -75,11 +83,12 @@ impl ClientSetup {
             let connector = awc::Connector::new()
                 .rustls_0_23(Arc::clone(&self.tls))
                 .timeout(self.connect_timeout);
-            match &self.proxy {
-                Some(proxy) => {
+            match (&self.proxy, &self.unusable) {
+                (_, Some(why)) => client!(connector.connector(Limited(UnusableProxy::new(why)))),
+                (Some(proxy), None) => {
                     client!(connector.connector(Limited(TunnelConnector::new(proxy.clone()))))
                 }
-                None => client!(connector.connector(limited_tcp())),
+                (None, None) => client!(connector.connector(limited_tcp())),
             }
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).map_err(|panic| {

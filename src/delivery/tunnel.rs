@@ -143,3 +143,30 @@ mod tests {
         assert_eq!(authority("[::1]", 8443), "[::1]:8443");
     }
 }
+
+/// The connector while the proxy settings are unusable (see `proxy`): every connect fails at
+/// once with `why`, so reports stay queued and nothing ever goes direct.
+#[derive(Clone)]
+pub(crate) struct UnusableProxy {
+    why: Rc<str>,
+}
+
+impl UnusableProxy {
+    pub(crate) fn new(why: &str) -> Self {
+        Self { why: why.into() }
+    }
+}
+
+impl Service<ConnectInfo<Uri>> for UnusableProxy {
+    type Response = Connection<Uri, TcpStream>;
+    type Error = ConnectError;
+    type Future = std::future::Ready<Result<Self::Response, ConnectError>>;
+
+    actix_service::always_ready!();
+
+    fn call(&self, _: ConnectInfo<Uri>) -> Self::Future {
+        std::future::ready(Err(ConnectError::Io(io::Error::other(
+            self.why.to_string(),
+        ))))
+    }
+}

@@ -81,13 +81,22 @@ impl CuttingServer {
 /// returns the body; `None` if the connection ends first. For raw test servers that answer
 /// one request per connection.
 pub fn read_request(stream: &std::net::TcpStream) -> Option<Vec<u8>> {
+    read_request_line_and_body(stream).map(|(_, body)| body)
+}
+
+/// [`read_request`], with the request line as sent (`POST /path?query HTTP/1.1`, no CRLF).
+pub fn read_request_line_and_body(stream: &std::net::TcpStream) -> Option<(String, Vec<u8>)> {
     use std::io::{BufRead, BufReader, Read};
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut length = 0usize;
+    let mut request_line = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             break;
+        }
+        if request_line.is_none() {
+            request_line = Some(line.trim_end().to_owned());
         }
         let lower = line.to_ascii_lowercase();
         if let Some(v) = lower.strip_prefix("content-length:") {
@@ -99,7 +108,7 @@ pub fn read_request(stream: &std::net::TcpStream) -> Option<Vec<u8>> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
-    Some(body)
+    Some((request_line?, body))
 }
 
 /// A loopback port with nothing listening on it (bound, then released).

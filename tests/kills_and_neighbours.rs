@@ -177,8 +177,9 @@ fn config(url: &str, storage: &Path, instance: &str) -> TelemetryConfigBuilder {
         .shutdown_timeout(Duration::from_secs(3))
 }
 
+/// The recovery file the child keeps of its window in progress.
 fn read_checkpoint(storage: &Path) -> Option<Report> {
-    let bytes = std::fs::read(outbox_dir(storage).join("checkpoint.json")).ok()?;
+    let bytes = std::fs::read(outbox_dir(storage).join("recovery.json")).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -331,7 +332,7 @@ async fn two_live_instances_on_one_storage_dir_never_send_the_same_report() {
         std::fs::read_dir(outbox_dir(storage.path())).map_or(0, |d| {
             d.flatten()
                 .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-                .filter(|e| e.file_name() != "checkpoint.json")
+                .filter(|e| e.file_name() != "recovery.json")
                 .count()
         })
     };

@@ -181,13 +181,10 @@ fn left_behind(storage: &Path) -> (u64, bool) {
 /// as unclean for the next start to say so. Never both, never neither.
 #[actix_rt::test]
 async fn a_shutdown_cut_anywhere_accounts_for_the_final_window_exactly_once() {
-    const PENDING: u64 = 600;
+    const PENDING: u64 = 150;
     let url = format!("http://127.0.0.1:{}/checkpoint", free_port());
     let mut seen = std::collections::BTreeMap::new();
-    for (trial, ms) in [1u64, 2, 5, 10, 20, 40, 80, 160, 1000]
-        .into_iter()
-        .enumerate()
-    {
+    for (trial, ms) in [1u64, 3, 10, 40, 1000].into_iter().enumerate() {
         let storage = tempfile::tempdir().unwrap();
         let dir = outbox_dir(storage.path());
         std::fs::create_dir_all(&dir).unwrap();

@@ -1,5 +1,5 @@
 //! Real processes on one storage dir: a service killed with SIGKILL, and two instances running
-//! side by side. The other process is this test binary run again as a child (the ignored
+//! side by side. The other process is this test binary run again as a child (the
 //! `child_service` test, which does its part only when `ET_CHILD` is set), against a real
 //! receiver on loopback in the parent.
 //!
@@ -56,7 +56,7 @@ impl ChildService {
             command.arg(std::env::current_exe().unwrap());
         }
         let mut child = command
-            .args(["--exact", "child_service", "--ignored", "--nocapture"])
+            .args(["--exact", "child_service", "--nocapture"])
             .env("ET_CHILD", "1")
             .env("ET_URL", spec.url)
             .env("ET_STORAGE", spec.storage)
@@ -121,7 +121,6 @@ impl Drop for ChildService {
 /// The child's side: a service that starts telemetry, records `ET_OPS` operations, says so,
 /// and runs until it is killed (at most a minute, so a stray child never lingers).
 #[test]
-#[ignore = "run by the other tests of this file as their child process"]
 fn child_service() {
     let Ok(_) = std::env::var("ET_CHILD") else {
         return;

@@ -7,8 +7,9 @@
 //!   a file of that id still in the directory is a removal a kill interrupted, and is deleted
 //!   at the next start without being counted again. What is sent is the report alone.
 //! - `dropped_reports`: drops not riding on a report yet (plus what reports held only in
-//!   memory stand for), rewritten in place; it may name, after the count, the report it
-//!   absorbed last, with the same meaning.
+//!   memory stand for), rewritten in place; after the count it may say `absorbs <id>` (the
+//!   same meaning as `outbox_absorbed`) or `handed-to <id>`: the count is moving onto a new
+//!   report, and once that report's file is there the count file no longer holds it.
 //! - `recovery.json`: the recovery file, the window in progress so far (see
 //!   `recovery_file.rs`); `checkpoint.json` is its earlier name, still read at start.
 //! - `running` (a run in progress), `unclean_stop` (the next report says
@@ -75,16 +76,28 @@ pub(super) fn read_report(path: &Path, limit: u64) -> Option<(Report, Option<Uui
     Some((serde_json::from_value(value).ok()?, absorbed))
 }
 
-/// A count file's content: the count, and the report it absorbed last, if it says.
-pub(super) fn parse_count(bytes: &[u8]) -> Option<(u64, Option<Uuid>)> {
+/// What a count file says beside its count, about one report file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CountMark {
+    /// The count took this dropped report's: a file of it still there is already counted.
+    Absorbs(Uuid),
+    /// The count is being handed to this new report: once a file of it is there, the report
+    /// carries the count and the count file no longer does.
+    HandedTo(Uuid),
+}
+
+/// A count file's content: the count, and what it says about a report file, if anything.
+pub(super) fn parse_count(bytes: &[u8]) -> Option<(u64, Option<CountMark>)> {
     let text = std::str::from_utf8(bytes).ok()?;
     let mut words = text.split_whitespace();
     let count = words.next()?.parse().ok()?;
-    let absorbed = match words.next() {
-        None => None,
-        Some(id) => Some(id.parse().ok()?),
+    let mark = match (words.next(), words.next()) {
+        (None, _) => None,
+        (Some("absorbs"), Some(id)) => Some(CountMark::Absorbs(id.parse().ok()?)),
+        (Some("handed-to"), Some(id)) => Some(CountMark::HandedTo(id.parse().ok()?)),
+        _ => return None,
     };
-    Some((count, absorbed))
+    Some((count, mark))
 }
 
 /// Rewrites the count file in place (no fsync: the count guards against the process
@@ -92,10 +105,11 @@ pub(super) fn parse_count(bytes: &[u8]) -> Option<(u64, Option<Uuid>)> {
 pub(super) fn rewrite_count(
     file: &mut File,
     count: u64,
-    absorbed: Option<Uuid>,
+    mark: Option<CountMark>,
 ) -> std::io::Result<()> {
-    let text = match absorbed {
-        Some(id) => format!("{count:020} {id}\n"),
+    let text = match mark {
+        Some(CountMark::Absorbs(id)) => format!("{count:020} absorbs {id}\n"),
+        Some(CountMark::HandedTo(id)) => format!("{count:020} handed-to {id}\n"),
         None => format!("{count:020}\n"),
     };
     file.seek(SeekFrom::Start(0))?;

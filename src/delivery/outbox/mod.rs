@@ -47,7 +47,9 @@ use uuid::Uuid;
 use super::instance_dir::Held;
 use crate::files::storage::{warn_unusable, write_then_sync};
 use crate::report::wire::Report;
-use layout::{report_file, rewrite_count, write_report, CARRY_FILE, RUNNING_FILE, UNCLEAN_FILE};
+use layout::{
+    report_file, rewrite_count, write_report, CountMark, CARRY_FILE, RUNNING_FILE, UNCLEAN_FILE,
+};
 
 pub use layout::outbox_dir;
 pub(crate) use recovery_file::KeepWindow;
@@ -126,9 +128,9 @@ pub(crate) struct Outbox {
     next_seq: u64,
     /// The count file, rewritten in place; and what it holds.
     counter: Option<File>,
-    counted: Option<(u64, Option<Uuid>)>,
-    /// The dropped report the count file carries last, until its file is gone.
-    carry_absorbed: Option<Uuid>,
+    counted: Option<(u64, Option<CountMark>)>,
+    /// What the count file says about a report file while a count moves (see `layout.rs`).
+    mark: Option<CountMark>,
     /// The next report pushed says `after_unclean_stop`.
     unclean: bool,
     /// When the current window began, as its report will say: the last pushed report's
@@ -156,7 +158,7 @@ impl Outbox {
             next_seq: 0,
             counter: None,
             counted: None,
-            carry_absorbed: None,
+            mark: None,
             unclean: false,
             window_began: None,
             closing: false,
@@ -181,6 +183,12 @@ impl Outbox {
     /// Queues a report (on disk first), dropping the oldest ones past the bounds.
     /// `in_flight` is the report being sent now, which is never dropped.
     pub(crate) fn push(&mut self, mut report: Report, in_flight: Option<u64>) {
+        if self.carry > 0 && self.dir().is_some() {
+            // Said before the report's file exists: a kill on either side of its write
+            // leaves the count in exactly one place.
+            self.mark = Some(CountMark::HandedTo(report.report_id));
+            self.sync_counter();
+        }
         report.dropped_reports = report
             .dropped_reports
             .saturating_add(std::mem::take(&mut self.carry));
@@ -201,6 +209,9 @@ impl Outbox {
         let on_disk = pending.on_disk;
         self.bytes += bytes;
         self.queue.push_back(pending);
+        if matches!(self.mark, Some(CountMark::HandedTo(_))) {
+            self.mark = None;
+        }
         self.write_unwritten();
         // The count moved onto the report: on disk now, or in the count of what the reports
         // held in memory stand for.
@@ -301,13 +312,13 @@ impl Outbox {
             }
         } else {
             self.carry = self.carry.saturating_add(lost);
-            self.carry_absorbed = gone_on_disk.then_some(gone_id);
+            self.mark = gone_on_disk.then_some(CountMark::Absorbs(gone_id));
             self.sync_counter();
         }
         let gone = self.remove(i);
         self.delete(&gone);
-        if self.carry_absorbed == Some(gone_id) {
-            self.carry_absorbed = None;
+        if self.mark == Some(CountMark::Absorbs(gone_id)) {
+            self.mark = None;
         }
     }
 
@@ -363,7 +374,7 @@ impl Outbox {
 
     /// Rewrites the count file, in place, with what a stop now would lose from the disk's
     /// point of view: drops not riding on a report yet, plus each report held only in memory
-    /// and the drops it carries; and the dropped report it took last, if its file may remain.
+    /// and the drops it carries; and what it says about a report file while a count moves.
     fn sync_counter(&mut self) {
         let in_memory: u64 = self
             .queue
@@ -371,7 +382,7 @@ impl Outbox {
             .filter(|p| !p.on_disk)
             .map(|p| p.report.dropped_reports.saturating_add(1))
             .fold(0, u64::saturating_add);
-        let value = (self.carry.saturating_add(in_memory), self.carry_absorbed);
+        let value = (self.carry.saturating_add(in_memory), self.mark);
         if self.counted == Some(value) {
             return;
         }

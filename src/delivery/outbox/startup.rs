@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use super::layout::{
-    self, parse_count, prune_corrupt, read_report, report_file, CARRY_FILE, OLD_RECOVERY_FILE,
-    READ_LIMIT, RECOVERY_FILE, RUNNING_FILE, UNCLEAN_FILE, UNQUEUED_FILE,
+    self, parse_count, prune_corrupt, read_report, report_file, CountMark, CARRY_FILE,
+    OLD_RECOVERY_FILE, READ_LIMIT, RECOVERY_FILE, RUNNING_FILE, UNCLEAN_FILE, UNQUEUED_FILE,
 };
 use super::{Outbox, Pending};
 use crate::delivery::instance_dir;
@@ -193,6 +193,8 @@ impl Outbox {
         let mut corrupt = Vec::new();
         let mut special = 0usize;
         let mut absorbed: HashSet<Uuid> = HashSet::new();
+        // A count on its way onto a report: counted here only if the report is not there.
+        let mut handed: Vec<(u64, Uuid)> = Vec::new();
         let limit = self.bounds.max_bytes.max(READ_LIMIT);
         for entry in entries.flatten() {
             let path = entry.path();
@@ -210,11 +212,15 @@ impl Outbox {
             }
             match name.as_str() {
                 CARRY_FILE | UNQUEUED_FILE => {
-                    match read_regular(&path, 64).map(|b| parse_count(&b)) {
-                        Ok(Some((n, took))) => {
-                            left.carry = left.carry.saturating_add(n);
-                            absorbed.extend(took);
-                        }
+                    match read_regular(&path, 128).map(|b| parse_count(&b)) {
+                        Ok(Some((n, mark))) => match mark {
+                            Some(CountMark::HandedTo(id)) => handed.push((n, id)),
+                            Some(CountMark::Absorbs(id)) => {
+                                absorbed.insert(id);
+                                left.carry = left.carry.saturating_add(n);
+                            }
+                            None => left.carry = left.carry.saturating_add(n),
+                        },
                         _ => corrupt.push((path, false)),
                     }
                 }
@@ -262,6 +268,11 @@ impl Outbox {
             }
             !counted
         });
+        for (n, id) in handed {
+            if !left.reports.iter().any(|(_, r, _)| r.report_id == id) {
+                left.carry = left.carry.saturating_add(n);
+            }
+        }
         if special > 0 {
             tracing::warn!(
                 dir = %dir.display(), files = special,

@@ -2,6 +2,7 @@
 use std::fs;
 
 use super::layout::{parse_count, KEPT_CORRUPT, RECOVERY_FILE, RUNNING_FILE};
+use super::CountMark;
 use super::*;
 use crate::delivery::instance_dir;
 
@@ -206,7 +207,7 @@ fn a_count_file_that_took_a_drop_finishes_its_removal_at_the_next_start() {
     let kept = fs::read(&gone_file).unwrap();
     // The count as it stood between taking the drop and removing the file.
     outbox.carry = 1;
-    outbox.carry_absorbed = Some(gone.report.report_id);
+    outbox.mark = Some(CountMark::Absorbs(gone.report.report_id));
     outbox.sync_counter();
     drop(outbox);
     fs::write(&gone_file, kept).unwrap();
@@ -215,4 +216,41 @@ fn a_count_file_that_took_a_drop_finishes_its_removal_at_the_next_start() {
     assert_eq!(restarted.load().reports, 0);
     assert_eq!(restarted.carry(), 1, "counted once");
     assert!(!gone_file.exists());
+}
+
+/// A count moving onto a new report, killed on either side of the report's write: the count
+/// is in exactly one place at the next start.
+#[test]
+fn a_count_handed_to_a_report_is_counted_once_whichever_side_of_its_write_a_kill_lands() {
+    for written in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::new(Some(dir.path().to_owned()), BOUNDS);
+        outbox.load();
+        outbox.carry = 5;
+        let next = report();
+        // The count file as `push` leaves it just before writing the report.
+        outbox.mark = Some(CountMark::HandedTo(next.report_id));
+        outbox.sync_counter();
+        if written {
+            let mut carried = next.clone();
+            carried.dropped_reports = 5;
+            let path = report_file(dir.path(), 0, &carried);
+            fs::write(path, serde_json::to_vec(&carried).unwrap()).unwrap();
+        }
+        drop(outbox);
+
+        let mut restarted = Outbox::new(Some(dir.path().to_owned()), BOUNDS);
+        let loaded = restarted.load();
+        let on_disk: u64 = restarted
+            .queue
+            .iter()
+            .map(|p| 1 + p.report.dropped_reports)
+            .sum();
+        assert_eq!(loaded.reports, usize::from(written));
+        assert_eq!(
+            on_disk + restarted.carry(),
+            5 + u64::from(written),
+            "written: {written}"
+        );
+    }
 }

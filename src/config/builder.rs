@@ -114,8 +114,8 @@ impl TelemetryConfigBuilder {
         self.config.sample_every = every;
         self
     }
-    /// Time between checkpoints of the current window to the storage dir (1 ms to 365 days,
-    /// default 1 minute): the most usage a kill can lose.
+    /// Time between writes of the current window to its recovery file in the storage dir
+    /// (1 ms to 365 days, default 1 minute): the most usage a kill can lose.
     pub fn checkpoint_every(mut self, every: Duration) -> Self {
         self.config.checkpoint_every = every;
         self

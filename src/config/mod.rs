@@ -177,7 +177,8 @@ impl TelemetryConfig {
     pub fn sample_every(&self) -> Duration {
         self.sample_every
     }
-    /// Time between checkpoints of the current window: the most usage a kill can lose.
+    /// Time between writes of the current window to its recovery file: the most usage a
+    /// kill can lose.
     pub fn checkpoint_every(&self) -> Duration {
         self.checkpoint_every
     }

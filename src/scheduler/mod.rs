@@ -350,8 +350,9 @@ mod tests {
         }
     }
 
-    /// A process frozen through many checkpoint periods writes one checkpoint when it wakes,
-    /// not one per missed period (actix's `run_interval` fires every missed tick at once).
+    /// A process frozen through many `checkpoint_every` periods writes one recovery file when
+    /// it wakes, not one per missed period (actix's `run_interval` fires every missed tick at
+    /// once).
     #[actix_rt::test]
     async fn missed_checkpoints_collapse_into_one() {
         pause();

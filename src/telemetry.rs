@@ -7,19 +7,18 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::config::{TelemetryConfig, TelemetryMode, ENV_DO_NOT_TRACK, ENV_TELEMETRY};
-use crate::delivery::checkpoint::Checkpoint;
+use crate::delivery::handle::DeliveryHandle;
 use crate::delivery::http::url_for_logs;
 use crate::delivery::log_only::LogOnly;
-use crate::delivery::outbox::Tally;
-use crate::delivery::sender::{Deliver, Flush, GetOutboxStatus, OutboxStatus, Sender};
+use crate::delivery::sender::{FinalAccount, GetOutboxStatus, OutboxStatus, Sender};
 use crate::error::{DeliveryError, StartError};
 use crate::report::wire::Report;
 use crate::scheduler::{Preview, Scheduler, Shutdown};
 use crate::usage::collector::{Collector, DrainIntake};
 use crate::usage::counters::Counter;
-use crate::usage::event::Event;
 use crate::usage::events::UsageEvent;
 use crate::usage::intake::Intake;
+use crate::usage::queued_event::QueuedEvent;
 
 /// The handle to a running (or disabled) telemetry subsystem.
 ///
@@ -34,18 +33,16 @@ struct Running {
     intake: Arc<Intake>,
     collector: Addr<Collector>,
     scheduler: Addr<Scheduler>,
-    outbox_status: Recipient<GetOutboxStatus>,
+    delivery: DeliveryHandle,
     /// The sender's own thread; `None` in log-only mode, which needs none.
     sender_arbiter: Option<ArbiterHandle>,
-    /// How the sender's outbox stands, for the shutdown's last line; `None` in log-only mode.
-    tally: Option<Arc<Tally>>,
     shutdown_timeout: Duration,
     shut_down: AtomicBool,
 }
 
 impl Running {
     #[inline]
-    fn queue(&self, event: Event) {
+    fn queue(&self, event: QueuedEvent) {
         self.intake
             .push(event, || self.collector.do_send(DrainIntake));
     }
@@ -103,14 +100,7 @@ impl Telemetry {
         let collector = Collector::with_intake(Arc::clone(&intake)).start_bounded();
         let every = humantime::format_duration(config.interval());
         let first = humantime::format_duration(config.first_report_in());
-        let mut checkpoints: Option<Recipient<Checkpoint>> = None;
-        let mut tally: Option<Arc<Tally>> = None;
-        let (deliver, flush, outbox_status, sender_arbiter): (
-            Recipient<Deliver>,
-            Recipient<Flush>,
-            Recipient<GetOutboxStatus>,
-            _,
-        ) = if config.mode() == TelemetryMode::LogOnly {
+        let (delivery, sender_arbiter) = if config.mode() == TelemetryMode::LogOnly {
             let sink = LogOnly.start();
             tracing::info!(
                 decided_by,
@@ -118,22 +108,12 @@ impl Telemetry {
                  {every}, the first in {first}, and nothing is sent. Set \
                  {ENV_TELEMETRY}=disabled to stop collecting"
             );
-            (
-                sink.clone().recipient(),
-                sink.clone().recipient(),
-                sink.recipient(),
-                None,
-            )
+            (DeliveryHandle::log_only(&sink), None)
         } else {
             // Its own thread, so that a slow endpoint never delays anyone else.
             let arbiter = Arbiter::new().handle();
             let sender_config = config.clone();
-            let shared = Arc::new(Tally::default());
-            tally = Some(Arc::clone(&shared));
-            let sender = Sender::start_in_arbiter(&arbiter, move |_| {
-                Sender::new(&sender_config).with_tally(shared)
-            });
-            checkpoints = Some(sender.clone().recipient());
+            let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&sender_config));
             if let Some(why) = &config.proxy_route().unusable {
                 tracing::warn!("{why}");
             }
@@ -146,26 +126,16 @@ impl Telemetry {
                  first in {first}. Set {ENV_TELEMETRY}=disabled or {ENV_DO_NOT_TRACK}=1 to opt \
                  out"
             );
-            (
-                sender.clone().recipient(),
-                sender.clone().recipient(),
-                sender.recipient(),
-                Some(arbiter),
-            )
+            (DeliveryHandle::sender(&sender), Some(arbiter))
         };
-        let mut scheduler = Scheduler::new(&config, collector.clone(), deliver, flush);
-        if let (Some(to), Some(tally)) = (checkpoints, &tally) {
-            scheduler = scheduler.checkpoints_to(to, Arc::clone(tally));
-        }
-        let scheduler = scheduler.start();
+        let scheduler = Scheduler::delivering_to(&config, collector.clone(), &delivery).start();
         Ok(Self {
             running: Some(Arc::new(Running {
                 intake,
                 collector,
                 scheduler,
-                outbox_status,
+                delivery,
                 sender_arbiter,
-                tally,
                 shutdown_timeout: config.shutdown_timeout(),
                 shut_down: AtomicBool::new(false),
             })),
@@ -199,7 +169,7 @@ impl Telemetry {
             return;
         };
         match event.into_event() {
-            Event::Count { counters, n } => running
+            QueuedEvent::Count { counters, n } => running
                 .intake
                 .counters
                 .add_two((counters[0], n[0]), (counters[1], n[1])),
@@ -253,7 +223,7 @@ impl Telemetry {
         }
         let mut report = running.scheduler.send(Preview).await.ok()??;
         // A report queued now would also carry the drops the outbox has yet to report.
-        if let Ok(status) = running.outbox_status.send(GetOutboxStatus).await {
+        if let Ok(status) = running.delivery.status.send(GetOutboxStatus).await {
             report.dropped_reports = status.dropped_not_yet_reported;
         }
         Some(report)
@@ -269,7 +239,7 @@ impl Telemetry {
     /// disabled or stopped.
     pub async fn outbox_status(&self) -> Option<OutboxStatus> {
         let running = self.running.as_ref()?;
-        running.outbox_status.send(GetOutboxStatus).await.ok()
+        running.delivery.status.send(GetOutboxStatus).await.ok()
     }
 
     /// Delivers a final report of the partial window and stops telemetry, within the configured
@@ -287,8 +257,10 @@ impl Telemetry {
             return ShutdownOutcome::NotRunning;
         }
         let deadline = running.shutdown_timeout;
+        let ends = tokio::time::Instant::now() + deadline;
         // The scheduler's own bound ends a little earlier, so that its answer (and the
-        // collector's stop) normally arrives; this one covers a scheduler that cannot answer.
+        // collector's stop, and the sender's account) normally arrives; this one covers a
+        // scheduler that cannot answer.
         let margin = (deadline / 10).min(Duration::from_millis(50));
         let request = running.scheduler.send(Shutdown {
             deadline: deadline - margin,
@@ -299,22 +271,27 @@ impl Telemetry {
             Ok(Err(_)) => ShutdownOutcome::NotDelivered(DeliveryError::NotRunning),
             Err(_) => ShutdownOutcome::NotDelivered(DeliveryError::DeadlineExceeded),
         };
+        if let ShutdownOutcome::NotDelivered(e) = &outcome {
+            // Asked of the sender, the only one that knows: within what is left of the
+            // deadline, behind everything the scheduler handed it.
+            let asked = running.delivery.account.send(FinalAccount);
+            let kept = match tokio::time::timeout_at(ends, asked).await {
+                Ok(Ok(account)) => account.describe(),
+                _ => "the sender did not answer in time (held up by a slow disk?): what it \
+                      holds stays on disk, and reports not yet in its outbox are lost if the \
+                      process ends now, in which case the next report says \
+                      after_unclean_stop"
+                    .to_owned(),
+            };
+            tracing::info!(
+                error = %e,
+                "telemetry stopped before its endpoint took every report: {kept}"
+            );
+        }
         if let Some(arbiter) = &running.sender_arbiter {
             arbiter.stop();
         }
-        if let Some(tally) = &running.tally {
-            tally.finish();
-        }
-        if let ShutdownOutcome::NotDelivered(e) = &outcome {
-            // Read from the tally, not asked of the sender: a sender stuck on a slow disk
-            // could not answer within the deadline.
-            let kept = running.tally.as_ref().map(|t| t.describe());
-            tracing::info!(
-                error = %e,
-                "telemetry stopped before its endpoint took every report: {}",
-                kept.as_deref().unwrap_or("nothing was kept")
-            );
-        } else {
+        if !matches!(outcome, ShutdownOutcome::NotDelivered(_)) {
             tracing::debug!("telemetry stopped after delivering its final report");
         }
         outcome

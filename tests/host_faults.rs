@@ -74,6 +74,46 @@ impl Tmpfs {
         assert!(ok, "remount {mode}");
     }
 
+    /// Makes the file system read-only under a running writer: a read-only bind mount over
+    /// it (a plain `remount,ro` is refused while files are open for writing). Files opened
+    /// before keep working; every create, rename or removal by path fails with EROFS, as on a
+    /// disk the kernel turned read-only. [`Self::lift_read_only`] takes it away.
+    fn read_only_from_now(&self) {
+        let run = |args: &[&str]| {
+            Command::new("mount")
+                .args(args)
+                .arg(self.path())
+                .arg(self.path())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(run(&["--bind"]), "bind mount");
+        let ok = Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(self.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remount the bind mount read-only");
+    }
+
+    /// Whether anything is still mounted on the directory (a read-only bind over the tmpfs,
+    /// or the tmpfs itself).
+    fn mounted(&self) -> bool {
+        std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+            let shown = self.path().display().to_string();
+            m.lines()
+                .any(|l| l.split(' ').nth(4) == Some(shown.as_str()))
+        })
+    }
+
+    fn lift_read_only(&self) {
+        let ok = Command::new("umount")
+            .arg(self.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "unmount the read-only bind mount");
+    }
+
     /// Fills the file system with one file, which [`Self::unfill`] removes.
     fn fill(&self) {
         let mut file = std::fs::File::create(self.filler()).unwrap();
@@ -105,7 +145,7 @@ impl Drop for Tmpfs {
                 .stderr(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
-            if unmounted {
+            if unmounted && !self.mounted() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -444,4 +484,134 @@ async fn an_unreadable_file_that_cannot_be_moved_aside_is_not_counted_and_not_sa
         warned.iter().any(|l| l.contains("could not move aside")),
         "the stuck file is named as such: {warned:#?}"
     );
+}
+
+/// The recovery file of the window in progress, under its current or its earlier name.
+fn recovery_file(storage: &Path) -> Option<Report> {
+    let dir = outbox_dir(storage);
+    ["recovery.json", "checkpoint.json"]
+        .iter()
+        .find_map(|name| {
+            let bytes = std::fs::read(dir.join(name)).ok()?;
+            serde_json::from_slice(&bytes).ok()
+        })
+}
+
+fn ops_of(reports: &[Report]) -> u64 {
+    reports
+        .iter()
+        .map(|r| r.data.usage.operations_from_pg)
+        .sum()
+}
+
+/// The storage is remounted read-only in the middle of a run: the window's recovery file can
+/// no longer be removed once its report is queued, and the report goes out from memory. The
+/// next start finds the recovery file and sends it, under the window's own `report_id`, so
+/// the receiver keeps the window once.
+#[actix_rt::test]
+async fn a_recovery_file_that_could_not_be_removed_never_counts_its_window_twice() {
+    logs();
+    let Some(disk) = Tmpfs::mount("1m") else {
+        return;
+    };
+    let receiver = Receiver::start();
+    let config = |instance: &str| {
+        sender_config(&receiver.url, disk.path())
+            .instance_id(instance)
+            .first_report_in(Duration::from_secs(3600))
+            .interval(Duration::from_secs(3600))
+            .checkpoint_every(Duration::from_millis(50))
+            .shutdown_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap()
+    };
+    let telemetry = Telemetry::start(config("remounted")).unwrap();
+    telemetry.record(ReplicatedFromPg::new(1, 400));
+    assert!(
+        eventually(WAIT, || recovery_file(disk.path()).is_some_and(|r| r
+            .data
+            .usage
+            .operations_from_pg
+            == 400))
+        .await,
+        "the window is kept in its recovery file"
+    );
+    disk.read_only_from_now();
+    assert_eq!(telemetry.shutdown().await, ShutdownOutcome::Delivered);
+    disk.lift_read_only();
+    assert!(
+        recovery_file(disk.path()).is_some(),
+        "the read-only disk kept the recovery file"
+    );
+
+    let next = Telemetry::start(config("next")).unwrap();
+    assert_eq!(next.shutdown().await, ShutdownOutcome::Delivered);
+    let reports = accepted(&receiver.received());
+    assert_eq!(
+        ops_of(&reports),
+        400,
+        "the window's usage, once: {reports:#?}"
+    );
+    receiver.stop().await;
+}
+
+/// Sixteen instances already run on the storage dir (each holds the lock of an outbox
+/// directory, as a running instance does); a seventeenth keeps its reports on disk like any
+/// other, and an instance that starts once the others are gone sends them.
+#[actix_rt::test]
+async fn the_seventeenth_instance_on_one_storage_dir_keeps_its_reports_on_disk() {
+    logs();
+    let storage = tempfile::tempdir().unwrap();
+    let base = outbox_dir(storage.path());
+    let mut live = Vec::new();
+    for n in 0..16 {
+        let dir = match n {
+            0 => base.clone(),
+            n => base.with_file_name(format!("outbox-{n}")),
+        };
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(".lock"))
+            .unwrap();
+        lock.try_lock().unwrap();
+        live.push(lock);
+    }
+    let config = |url: &str, instance: &str| {
+        sender_config(url, storage.path())
+            .instance_id(instance)
+            .first_report_in(Duration::from_secs(3600))
+            .interval(Duration::from_secs(3600))
+            .shutdown_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap()
+    };
+    let seventeenth = Telemetry::start(config(&dead_url(), "seventeenth")).unwrap();
+    seventeenth.record(ReplicatedFromPg::new(1, 17));
+    assert!(matches!(
+        seventeenth.shutdown().await,
+        ShutdownOutcome::NotDelivered(_)
+    ));
+    let blamed: Vec<String> = lines_about(" WARN ", storage.path())
+        .into_iter()
+        .filter(|l| l.contains("cannot write its outbox"))
+        .collect();
+    assert!(blamed.is_empty(), "the disk is fine: {blamed:#?}");
+
+    drop(live);
+    let receiver = Receiver::start();
+    let next = Telemetry::start(config(&receiver.url, "next")).unwrap();
+    assert_eq!(next.shutdown().await, ShutdownOutcome::Delivered);
+    let reports = accepted(&receiver.received());
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.data.environment.electric_instance_id == "seventeenth"
+                && r.data.usage.operations_from_pg == 17),
+        "the seventeenth's report arrives: {reports:#?}"
+    );
+    receiver.stop().await;
 }

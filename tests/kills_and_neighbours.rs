@@ -1,5 +1,5 @@
 //! Real processes on one storage dir: a service killed with SIGKILL, and two instances running
-//! side by side. The other process is this test binary run again as a child (the ignored
+//! side by side. The other process is this test binary run again as a child (the
 //! `child_service` test, which does its part only when `ET_CHILD` is set), against a real
 //! receiver on loopback in the parent.
 //!
@@ -56,7 +56,7 @@ impl ChildService {
             command.arg(std::env::current_exe().unwrap());
         }
         let mut child = command
-            .args(["--exact", "child_service", "--ignored", "--nocapture"])
+            .args(["--exact", "child_service", "--nocapture"])
             .env("ET_CHILD", "1")
             .env("ET_URL", spec.url)
             .env("ET_STORAGE", spec.storage)
@@ -121,7 +121,6 @@ impl Drop for ChildService {
 /// The child's side: a service that starts telemetry, records `ET_OPS` operations, says so,
 /// and runs until it is killed (at most a minute, so a stray child never lingers).
 #[test]
-#[ignore = "run by the other tests of this file as their child process"]
 fn child_service() {
     let Ok(_) = std::env::var("ET_CHILD") else {
         return;
@@ -177,8 +176,9 @@ fn config(url: &str, storage: &Path, instance: &str) -> TelemetryConfigBuilder {
         .shutdown_timeout(Duration::from_secs(3))
 }
 
+/// The recovery file the child keeps of its window in progress.
 fn read_checkpoint(storage: &Path) -> Option<Report> {
-    let bytes = std::fs::read(outbox_dir(storage).join("checkpoint.json")).ok()?;
+    let bytes = std::fs::read(outbox_dir(storage).join("recovery.json")).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -331,7 +331,7 @@ async fn two_live_instances_on_one_storage_dir_never_send_the_same_report() {
         std::fs::read_dir(outbox_dir(storage.path())).map_or(0, |d| {
             d.flatten()
                 .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-                .filter(|e| e.file_name() != "checkpoint.json")
+                .filter(|e| e.file_name() != "recovery.json")
                 .count()
         })
     };
@@ -508,4 +508,100 @@ async fn a_disk_with_slow_fsyncs_never_holds_the_sender_up() {
     let dropped: u64 = reports.iter().map(|r| r.dropped_reports).sum();
     assert_eq!(dropped, 0);
     receiver.stop().await;
+}
+
+/// What the reports files in `dir` stand for: each report once plus the drops it carries,
+/// and the drop counts kept beside them. The files are read as plain JSON, since what the
+/// outbox keeps next to a report is its own business.
+fn reports_and_counts(dir: &Path) -> (u64, u64) {
+    let mut files = 0;
+    let mut accounted = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(bytes) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        if name.ends_with(".json") && name.starts_with(|c: char| c.is_ascii_digit()) {
+            let report: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            files += 1;
+            accounted += 1 + report["dropped_reports"].as_u64().unwrap();
+        } else if name == "dropped_reports" || name == "unqueued" {
+            let text = String::from_utf8(bytes).unwrap();
+            accounted += text
+                .split_whitespace()
+                .next()
+                .map_or(0, |n| n.parse::<u64>().unwrap());
+        }
+    }
+    (files, accounted)
+}
+
+fn report_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .count()
+    })
+}
+
+/// 3 000 reports pending from an outage, and a restart with a bound of 7: the start drops
+/// all but 7, folding each drop into the next report. Killed (SIGKILL) at ten points of that
+/// drop, and restarted each time, nothing may fall out of the accounting: every report is on
+/// disk or counted in a `dropped_reports`, exactly once.
+#[actix_rt::test]
+async fn a_sigkill_anywhere_in_a_large_drop_keeps_every_report_accounted_for() {
+    const PENDING: u64 = 3000;
+    let storage = tempfile::tempdir().unwrap();
+    let dir = outbox_dir(storage.path());
+    std::fs::create_dir_all(&dir).unwrap();
+    for seq in 0..PENDING {
+        let mut report = common::seed_report();
+        report.report_id = uuid::Uuid::new_v4();
+        report.dropped_reports = 0;
+        let name = format!("{seq:020}-{}.json", report.report_id);
+        std::fs::write(dir.join(name), serde_json::to_vec(&report).unwrap()).unwrap();
+    }
+    let dead = format!("http://127.0.0.1:{}/checkpoint", common::free_port());
+    let spec = ChildSpec {
+        url: &dead,
+        storage: storage.path(),
+        instance: "dropping",
+        first_report_in: Duration::from_secs(3600),
+        // Default retention over a 4 h interval: a bound of 7 reports.
+        interval: Duration::from_secs(4 * 3600),
+        checkpoint_every: Duration::from_secs(3600),
+        ops: 1,
+        run_for: Duration::ZERO,
+    };
+    let mut mid_drop = 0;
+    for below in [2950, 2700, 2400, 2000, 1600, 1200, 800, 400, 150, 40] {
+        let mut child = ChildService::spawn(&spec);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = child
+                .lines
+                .try_iter()
+                .any(|l| l.contains("child service ready"));
+            if ready || report_files(&dir) < below {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the child loads");
+            actix_rt::time::sleep(Duration::from_millis(1)).await;
+        }
+        child.kill();
+        if report_files(&dir) > 7 {
+            mid_drop += 1;
+        }
+    }
+    // One start more, to the end of its load, resolves whatever a kill left half done.
+    let mut last = ChildService::spawn(&spec);
+    assert!(last.ready().await, "the last child loads");
+    last.kill();
+    let (files, accounted) = reports_and_counts(&dir);
+    assert_eq!(files, 7, "the bound holds");
+    assert_eq!(
+        accounted, PENDING,
+        "every pending report is on disk or counted as dropped, once"
+    );
+    assert!(mid_drop >= 3, "{mid_drop} kills landed in the drop");
 }

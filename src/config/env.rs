@@ -7,7 +7,41 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::builder::check_range;
 use super::*;
+
+/// The opt-out switch.
+pub const ENV_TELEMETRY: &str = "ELECTRIC_TELEMETRY";
+/// The endpoint URL.
+pub const ENV_URL: &str = "ELECTRIC_TELEMETRY_URL";
+/// Time between reports.
+pub const ENV_INTERVAL: &str = "ELECTRIC_TELEMETRY_INTERVAL";
+/// Time from start to the first report.
+pub const ENV_FIRST_REPORT_IN: &str = "ELECTRIC_TELEMETRY_FIRST_REPORT_IN";
+/// This instance's id.
+pub const ENV_INSTANCE_ID: &str = "ELECTRIC_INSTANCE_ID";
+/// Where the cluster id and the outbox are kept.
+pub const ENV_STORAGE_DIR: &str = "ELECTRIC_STORAGE_DIR";
+/// The common opt-out convention: set to anything but empty, `0` or `false`, it disables.
+pub const ENV_DO_NOT_TRACK: &str = "DO_NOT_TRACK";
+/// A file that every accepted report is appended to, one JSON line each.
+pub const ENV_AUDIT_LOG: &str = "ELECTRIC_TELEMETRY_AUDIT_LOG";
+/// A PEM file of extra CA certificates to trust for the endpoint.
+pub const ENV_CA_FILE: &str = "ELECTRIC_TELEMETRY_CA_FILE";
+
+/// Whether each instance's reports are spread over the interval by a phase from its ids.
+pub const ENV_SPREAD: &str = "ELECTRIC_TELEMETRY_SPREAD";
+
+/// Telemetry's own proxy: a proxy URL, or `none` to go direct whatever `HTTPS_PROXY` says.
+pub const ENV_PROXY: &str = "ELECTRIC_TELEMETRY_PROXY";
+
+const DISABLING: [&str; 8] = ["0", "f", "false", "disable", "disabled", "n", "no", "off"];
+const ENABLING: [&str; 8] = ["1", "t", "true", "enable", "enabled", "y", "yes", "on"];
+const ACCEPTED_SWITCH: &str = "unset (enabled); 0 f false disable disabled n no off (disabled); \
+                               1 t true enable enabled y yes on (enabled); log (log-only: \
+                               reports are logged, never sent); any letter case";
+const ACCEPTED_ON_OFF: &str = "1 t true enable enabled y yes on (on); 0 f false disable \
+                               disabled n no off (off); any letter case";
 
 impl TelemetryConfigBuilder {
     /// Lays the process's `ELECTRIC_*` environment variables over the builder's values.

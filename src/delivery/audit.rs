@@ -93,14 +93,46 @@ mod tests {
         }
     }
 
+    /// The caller never sees the failure (`append` answers nothing and cannot panic on it):
+    /// one warning for the process, and the file is written again once the path allows it.
     #[test]
-    fn an_unwritable_path_is_not_an_error_for_the_caller() {
+    fn an_unwritable_path_costs_one_warning_and_the_file_resumes_once_writable() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl Write for Lines {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logged = Lines::default();
+        let writer = logged.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
         let dir = tempfile::tempdir().unwrap();
         let blocker = dir.path().join("file");
         fs::write(&blocker, "").unwrap();
-        let mut audit = AuditLog::new(blocker.join("audit.jsonl"), 4096);
-        audit.append(b"{}");
-        audit.append(b"{}");
-        assert!(audit.warned);
+        let path = blocker.join("audit.jsonl");
+        let mut audit = AuditLog::new(path.clone(), 4096);
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..3 {
+                audit.append(b"{}");
+            }
+            fs::remove_file(&blocker).unwrap();
+            audit.append(b"{\"n\":1}");
+        });
+        let logged = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            logged.matches("could not write its audit file").count(),
+            1,
+            "{logged}"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{\"n\":1}\n");
     }
 }

@@ -157,11 +157,20 @@ mod tests {
     fn the_tls_configuration_uses_its_own_provider() {
         let config = TelemetryConfig::builder().build().unwrap();
         let setup = ClientSetup::new(&config).unwrap();
-        // Whatever the process-wide default is (none in a host linking both providers).
-        let ring = rustls::crypto::ring::default_provider();
+        // Whatever the process-wide default is (none in a host linking both providers). The
+        // two providers have the same cipher suites; their key exchanges and their Debug
+        // forms (which name the implementing crate's types) tell them apart.
+        let shown = |p: &rustls::crypto::CryptoProvider| {
+            let groups: Vec<String> = p.kx_groups.iter().map(|g| format!("{g:?}")).collect();
+            (groups, format!("{:?}", p.secure_random))
+        };
+        let ring = shown(&rustls::crypto::ring::default_provider());
+        let aws_lc_rs = shown(&rustls::crypto::aws_lc_rs::default_provider());
+        assert_ne!(ring, aws_lc_rs, "the check tells the two providers apart");
         assert_eq!(
-            setup.tls.crypto_provider().cipher_suites.len(),
-            ring.cipher_suites.len()
+            shown(setup.tls.crypto_provider()),
+            ring,
+            "ring's, not aws-lc-rs's"
         );
     }
 }

@@ -1,9 +1,10 @@
 //! Instance directories: how live instances that share one storage dir share the outbox.
 //!
 //! Each running instance owns one outbox directory, `<storage>/telemetry/outbox` for the
-//! first and `outbox-1` … `outbox-15` for the ones that start while it runs, by holding an
-//! exclusive advisory lock (`flock`) on `<dir>/.lock` for as long as it runs. Only the holder
-//! reads, writes, sends or deletes the files in a directory, so:
+//! first and `outbox-1`, `outbox-2`, … for the ones that start while it runs (as many as
+//! there are live instances: no cap), by holding an exclusive advisory lock (`flock`) on
+//! `<dir>/.lock` for as long as it runs. Only the holder reads, writes, sends or deletes the
+//! files in a directory (in the holder, only its sender's thread), so:
 //!
 //! - every report is sent by exactly one instance, the one whose directory holds it;
 //! - a temporary file in a directory is either its holder's own or a leftover of a dead
@@ -23,8 +24,6 @@ use std::path::{Path, PathBuf};
 
 use crate::files::storage::tmp_name;
 
-/// How many instances may share a storage dir with an outbox each.
-pub(crate) const SLOTS: usize = 16;
 const LOCK_FILE: &str = ".lock";
 
 /// An outbox directory this process holds the lock of; released when dropped.
@@ -54,43 +53,74 @@ pub(crate) fn slot(base: &Path, n: usize) -> PathBuf {
 
 /// Takes the first outbox directory no live instance holds, and every other one that exists
 /// and no live instance holds. An error if the first directory free of a live owner cannot
-/// be created, locked or written (read-only, full of other instances, or not a directory).
+/// be created, locked or written (read-only, or not a directory).
 pub(crate) fn claim(base: &Path) -> io::Result<Claim> {
-    let mut own = None;
+    let own = first_free(base)?;
     let mut dead = Vec::new();
-    for n in 0..SLOTS {
-        let dir = slot(base, n);
-        if own.is_none() {
-            fs::create_dir_all(&dir)?;
-            if let Some(held) = hold_soon(&dir)? {
-                probe_writable(&dir)?;
-                own = Some(held);
-            }
-        } else if dir.join(LOCK_FILE).is_file() {
-            // A directory we cannot open or lock is someone else's business: leave it.
-            if let Ok(Some(held)) = try_hold(&dir) {
-                dead.push(held);
-            }
+    for (_, dir) in existing_slots(base) {
+        if dir == own.dir || !dir.join(LOCK_FILE).is_file() {
+            continue;
+        }
+        // A directory we cannot open or lock is someone else's business: leave it.
+        if let Ok(Some(held)) = try_hold(&dir) {
+            dead.push(held);
         }
     }
-    let own = own.ok_or_else(|| {
-        io::Error::other(format!(
-            "{SLOTS} running instances already share this storage dir"
-        ))
-    })?;
     Ok(Claim { own, dead })
 }
 
-/// [`try_hold`], trying again for a moment: an owner that is stopping (an in-process restart,
-/// whose sender thread is still winding down) releases its lock within milliseconds.
-fn hold_soon(dir: &Path) -> io::Result<Option<Held>> {
-    for _ in 0..4 {
-        if let Some(held) = try_hold(dir)? {
-            return Ok(Some(held));
+/// The first directory no live process holds. While every existing one is held, it looks
+/// again a few times for a moment first: an owner that is stopping (an in-process restart,
+/// whose sender thread is still winding down) releases its lock within milliseconds, and its
+/// directory, not a new one, is where its reports are. Each directory before the one taken is
+/// held by a live process, so the walk ends: there is no cap on instances.
+fn first_free(base: &Path) -> io::Result<Held> {
+    const LOOKS: usize = 4;
+    for look in 0..=LOOKS {
+        for n in 0.. {
+            let dir = slot(base, n);
+            if n > 0 && look < LOOKS && !dir.is_dir() {
+                break;
+            }
+            fs::create_dir_all(&dir)?;
+            if let Some(held) = try_hold(&dir)? {
+                probe_writable(&dir)?;
+                return Ok(held);
+            }
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    try_hold(dir)
+    Err(io::Error::other("no outbox directory could be taken"))
+}
+
+/// The outbox directories at `base` that exist, in order: `base`, `base-1`, ...
+fn existing_slots(base: &Path) -> Vec<(usize, PathBuf)> {
+    let name = base.file_name().unwrap_or_default().to_string_lossy();
+    let prefix = format!("{name}-");
+    let Some(parent) = base.parent() else {
+        return Vec::new();
+    };
+    let mut found: Vec<(usize, PathBuf)> = fs::read_dir(parent)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let entry = e.file_name().to_string_lossy().into_owned();
+            let n = if entry == name {
+                0
+            } else {
+                let digits = entry.strip_prefix(&prefix)?;
+                // Only the names `slot` gives: no sign, no leading zero.
+                if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                digits.parse().ok()?
+            };
+            Some((n, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// The lock of `dir` if no live process holds it; `None` if one does.
@@ -144,5 +174,26 @@ mod tests {
         let fifth = claim(&base).unwrap();
         assert_eq!(fifth.own.dir, base);
         assert!(fifth.dead.is_empty(), "the fourth holds directory 1");
+    }
+
+    #[test]
+    fn any_number_of_live_instances_each_get_a_directory_and_the_dead_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("outbox");
+        let live: Vec<Claim> = (0..20).map(|_| claim(&base).unwrap()).collect();
+        assert_eq!(live[19].own.dir, slot(&base, 19));
+        // A stray name that is not a slot is never taken for one.
+        fs::create_dir_all(dir.path().join("outbox-01")).unwrap();
+        fs::write(dir.path().join("outbox-01").join(LOCK_FILE), "").unwrap();
+        let mut live = live;
+        live.retain(|c| ![slot(&base, 5), slot(&base, 11), slot(&base, 15)].contains(&c.own.dir));
+        let next = claim(&base).unwrap();
+        assert_eq!(next.own.dir, slot(&base, 5), "the first free directory");
+        let dead: Vec<_> = next.dead.iter().map(|h| h.dir.clone()).collect();
+        assert_eq!(
+            dead,
+            [slot(&base, 11), slot(&base, 15)],
+            "taken over, in order"
+        );
     }
 }

@@ -4,7 +4,8 @@
 
 use actix::prelude::*;
 
-use super::sender::{Deliver, Flush, GetOutboxStatus, OutboxStatus};
+use super::outbox::Account;
+use super::sender::{Deliver, FinalAccount, Flush, GetOutboxStatus, OutboxStatus, QueueFinal};
 use crate::error::DeliveryError;
 
 /// Writes each report it is handed to the log (`INFO`, target `electric_telemetry::report`).
@@ -30,6 +31,14 @@ impl Handler<Deliver> for LogOnly {
     }
 }
 
+impl Handler<QueueFinal> for LogOnly {
+    type Result = ();
+
+    fn handle(&mut self, QueueFinal(report): QueueFinal, ctx: &mut Context<Self>) {
+        <Self as Handler<Deliver>>::handle(self, Deliver(report), ctx);
+    }
+}
+
 impl Handler<Flush> for LogOnly {
     type Result = Result<(), DeliveryError>;
 
@@ -43,5 +52,13 @@ impl Handler<GetOutboxStatus> for LogOnly {
 
     fn handle(&mut self, _: GetOutboxStatus, _: &mut Context<Self>) -> Self::Result {
         MessageResult(OutboxStatus::default())
+    }
+}
+
+impl Handler<FinalAccount> for LogOnly {
+    type Result = MessageResult<FinalAccount>;
+
+    fn handle(&mut self, _: FinalAccount, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(Account::default())
     }
 }

@@ -1,9 +1,12 @@
 //! Delivery: getting reports to the endpoint without losing them.
 //!
-//! - `sender`: the actor, on a thread of its own, that delivers the outbox in order;
-//! - `outbox`: reports on disk until a 2xx, bounded, with losses counted;
+//! - `handle`: the one typed interface the rest of the crate holds (sender or log-only);
+//! - `sender`: the actor, on a thread of its own, that delivers the outbox in order, and the
+//!   only thread that touches the outbox's files;
+//! - `outbox`: reports on disk until a 2xx, bounded, with losses counted: the queue and its
+//!   bounds (`mod.rs`), the files (`layout.rs`), start-up recovery and take-over
+//!   (`startup.rs`), and the recovery file of the window in progress (`recovery_file.rs`);
 //! - `instance_dir`: which outbox directory a live instance owns (one per instance);
-//! - `checkpoint`: the current window kept on disk, so a kill loses at most one period;
 //! - `retry`: the retry policy (waits, what a status means), a plain value;
 //! - `client`: the awc client: our own rustls configuration (ring, webpki roots, CA file),
 //!   direct or through a proxy;
@@ -14,8 +17,8 @@
 //! - `log_only`: what stands in for the sender when reports are only logged.
 
 pub(crate) mod audit;
-pub(crate) mod checkpoint;
 pub(crate) mod client;
+pub(crate) mod handle;
 pub(crate) mod http;
 pub(crate) mod instance_dir;
 pub(crate) mod log_only;

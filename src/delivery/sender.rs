@@ -17,8 +17,11 @@
 //!   nothing was sent), or it asked for time with `Retry-After`, which the flush honours too
 //!   (no attempt before then).
 //! - With an audit file configured, each accepted report is appended to it as sent.
-//! - A checkpoint of the current window is kept in the outbox until the window's report is
-//!   queued; `Flush` marks the run as ended cleanly (see `checkpoint.rs`).
+//! - `KeepWindow` keeps the current window in the outbox's recovery file until the window's
+//!   report is queued (see `outbox/recovery_file.rs`); `QueueFinal`, the shutdown's final
+//!   report, marks the run as ended cleanly (and so does `Flush`).
+//! - `FinalAccount` answers what the outbox keeps, for the shutdown's last line: the sender's
+//!   thread is the only one that touches the outbox's files or counts.
 //! - TLS verifies the endpoint's certificate against the webpki roots, plus the CA
 //!   certificates of `ELECTRIC_TELEMETRY_CA_FILE` if set.
 //!
@@ -31,13 +34,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use std::sync::Arc;
-
 use super::audit::AuditLog;
-use super::checkpoint::Checkpoint;
 use super::client::ClientSetup;
 use super::http::{post, url_for_logs, Attempt};
-use super::outbox::{outbox_dir, Bounds, Outbox, Tally};
+use super::outbox::{outbox_dir, Account, Bounds, KeepWindow, Outbox};
 use super::retry::RetryPolicy;
 use crate::config::TelemetryConfig;
 use crate::error::DeliveryError;
@@ -50,6 +50,12 @@ const FLUSH_RETRY_MAX: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct Deliver(pub Report);
+
+/// Queues the shutdown's final report and marks the run as ended cleanly, in one step: the
+/// run is clean exactly when the sender has the final report (queued, on disk first).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub(crate) struct QueueFinal(pub Report);
 
 /// Tries to deliver every queued report now, skipping any backoff wait and retrying a short
 /// wait apart. Answers `Ok` once the outbox is empty; bound it with a timeout, as shutdown
@@ -64,6 +70,11 @@ pub struct Flush;
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "OutboxStatus")]
 pub struct GetOutboxStatus;
+
+/// Asks what the outbox keeps now, for the shutdown's last line.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Account")]
+pub(crate) struct FinalAccount;
 
 /// How the outbox stands ([`Telemetry::outbox_status`](crate::Telemetry::outbox_status)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -134,12 +145,6 @@ impl Sender {
             last_error: None,
             flush_waiters: Vec::new(),
         }
-    }
-
-    /// Reports how the outbox stands into `tally`, which the shutdown reads.
-    pub(crate) fn with_tally(mut self, tally: Arc<Tally>) -> Self {
-        self.outbox.set_tally(tally);
-        self
     }
 
     /// Sends the front report unless one is on the wire or a retry wait is armed.
@@ -316,6 +321,16 @@ impl Handler<Deliver> for Sender {
     }
 }
 
+impl Handler<QueueFinal> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, QueueFinal(report): QueueFinal, ctx: &mut Context<Self>) {
+        self.outbox.push(report, self.in_flight);
+        self.outbox.close();
+        self.pump(ctx);
+    }
+}
+
 impl Handler<Flush> for Sender {
     type Result = ResponseFuture<Result<(), DeliveryError>>;
 
@@ -346,11 +361,19 @@ impl Handler<Flush> for Sender {
     }
 }
 
-impl Handler<Checkpoint> for Sender {
+impl Handler<KeepWindow> for Sender {
     type Result = ();
 
-    fn handle(&mut self, Checkpoint(report): Checkpoint, _: &mut Context<Self>) {
-        self.outbox.checkpoint(&report);
+    fn handle(&mut self, KeepWindow(window): KeepWindow, _: &mut Context<Self>) {
+        self.outbox.keep_window(&window);
+    }
+}
+
+impl Handler<FinalAccount> for Sender {
+    type Result = MessageResult<FinalAccount>;
+
+    fn handle(&mut self, _: FinalAccount, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.outbox.account())
     }
 }
 

@@ -40,15 +40,16 @@ pub struct Report {
     /// Earlier reports dropped without delivery since the last delivered one: past the
     /// outbox's bound, or refused for good by the endpoint (counted, never silent).
     pub dropped_reports: u64,
-    /// This report's window was restored from a checkpoint after the previous process stopped
-    /// without a clean shutdown (killed, crashed): it ends at the checkpoint (`timestamp`),
-    /// and the usage between that checkpoint and the stop, at most one checkpoint period, is
-    /// missing. Absent in version 1 reports (read as `false`).
+    /// This report's window was restored from its recovery file after the previous process
+    /// stopped without a clean shutdown (killed, crashed): it ends where the file was written
+    /// (`timestamp`), and the usage between then and the stop, at most one `checkpoint_every`,
+    /// is missing. Its `report_id` is the window's own: a receiver that already has the
+    /// window's full report drops it. Absent in version 1 reports (read as `false`).
     #[serde(default)]
     pub recovered: bool,
     /// The previous run of this storage dir ended uncleanly and nothing of its last window
-    /// could be recovered (it was killed before its first checkpoint, or its checkpoint could
-    /// not be written or read): a stretch of usage before this report's window is missing.
+    /// could be recovered (it was killed before its first recovery file, or the file could
+    /// not be written or read, or its shutdown ended before its final report was queued): a stretch of usage before this report's window is missing.
     /// Absent in version 1 reports (read as `false`).
     #[serde(default)]
     pub after_unclean_stop: bool,

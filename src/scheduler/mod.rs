@@ -8,10 +8,12 @@
 //! hands it to the sender. On [`Telemetry::shutdown`](crate::Telemetry::shutdown) it takes a
 //! last snapshot of the partial window, queues it (on disk first) and waits, within the
 //! deadline, for the sender to flush; whatever is not delivered by then stays in the outbox.
-//! Every `checkpoint_every` it hands the sender a checkpoint of the current window (see
-//! `delivery/checkpoint.rs`), so that a kill loses at most that much; like report ticks,
-//! checkpoints stay on their anchored phase and those missed during a freeze collapse into
-//! one. With spreading on, the lattice of later reports is armed only once the spread first
+//! Every `checkpoint_every` it hands the sender the current window so far to keep as its
+//! recovery file (see `delivery/outbox/recovery_file.rs`), so that a kill loses at most that
+//! much; like report ticks, these stay on their anchored phase and those missed during a
+//! freeze collapse into one. A window's `report_id` is fixed when the window begins and used
+//! by its recovery files and its report alike, so that a receiver keeps the window once
+//! whichever of them arrives. With spreading on, the lattice of later reports is armed only once the spread first
 //! report has run, so a freeze over both also gives one report.
 
 mod spread;
@@ -21,11 +23,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use uuid::Uuid;
 
 use crate::config::TelemetryConfig;
-use crate::delivery::checkpoint::Checkpoint;
-use crate::delivery::outbox::Tally;
-use crate::delivery::sender::{Deliver, Flush};
+use crate::delivery::handle::DeliveryHandle;
+use crate::delivery::outbox::KeepWindow;
+use crate::delivery::sender::{Deliver, Flush, QueueFinal};
 use crate::error::DeliveryError;
 use crate::report::builder::ReportBuilder;
 use crate::report::host::MemorySampler;
@@ -47,12 +50,13 @@ pub struct Scheduler {
     sample_every: Duration,
     memory: MemorySampler,
     stopping: bool,
-    /// Where checkpoints of the current window go, if anywhere.
-    checkpoints: Option<Recipient<Checkpoint>>,
-    /// Counts the reports handed to the sender, so a shutdown can tell those that never
-    /// reached its outbox.
-    tally: Option<Arc<Tally>>,
+    /// Where the current window is kept against a kill, if anywhere.
+    keep_window: Option<Recipient<KeepWindow>>,
+    /// Where the shutdown's final report goes, marking the run clean; else to `deliver`.
+    final_report: Option<Recipient<QueueFinal>>,
     checkpoint_every: Duration,
+    /// The current window's `report_id`, for its recovery files and its report.
+    window_id: Uuid,
 }
 
 impl Scheduler {
@@ -82,38 +86,65 @@ impl Scheduler {
             sample_every: config.sample_every(),
             memory: MemorySampler::new(),
             stopping: false,
-            checkpoints: None,
-            tally: None,
+            keep_window: None,
+            final_report: None,
             checkpoint_every: config.checkpoint_every(),
+            window_id: Uuid::new_v4(),
         }
     }
 
-    /// Checkpoints the current window to `to` every `checkpoint_every` (see
-    /// [`crate::checkpoint`]), and counts each report handed to the sender in `tally`.
-    pub(crate) fn checkpoints_to(mut self, to: Recipient<Checkpoint>, tally: Arc<Tally>) -> Self {
-        self.checkpoints = Some(to);
-        self.tally = Some(tally);
+    /// A scheduler that hands everything to `delivery`: reports, the shutdown's final
+    /// report, and every `checkpoint_every` the current window so far, to keep against a
+    /// kill (the sender's recovery file), where it keeps any.
+    pub(crate) fn delivering_to(
+        config: &TelemetryConfig,
+        collector: Addr<Collector>,
+        delivery: &DeliveryHandle,
+    ) -> Self {
+        let mut scheduler = Self::new(
+            config,
+            collector,
+            delivery.deliver.clone(),
+            delivery.flush.clone(),
+        );
+        scheduler.keep_window = delivery.keep_window.clone();
+        scheduler.final_report = Some(delivery.final_report.clone());
+        scheduler
+    }
+
+    /// Hands the current window so far to `to` every `checkpoint_every`.
+    #[cfg(test)]
+    fn keeping_windows_in(mut self, to: Recipient<KeepWindow>) -> Self {
+        self.keep_window = Some(to);
         self
     }
 
-    fn checkpoint(&mut self, ctx: &mut Context<Self>) {
-        let Some(to) = self.checkpoints.clone().filter(|_| !self.stopping) else {
+    fn keep_window(&mut self, ctx: &mut Context<Self>) {
+        let Some(to) = self.keep_window.clone().filter(|_| !self.stopping) else {
             return;
         };
+        // The collector answers in order: these figures are of the window `id` names.
         let figures = self.collector.send(PreviewSnapshot {
             used_memory: self.memory.sample(),
         });
+        let id = self.window_id;
         let builder = Arc::clone(&self.builder);
         ctx.spawn(
             async move {
                 if let Ok(snapshot) = figures.await {
-                    let mut report = builder.build(snapshot);
-                    report.recovered = true;
-                    to.do_send(Checkpoint(report));
+                    let mut window = builder.build(snapshot);
+                    window.report_id = id;
+                    window.recovered = true;
+                    to.do_send(KeepWindow(window));
                 }
             }
             .into_actor(self),
         );
+    }
+
+    /// The id of the window that ends now; the next one gets its own.
+    fn end_window(&mut self) -> Uuid {
+        std::mem::replace(&mut self.window_id, Uuid::new_v4())
     }
 
     fn sample(&mut self) {
@@ -130,18 +161,17 @@ impl Scheduler {
         let snapshot = self.collector.send(TakeSnapshot {
             used_memory: self.memory.sample(),
         });
+        let id = self.end_window();
         let builder = Arc::clone(&self.builder);
         let deliver = self.deliver.clone();
-        let tally = self.tally.clone();
         ctx.spawn(
             async move {
                 match snapshot.await {
                     // The sender logs the outcome; a report tick never waits for the network.
                     Ok(snapshot) => {
-                        if let Some(tally) = &tally {
-                            tally.handed();
-                        }
-                        deliver.do_send(Deliver(builder.build(snapshot)))
+                        let mut report = builder.build(snapshot);
+                        report.report_id = id;
+                        deliver.do_send(Deliver(report))
                     }
                     Err(e) => tracing::debug!(error = %e, "telemetry collector is gone"),
                 }
@@ -156,10 +186,10 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.sample_every, |s, _| s.sample());
-        if self.checkpoints.is_some() {
+        if self.keep_window.is_some() {
             // Not `run_interval`: it fires every missed tick at once after a freeze.
             let first = tokio::time::Instant::now() + self.checkpoint_every;
-            self.arm(ctx, first, first, |s| s.checkpoint_every, Self::checkpoint);
+            self.arm(ctx, first, first, |s| s.checkpoint_every, Self::keep_window);
         }
         // Anchored to the start: report k is due at start + ticks.steady + k * interval,
         // however late any one tick's handler ran (see `spread` for the spread first report).
@@ -183,7 +213,7 @@ impl Actor for Scheduler {
 impl Scheduler {
     /// Arms `action` at `due`, then at the first point of `anchor + k × period` still ahead
     /// ([`next_due`]): a process frozen through several points runs it once when it wakes (one
-    /// report, one checkpoint), not once per missed point with nothing in between.
+    /// report, one recovery file), not once per missed point with nothing in between.
     fn arm(
         &mut self,
         ctx: &mut Context<Self>,
@@ -234,23 +264,26 @@ impl Handler<Shutdown> for Scheduler {
         self.stopping = true;
         let collector = self.collector.clone();
         let deliver = self.deliver.clone();
+        let final_to = self.final_report.clone();
         let flush = self.flush.clone();
         let builder = Arc::clone(&self.builder);
         let used_memory = self.memory.sample();
-        let tally = self.tally.clone();
+        let id = self.end_window();
         let final_report = async move {
             let snapshot = collector
                 .send(TakeSnapshot { used_memory })
                 .await
                 .map_err(|_| DeliveryError::NotRunning)?;
-            // Queued (on disk) before any attempt, so a deadline cut leaves it for next start.
-            if let Some(tally) = &tally {
-                tally.handed();
+            let mut report = builder.build(snapshot);
+            report.report_id = id;
+            // Queued (on disk) before any attempt, so a deadline cut leaves it for next start;
+            // the sender marks the run as ended cleanly in the same step, so the run is clean
+            // exactly when the sender has the final report, wherever a deadline cuts. The
+            // flush is right behind it in the sender's mailbox.
+            match final_to {
+                Some(to) => to.do_send(QueueFinal(report)),
+                None => deliver.do_send(Deliver(report)),
             }
-            deliver
-                .send(Deliver(builder.build(snapshot)))
-                .await
-                .map_err(|_| DeliveryError::NotRunning)?;
             flush
                 .send(Flush)
                 .await
@@ -279,7 +312,7 @@ mod tests {
     use super::*;
     use crate::usage::intake::Intake;
 
-    /// Counts the checkpoints and reports it is handed.
+    /// Counts the windows kept and reports it is handed.
     #[derive(Clone, Default)]
     struct Counted {
         checkpoints: Arc<AtomicUsize>,
@@ -290,9 +323,9 @@ mod tests {
         type Context = Context<Self>;
     }
 
-    impl Handler<Checkpoint> for Counted {
+    impl Handler<KeepWindow> for Counted {
         type Result = ();
-        fn handle(&mut self, _: Checkpoint, _: &mut Context<Self>) {
+        fn handle(&mut self, _: KeepWindow, _: &mut Context<Self>) {
             self.checkpoints.fetch_add(1, Relaxed);
         }
     }
@@ -317,8 +350,9 @@ mod tests {
         }
     }
 
-    /// A process frozen through many checkpoint periods writes one checkpoint when it wakes,
-    /// not one per missed period (actix's `run_interval` fires every missed tick at once).
+    /// A process frozen through many `checkpoint_every` periods writes one recovery file when
+    /// it wakes, not one per missed period (actix's `run_interval` fires every missed tick at
+    /// once).
     #[actix_rt::test]
     async fn missed_checkpoints_collapse_into_one() {
         pause();
@@ -342,7 +376,7 @@ mod tests {
             addr.clone().recipient(),
             addr.clone().recipient(),
         )
-        .checkpoints_to(addr.recipient(), Arc::new(Tally::default()))
+        .keeping_windows_in(addr.recipient())
         .start();
         settle().await;
 

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::prelude::*;
 
 use super::clock::ReportClock;
-use super::event::Event;
 use super::events::UsageEvent;
 use super::intake::Intake;
+use super::queued_event::QueuedEvent;
 use super::window::{Aggregates, WindowSnapshot};
 
 /// How many typed messages may wait in the collector's mailbox. The handle does not use the
@@ -94,11 +94,11 @@ impl<E: UsageEvent> Handler<E> for Collector {
     type Result = ();
 
     fn handle(&mut self, event: E, _: &mut Context<Self>) {
-        let event: Event = event.into_event();
+        let event: QueuedEvent = event.into_event();
         // What was queued through the handle before this message comes first. The other way
         // round is not ordered: handle events recorded after this message was sent but before
         // it is handled also come first. Use one path per client.
-        if !matches!(event, Event::Count { .. }) && !self.intake.is_empty() {
+        if !matches!(event, QueuedEvent::Count { .. }) && !self.intake.is_empty() {
             self.drain_queue();
         }
         self.aggregates.apply(event);

@@ -10,7 +10,7 @@
 //! Client and user ids are hashed with a per-process random key as the event is built, so
 //! raw ids never travel further than the constructor.
 //!
-//! Each event converts into the collector's internal [`Event`] right beside its definition
+//! Each event converts into the collector's internal [`QueuedEvent`] right beside its definition
 //! (the `usage_event!` blocks below); that conversion is the only place that knows what an
 //! event feeds.
 
@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use actix::Message;
 
 use super::counters::Counter;
-use super::event::{Event, WalFigures};
+use super::queued_event::{QueuedEvent, WalFigures};
 use crate::error::UsageError;
 use crate::sketch::distinct::AnonymousId;
 
@@ -32,16 +32,16 @@ pub(crate) mod sealed {
     /// Converts an event into the collector's internal form. Not nameable outside the crate,
     /// which seals [`UsageEvent`](super::UsageEvent).
     pub trait Sealed {
-        fn into_event(self) -> super::Event;
+        fn into_event(self) -> super::QueuedEvent;
     }
 }
 
-/// Declares `$event` a usage event that converts into the collector's [`Event`] by `$into`.
+/// Declares `$event` a usage event that converts into the collector's [`QueuedEvent`] by `$into`.
 macro_rules! usage_event {
     ($event:ty, |$e:ident| $into:expr) => {
         impl sealed::Sealed for $event {
             #[inline]
-            fn into_event(self) -> Event {
+            fn into_event(self) -> QueuedEvent {
                 let $e = self;
                 $into
             }
@@ -69,7 +69,7 @@ macro_rules! counter_event {
             }
         }
 
-        usage_event!($name, |e| Event::Count {
+        usage_event!($name, |e| QueuedEvent::Count {
             counters: [Counter::$transactions, Counter::$operations],
             n: [e.transactions, e.operations],
         });
@@ -109,7 +109,7 @@ impl ClientConnected {
     }
 }
 
-usage_event!(ClientConnected, |e| Event::Connected {
+usage_event!(ClientConnected, |e| QueuedEvent::Connected {
     client: e.client,
     user: e.user,
 });
@@ -130,7 +130,7 @@ impl ClientDisconnected {
     }
 }
 
-usage_event!(ClientDisconnected, |e| Event::Disconnected(e.client));
+usage_event!(ClientDisconnected, |e| QueuedEvent::Disconnected(e.client));
 
 /// A client established a new subscription (`subscriptions_established`,
 /// `subscriptions_included_tables`).
@@ -149,7 +149,7 @@ impl SubscriptionEstablished {
     }
 }
 
-usage_event!(SubscriptionEstablished, |e| Event::Established {
+usage_event!(SubscriptionEstablished, |e| QueuedEvent::Established {
     included_tables: e.included_tables,
 });
 
@@ -170,7 +170,7 @@ impl SubscriptionContinued {
     }
 }
 
-usage_event!(SubscriptionContinued, |e| Event::Continued(e.client));
+usage_event!(SubscriptionContinued, |e| QueuedEvent::Continued(e.client));
 
 /// An initial sync ran (`initial_syncs`, `subscriptions_rows_per_shape`).
 #[derive(Debug, Clone, PartialEq, Eq, Message)]
@@ -190,19 +190,19 @@ impl InitialSync {
 }
 
 usage_event!(InitialSync, |e| match e.rows_per_shape[..] {
-    [] => Event::SyncInline {
+    [] => QueuedEvent::SyncInline {
         shapes: 0,
         rows: [0; 2],
     },
-    [a] => Event::SyncInline {
+    [a] => QueuedEvent::SyncInline {
         shapes: 1,
         rows: [a, 0],
     },
-    [a, b] => Event::SyncInline {
+    [a, b] => QueuedEvent::SyncInline {
         shapes: 2,
         rows: [a, b],
     },
-    _ => Event::SyncMany(e.rows_per_shape),
+    _ => QueuedEvent::SyncMany(e.rows_per_shape),
 });
 
 /// The Postgres server's version (`environment.pg_version`), as the replication side learnt it.
@@ -239,7 +239,7 @@ impl PgVersion {
     }
 }
 
-usage_event!(PgVersion, |e| Event::PgVersion(e.version));
+usage_event!(PgVersion, |e| QueuedEvent::PgVersion(e.version));
 
 fn is_version(word: &str) -> bool {
     let numeric_len = word
@@ -274,7 +274,7 @@ pub struct WalStatus {
     pub wal_transactions: u64,
 }
 
-usage_event!(WalStatus, |e| Event::Wal(Box::new(WalFigures {
+usage_event!(WalStatus, |e| QueuedEvent::Wal(Box::new(WalFigures {
     oldest_wal_time: e.oldest_wal_time,
     wal_cache_memory: e.wal_cache_memory,
     wal_transactions: e.wal_transactions,
@@ -288,7 +288,9 @@ pub struct ElectrifiedTables {
     pub count: u64,
 }
 
-usage_event!(ElectrifiedTables, |e| Event::ElectrifiedTables(e.count));
+usage_event!(ElectrifiedTables, |e| QueuedEvent::ElectrifiedTables(
+    e.count
+));
 
 #[cfg(test)]
 mod tests {
@@ -299,14 +301,14 @@ mod tests {
     fn counter_events_become_two_counts() {
         assert_eq!(
             ReplicatedFromPg::new(2, 12).into_event(),
-            Event::Count {
+            QueuedEvent::Count {
                 counters: [Counter::TransactionsFromPg, Counter::OperationsFromPg],
                 n: [2, 12]
             }
         );
         assert_eq!(
             SentToClients::new(1, 3).into_event(),
-            Event::Count {
+            QueuedEvent::Count {
                 counters: [
                     Counter::TransactionsSentToClients,
                     Counter::OperationsSentToClients
@@ -320,14 +322,14 @@ mod tests {
     fn initial_syncs_of_up_to_two_shapes_are_inline() {
         assert_eq!(
             InitialSync::new(vec![7, 9]).into_event(),
-            Event::SyncInline {
+            QueuedEvent::SyncInline {
                 shapes: 2,
                 rows: [7, 9]
             }
         );
         assert_eq!(
             InitialSync::new(vec![1, 2, 3]).into_event(),
-            Event::SyncMany(vec![1, 2, 3])
+            QueuedEvent::SyncMany(vec![1, 2, 3])
         );
     }
 }

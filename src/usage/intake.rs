@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 
 use super::counters::HotCounters;
-use super::event::Event;
+use super::queued_event::QueuedEvent;
 
 /// How many events the queue holds: 8 192 × 40 bytes (event and slot stamp) = 320 KiB,
 /// allocated once at start.
@@ -31,7 +31,7 @@ const CHECK_EVERY: u32 = 64;
 /// What the handles share with the collector: the hot counters and the event queue.
 pub(crate) struct Intake {
     pub(crate) counters: Arc<HotCounters>,
-    queue: ArrayQueue<Event>,
+    queue: ArrayQueue<QueuedEvent>,
     /// Set by the producer that asks the collector to drain, cleared by the collector when it
     /// does: at most one wake-up message is in flight.
     drain_requested: AtomicBool,
@@ -50,7 +50,7 @@ impl Intake {
     /// the collector to drain; it is called only when the queue fills up and no earlier
     /// request is pending.
     #[inline]
-    pub(crate) fn push(&self, event: Event, wake: impl FnOnce()) {
+    pub(crate) fn push(&self, event: QueuedEvent, wake: impl FnOnce()) {
         match self.queue.push(event) {
             Ok(()) => {
                 if time_to_check() && self.queue.len() >= QUEUE_CAPACITY / 2 {
@@ -74,7 +74,7 @@ impl Intake {
     /// Hands queued events to `apply`, at most one queue's worth: everything queued before
     /// the call (the queue cannot hold more), and perhaps some queued meanwhile. Returns how
     /// many.
-    pub(crate) fn drain(&self, mut apply: impl FnMut(Event)) -> usize {
+    pub(crate) fn drain(&self, mut apply: impl FnMut(QueuedEvent)) -> usize {
         self.drain_requested.store(false, Relaxed);
         let mut taken = 0;
         while taken < QUEUE_CAPACITY {
@@ -117,7 +117,7 @@ mod tests {
             wakes.fetch_add(1, Relaxed);
         };
         for _ in 0..QUEUE_CAPACITY + 10 {
-            intake.push(Event::ElectrifiedTables(1), wake);
+            intake.push(QueuedEvent::ElectrifiedTables(1), wake);
         }
         assert_eq!(
             wakes.load(Relaxed),
@@ -127,7 +127,7 @@ mod tests {
         assert_eq!(intake.counters.drain().shed, 10);
         assert_eq!(intake.drain(|_| {}), QUEUE_CAPACITY);
         assert!(intake.is_empty());
-        intake.push(Event::ElectrifiedTables(1), wake);
+        intake.push(QueuedEvent::ElectrifiedTables(1), wake);
         assert_eq!(intake.drain(|_| {}), 1);
     }
 }

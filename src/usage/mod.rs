@@ -1,8 +1,10 @@
 //! Usage: the events a service records, how they reach the collector, and the window the
 //! collector aggregates them into.
 //!
-//! - `events`: the public event types, each converting into the internal `Event` beside its
+//! - `events`: the public event types, each converting into a `QueuedEvent` beside its
 //!   definition;
+//! - `queued_event`: `QueuedEvent`, the compact (≤ 32 bytes) form an event takes in the intake
+//!   queue and in which the collector applies it;
 //! - `counters`: the hot counters (a single-writer slot per recording thread);
 //! - `intake`: the bounded lock-free queue of structured events;
 //! - `collector`: the actor that owns the window and folds both into it;
@@ -12,7 +14,7 @@
 pub(crate) mod clock;
 pub(crate) mod collector;
 pub(crate) mod counters;
-pub(crate) mod event;
 pub(crate) mod events;
 pub(crate) mod intake;
+pub(crate) mod queued_event;
 pub(crate) mod window;

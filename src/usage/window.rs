@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::counters::{Counter, Totals, COUNTERS};
-use super::event::{Event, WalFigures};
+use super::queued_event::{QueuedEvent, WalFigures};
 use crate::sketch::clients::{Connections, ContinuedPerClient};
 use crate::sketch::distinct::DistinctCount;
 use crate::sketch::summary::{Summary, SummaryStats};
@@ -148,42 +148,42 @@ impl Aggregates {
         self.window.shed = self.window.shed.saturating_add(shed);
     }
 
-    pub(crate) fn apply(&mut self, event: Event) {
+    pub(crate) fn apply(&mut self, event: QueuedEvent) {
         let w = &mut self.window;
         match event {
-            Event::Count { counters, n } => {
+            QueuedEvent::Count { counters, n } => {
                 self.add(counters[0], n[0]);
                 self.add(counters[1], n[1]);
             }
-            Event::Connected { client, user } => {
+            QueuedEvent::Connected { client, user } => {
                 w.distinct_clients.insert(client);
                 w.distinct_users.insert(user);
                 self.connections.connect(client);
             }
             // An unknown client changes nothing: no underflow, no phantom disconnect.
-            Event::Disconnected(client) => self.connections.disconnect(client),
-            Event::Established { included_tables } => {
+            QueuedEvent::Disconnected(client) => self.connections.disconnect(client),
+            QueuedEvent::Established { included_tables } => {
                 w.subscriptions_established = w.subscriptions_established.saturating_add(1);
                 w.included_tables.record(included_tables);
             }
-            Event::Continued(client) => {
+            QueuedEvent::Continued(client) => {
                 w.subscriptions_continued = w.subscriptions_continued.saturating_add(1);
                 w.continued_per_client.record(client);
             }
-            Event::SyncInline { shapes, rows } => {
+            QueuedEvent::SyncInline { shapes, rows } => {
                 w.initial_syncs = w.initial_syncs.saturating_add(1);
                 let shapes = usize::from(shapes).min(rows.len());
                 rows[..shapes]
                     .iter()
                     .for_each(|&n| w.rows_per_shape.record(n));
             }
-            Event::SyncMany(rows) => {
+            QueuedEvent::SyncMany(rows) => {
                 w.initial_syncs = w.initial_syncs.saturating_add(1);
                 rows.iter().for_each(|&n| w.rows_per_shape.record(n));
             }
-            Event::PgVersion(version) => self.pg_version = Some(version),
-            Event::Wal(figures) => self.wal = *figures,
-            Event::ElectrifiedTables(count) => self.electrified_tables = count,
+            QueuedEvent::PgVersion(version) => self.pg_version = Some(version),
+            QueuedEvent::Wal(figures) => self.wal = *figures,
+            QueuedEvent::ElectrifiedTables(count) => self.electrified_tables = count,
         }
     }
 

@@ -1,6 +1,7 @@
-//! The collector's one internal event type.
+//! The compact queue element: the one internal form of a usage event, as the intake queue
+//! carries it and the collector applies it.
 //!
-//! Every public usage event converts into an [`Event`] right beside its own definition (in
+//! Every public usage event converts into a [`QueuedEvent`] right beside its own definition (in
 //! `events.rs`); the handle routes it (counts to the hot counters, the rest through the intake
 //! queue), and the collector applies it. Nothing else needs to know the list of events.
 
@@ -10,7 +11,7 @@ use crate::sketch::distinct::AnonymousId;
 /// A usage event in the form the collector applies: ids already hashed, only what the window
 /// aggregates. At most 32 bytes, so the intake queue stays small.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub enum QueuedEvent {
     /// Adds to two hot counters. Through the handle these never reach the queue: they are
     /// stores into the recording thread's counter slot.
     Count {
@@ -53,6 +54,6 @@ mod tests {
 
     #[test]
     fn an_event_fits_in_32_bytes() {
-        assert!(std::mem::size_of::<Event>() <= 32);
+        assert!(std::mem::size_of::<QueuedEvent>() <= 32);
     }
 }

@@ -15,7 +15,7 @@ EXAMPLE_STORAGE ?= target/example-storage
 ## under target/), and the run ends with the receiver's answers checked against the simulation.
 ## Both start afresh each run, so the answers cover exactly this run.
 CHECKPOINT_RUN_DB ?= target/checkpoint-run.db
-CHECKPOINT_RUN_ADDR ?= 127.0.0.1:4318
+CHECKPOINT_RUN_ADDR ?= 127.0.0.1:7431
 run:
 	rm -rf $(EXAMPLE_STORAGE) $(CHECKPOINT_RUN_DB) $(CHECKPOINT_RUN_DB)-wal $(CHECKPOINT_RUN_DB)-shm
 	$(CARGO) build -p checkpoint --bin checkpoint -p example-service --bin service

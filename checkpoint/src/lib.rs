@@ -11,9 +11,12 @@
 //! reads reports as JSON values, so that envelope fields a newer schema adds (such as
 //! `recovered`) are read when present and never required.
 
+pub mod auth;
+pub mod metrics;
 pub mod overview;
 pub mod page;
 pub mod server;
+pub mod sources;
 pub mod store;
 pub mod validate;
 

@@ -28,12 +28,30 @@ enum Command {
     /// Print the answers as one line: "N applications, N instances, N operations from
     /// Postgres, N operations sent to clients", read from a database or a running receiver.
     Summary(Summary),
+    /// Copy a SQLite database consistently, also while a receiver writes to it (VACUUM INTO):
+    /// DEST must not exist. Restore by stopping the receiver and putting the copy in place.
+    Backup(Backup),
+}
+
+#[derive(Debug, Args)]
+struct Backup {
+    /// The SQLite database to copy (Postgres: use pg_dump).
+    #[arg(long, env = "CHECKPOINT_DB", default_value = "checkpoint.db")]
+    db: String,
+    /// Where to write the copy (a new file).
+    dest: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
 struct Serve {
     /// Address and port to listen on (use port 0 for any free port).
-    #[arg(long, env = "CHECKPOINT_LISTEN", default_value = "127.0.0.1:4318")]
+    #[arg(long, env = "CHECKPOINT_LISTEN", default_value = "127.0.0.1:7431")]
     listen: SocketAddr,
     /// Where reports are stored: a SQLite file path (created, with its tables, if missing), or
     /// a postgres://user:password@host/database URL, which several receivers can share.
@@ -69,9 +87,66 @@ struct Serve {
     /// after its report is committed; queued reports are always committed before exit).
     #[arg(long, env = "CHECKPOINT_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_timeout: Duration,
-    /// Log filter (tracing-subscriber syntax, e.g. info, debug, checkpoint=debug).
-    #[arg(long, env = "CHECKPOINT_LOG", default_value = "info")]
-    log: String,
+    /// Log filter (tracing-subscriber syntax, e.g. info, debug, checkpoint=debug); without it,
+    /// RUST_LOG, else info.
+    #[arg(long, env = "CHECKPOINT_LOG")]
+    log: Option<String>,
+    /// Log lines as text (coloured only when stderr is a terminal and NO_COLOR is unset) or as
+    /// one JSON object per line.
+    #[arg(
+        long,
+        env = "CHECKPOINT_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// The token the answers (/, /api/*, /metrics) need, as `Authorization: Bearer TOKEN` or
+    /// HTTP Basic with the token as password (at least 16 visible characters). Prefer the
+    /// variable or --read-token-file: a flag shows in the process list.
+    #[arg(
+        long,
+        env = "CHECKPOINT_READ_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "read_token_file"
+    )]
+    read_token: Option<String>,
+    /// A file holding the read token (its first line).
+    #[arg(long, env = "CHECKPOINT_READ_TOKEN_FILE")]
+    read_token_file: Option<std::path::PathBuf>,
+    /// Serve the answers on this second address; the --listen address then serves only
+    /// ingest, /healthz and /readyz.
+    #[arg(long, env = "CHECKPOINT_ANSWERS_LISTEN")]
+    answers_listen: Option<SocketAddr>,
+    /// Serve the answers without a token on a non-loopback address, on purpose.
+    #[arg(long, env = "CHECKPOINT_PUBLIC_ANSWERS")]
+    public_answers: bool,
+    /// Distinct clusters one source address may report for per hour before 429 (0 = unlimited).
+    #[arg(
+        long,
+        env = "CHECKPOINT_SOURCE_NEW_CLUSTERS_PER_HOUR",
+        default_value_t = 30
+    )]
+    source_new_clusters_per_hour: u32,
+    /// Reports one source address may send per minute before 429 (0 = unlimited).
+    #[arg(long, env = "CHECKPOINT_SOURCE_PER_MINUTE", default_value_t = 600)]
+    source_per_minute: u32,
+    /// Connections one source address may hold open at once (0 = unlimited); trusted proxies
+    /// are exempt.
+    #[arg(long, env = "CHECKPOINT_SOURCE_CONNECTIONS", default_value_t = 32)]
+    source_connections: u32,
+    /// A proxy (ADDR/PREFIX) whose X-Forwarded-For or Forwarded names the source; repeatable.
+    #[arg(
+        long = "trusted-proxy",
+        env = "CHECKPOINT_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    trusted_proxy: Vec<checkpoint::sources::Cidr>,
+    /// The whole body must arrive within this long after the request head (408 after it).
+    #[arg(long, env = "CHECKPOINT_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
+    /// How long an idle keep-alive connection stays open (0s: no keep-alive).
+    #[arg(long, env = "CHECKPOINT_KEEP_ALIVE", default_value = "5s", value_parser = humantime::parse_duration)]
+    keep_alive: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -79,7 +154,7 @@ struct Summary {
     /// The database to read (a SQLite file path or a postgres:// URL); ignored with --url.
     #[arg(long, env = "CHECKPOINT_DB", default_value = "checkpoint.db")]
     db: String,
-    /// A running receiver to ask instead, e.g. http://127.0.0.1:4318 (its /api/overview).
+    /// A running receiver to ask instead, e.g. http://127.0.0.1:7431 (its /api/overview).
     #[arg(long, env = "CHECKPOINT_URL")]
     url: Option<String>,
     /// How many days, ending with --until, to count.
@@ -90,39 +165,68 @@ struct Summary {
     until: Option<chrono::NaiveDate>,
 }
 
+/// A failure and its exit code: 2 for a configuration error (as clap's own), 1 otherwise.
+struct Failure(u8, String);
+
+impl From<String> for Failure {
+    fn from(m: String) -> Self {
+        Failure(1, m)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = match &cli.command {
-        Some(Command::Summary(_)) => "warn".to_owned(),
-        None => cli.serve.log.clone(),
+    let (filter, source) = match &cli.command {
+        Some(_) => ("warn".to_owned(), "the default"),
+        None => match (&cli.serve.log, std::env::var("RUST_LOG")) {
+            (Some(f), _) => (f.clone(), "--log"),
+            (None, Ok(f)) if !f.trim().is_empty() => (f, "RUST_LOG"),
+            _ => ("info".to_owned(), "the default"),
+        },
     };
     let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("checkpoint: --log {filter:?} is not a log filter: {e}");
+            eprintln!("checkpoint: {source} {filter:?} is not a log filter: {e}");
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.serve.log_format {
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+        LogFormat::Text => builder.with_ansi(colour).init(),
+    }
     let result = actix_rt::System::new().block_on(async move {
         match cli.command {
-            Some(Command::Summary(s)) => summary(s).await,
+            Some(Command::Summary(s)) => summary(s).await.map_err(Failure::from),
+            Some(Command::Backup(b)) => backup(b).await,
             None => serve(cli.serve).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure(code, e)) => {
             eprintln!("checkpoint: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }
 
-async fn serve(s: Serve) -> Result<(), String> {
+async fn serve(s: Serve) -> Result<(), Failure> {
+    let read_token = match (&s.read_token, &s.read_token_file) {
+        (Some(t), _) => Some(
+            checkpoint::auth::ReadToken::new(t, "--read-token (CHECKPOINT_READ_TOKEN)")
+                .map_err(|e| Failure(2, e))?,
+        ),
+        (None, Some(path)) => {
+            Some(checkpoint::auth::ReadToken::from_file(path).map_err(|e| Failure(2, e))?)
+        }
+        (None, None) => None,
+    };
     let config = ServerConfig {
         listen: s.listen,
         db: s.db,
@@ -136,10 +240,68 @@ async fn serve(s: Serve) -> Result<(), String> {
         db_connections: s.db_connections,
         shutdown_timeout: s.shutdown_timeout,
         handle_signals: true,
+        read_token,
+        answers_listen: s.answers_listen,
+        public_answers: s.public_answers,
+        source_new_clusters_per_hour: s.source_new_clusters_per_hour,
+        source_per_minute: s.source_per_minute,
+        source_connections: s.source_connections,
+        trusted_proxies: s.trusted_proxy,
+        body_timeout: s.body_timeout,
+        keep_alive: s.keep_alive,
     };
-    let running = checkpoint::start(config).await.map_err(|e| e.to_string())?;
-    running.wait().await.map_err(|e| e.to_string())?;
+    let running = checkpoint::start(config).await.map_err(|e| match e {
+        checkpoint::StartError::Config(m) => Failure(2, format!("invalid setting: {m}")),
+        e => Failure(1, e.to_string()),
+    })?;
+    running
+        .wait()
+        .await
+        .map_err(|e| Failure(1, e.to_string()))?;
     tracing::info!("stopped; every accepted report is stored");
+    Ok(())
+}
+
+async fn backup(b: Backup) -> Result<(), Failure> {
+    let (backend, _) = checkpoint::store::db_url(&b.db);
+    if backend != checkpoint::store::Backend::Sqlite {
+        return Err(Failure(
+            2,
+            "backup copies a SQLite database; back up Postgres with pg_dump (see the README)"
+                .to_owned(),
+        ));
+    }
+    if !b.db.starts_with("sqlite:") && !std::path::Path::new(&b.db).exists() {
+        return Err(Failure(
+            2,
+            format!("no database at {}: give its --db", b.db),
+        ));
+    }
+    if b.dest.exists() {
+        return Err(Failure(
+            2,
+            format!("{} exists already; give a new file", b.dest.display()),
+        ));
+    }
+    let dest = b
+        .dest
+        .to_str()
+        .ok_or_else(|| Failure(2, format!("{} is not UTF-8", b.dest.display())))?
+        .to_owned();
+    let store = checkpoint::Store::open(&b.db, 1)
+        .await
+        .map_err(|e| format!("{}: {e}", b.db))?;
+    let quoted = dest.replace('\'', "\'\'");
+    store
+        .run(move |s| async move {
+            sqlx::query(&format!("VACUUM INTO '{quoted}'"))
+                .execute(s.pool())
+                .await?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("cannot copy {} to {dest}: {e}", b.db))?;
+    println!("copied {} to {dest}", b.db);
     Ok(())
 }
 

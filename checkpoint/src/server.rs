@@ -53,6 +53,26 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Stop gracefully on SIGINT/SIGTERM (the binary); tests stop through [`Running::stop`].
     pub handle_signals: bool,
+    // edge and operations
+    /// The token the answers (`/`, `/api/*`, `/metrics`) need; `None`: no token.
+    pub read_token: Option<crate::auth::ReadToken>,
+    /// Serve the answers on this second address; the ingest address then serves only ingest,
+    /// `/healthz` and `/readyz`.
+    pub answers_listen: Option<SocketAddr>,
+    /// Publish the answers without a token on a non-loopback address, on purpose.
+    pub public_answers: bool,
+    /// Distinct clusters one source may report for per hour (0 = unlimited).
+    pub source_new_clusters_per_hour: u32,
+    /// Reports one source may send per minute (0 = unlimited).
+    pub source_per_minute: u32,
+    /// Connections one source may hold open at once (0 = unlimited).
+    pub source_connections: u32,
+    /// Peers whose `X-Forwarded-For`/`Forwarded` names the source.
+    pub trusted_proxies: Vec<crate::sources::Cidr>,
+    /// The whole body must arrive within this long after the head (408 after it).
+    pub body_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open.
+    pub keep_alive: Duration,
 }
 
 impl ServerConfig {
@@ -71,6 +91,15 @@ impl ServerConfig {
             db_connections: 4,
             shutdown_timeout: Duration::from_secs(30),
             handle_signals: false,
+            read_token: None,
+            answers_listen: None,
+            public_answers: false,
+            source_new_clusters_per_hour: 30,
+            source_per_minute: 600,
+            source_connections: 32,
+            trusted_proxies: Vec::new(),
+            body_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(5),
         }
     }
 }
@@ -82,6 +111,8 @@ pub enum StartError {
     Config(String),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Database(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -92,17 +123,24 @@ pub enum StartError {
 /// A running receiver.
 pub struct Running {
     addr: SocketAddr,
+    answers_addr: Option<SocketAddr>,
     store: Store,
     server: actix_web::dev::ServerHandle,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
     writer: tokio::task::JoinHandle<()>,
     pruner: tokio::task::JoinHandle<()>,
+    summary: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// The address it listens on (the real port when started on port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The `--answers-listen` address (the real port when started on port 0).
+    pub fn answers_addr(&self) -> Option<SocketAddr> {
+        self.answers_addr
     }
 
     /// The store it writes to.
@@ -124,6 +162,7 @@ impl Running {
     async fn finish(self) -> std::io::Result<()> {
         let served = self.served.await;
         self.pruner.abort();
+        self.summary.abort();
         // The app data (and with it every queue sender) is gone with the workers: the writer
         // drains the queue and ends.
         let _ = self.writer.await;
@@ -173,6 +212,106 @@ struct State {
     queue: mpsc::Sender<Submission>,
     store: Store,
     body_limit: usize,
+    // edge and operations
+    sources: std::sync::Arc<crate::sources::Sources>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+/// Checks the edge settings: limits, addresses and the answers' protection.
+fn check_edge(config: &ServerConfig) -> Result<(), StartError> {
+    let bad = |m: String| Err(StartError::Config(m));
+    if config.body_timeout.is_zero() || config.body_timeout > Duration::from_secs(3600) {
+        return bad(format!(
+            "--body-timeout must be from 1ms to 1h, got {}",
+            humantime::format_duration(config.body_timeout)
+        ));
+    }
+    if config.keep_alive > Duration::from_secs(3600) {
+        return bad(format!(
+            "--keep-alive must be at most 1h (0 turns keep-alive off), got {}",
+            humantime::format_duration(config.keep_alive)
+        ));
+    }
+    for (flag, value, max) in [
+        (
+            "--source-new-clusters-per-hour",
+            config.source_new_clusters_per_hour,
+            1_000_000,
+        ),
+        ("--source-per-minute", config.source_per_minute, 1_000_000),
+        ("--source-connections", config.source_connections, 100_000),
+    ] {
+        if value > max {
+            return bad(format!(
+                "{flag} must be from 0 (unlimited) to {max}, got {value}"
+            ));
+        }
+    }
+    if let Some(answers) = config.answers_listen {
+        if answers == config.listen && answers.port() != 0 {
+            return bad(format!(
+                "--answers-listen {answers} is the --listen address; give another address or port"
+            ));
+        }
+    }
+    if config.read_token.is_none() && !config.public_answers {
+        let public = match config.answers_listen {
+            Some(a) => (!a.ip().is_loopback()).then_some(("--answers-listen", a)),
+            None => (!config.listen.ip().is_loopback()).then_some(("--listen", config.listen)),
+        };
+        if let Some((flag, addr)) = public {
+            return bad(format!(
+                "{flag} {addr} is not a loopback address and the answers (/, /api/overview, \
+                 /metrics) would be public: add --read-token-file PATH (or \
+                 CHECKPOINT_READ_TOKEN) to protect them, or --answers-listen 127.0.0.1:PORT \
+                 to serve them on a private address, or --public-answers to publish them on \
+                 purpose"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A SQLite file that cannot be written fails here, at once, naming the path and the cause
+/// (the pool would only time out after 30 s). Postgres and `sqlite:` URLs are left to the pool.
+fn check_sqlite_writable(db: &str) -> Result<(), StartError> {
+    let (backend, _) = crate::store::db_url(db);
+    if backend != crate::store::Backend::Sqlite || db.starts_with("sqlite:") {
+        return Ok(());
+    }
+    let path = std::path::Path::new(db);
+    if path.exists() {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| StartError::Database(format!("cannot write the database {db}: {e}")))?;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    // SQLite writes its journal (-wal, -shm) beside the file: the directory must be writable.
+    let probe = dir.join(format!(".checkpoint-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(StartError::Database(format!(
+            "cannot write in {}, the directory of the database {db} (SQLite keeps its journal \
+             there): {e}",
+            dir.display()
+        ))),
+    }
 }
 
 /// Opens the store (applying migrations), binds, and serves in the current actix System.
@@ -189,9 +328,18 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
             config.body_limit
         )));
     }
+    check_edge(&config)?;
+    check_sqlite_writable(&config.db)?;
     let validator = Validator::new().map_err(StartError::Config)?;
     let store = Store::open(&config.db, config.db_connections).await?;
     let (queue, writer) = store.start_writer(config.queue);
+    let sources = std::sync::Arc::new(crate::sources::Sources::new(crate::sources::Limits {
+        new_clusters_per_hour: config.source_new_clusters_per_hour,
+        per_minute: config.source_per_minute,
+        connections: config.source_connections,
+        trusted: config.trusted_proxies.clone(),
+    }));
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
     let state = web::Data::new(State {
         validator,
         limiter: Limiter {
@@ -202,12 +350,32 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         queue,
         store: store.clone(),
         body_limit: config.body_limit,
+        sources: sources.clone(),
+        metrics: metrics.clone(),
+    });
+    let edge = std::sync::Arc::new(Edge {
+        path: config.path.clone(),
+        token: config.read_token.clone(),
+        answers_addr: std::sync::OnceLock::new(),
+        body_timeout: config.body_timeout,
     });
     let path = config.path.clone();
+    let app_edge = edge.clone();
     let mut server = HttpServer::new(move || {
+        let edge = app_edge.clone();
         let app = App::new()
             .app_data(state.clone())
+            .wrap_fn(move |req, srv| {
+                use actix_web::dev::Service;
+                let (req, context) = edge_before(&edge, req);
+                let answer = match req {
+                    Ok(req) => futures_util::future::Either::Left(srv.call(req)),
+                    Err(res) => futures_util::future::Either::Right(std::future::ready(Ok(res))),
+                };
+                edge_after(context, answer)
+            })
             .route("/api/overview", web::get().to(overview_json))
+            .route("/metrics", web::get().to(metrics_text))
             .route(
                 "/healthz",
                 web::get().to(|| async { HttpResponse::Ok().body("ok\n") }),
@@ -225,17 +393,44 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         }
     })
     .workers(config.workers.max(1))
+    .keep_alive(if config.keep_alive.is_zero() {
+        actix_web::http::KeepAlive::Disabled
+    } else {
+        actix_web::http::KeepAlive::Timeout(config.keep_alive)
+    })
+    .client_request_timeout(Duration::from_secs(5))
+    .on_connect(move |conn, ext| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            if let Ok(peer) = tcp.peer_addr() {
+                if let Some(counted) = sources.connect(peer.ip()) {
+                    ext.insert(counted);
+                }
+            }
+        }
+    })
     .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
     if !config.handle_signals {
         server = server.disable_signals();
     }
-    let server = server
+    let mut server = server
         .bind(config.listen)
         .map_err(|source| StartError::Listen {
             addr: config.listen,
             source,
         })?;
     let addr = server.addrs()[0];
+    let answers_addr = match config.answers_listen {
+        Some(answers) => {
+            server = server.bind(answers).map_err(|source| StartError::Listen {
+                addr: answers,
+                source,
+            })?;
+            let bound = server.addrs()[1];
+            let _ = edge.answers_addr.set(bound);
+            Some(bound)
+        }
+        None => None,
+    };
     let server = server.run();
     let handle = server.handle();
     let served = actix_rt::spawn(server);
@@ -254,8 +449,16 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
             }
         })
     };
+    let summary = actix_rt::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            metrics.log_refusals();
+        }
+    });
     tracing::info!(
         %addr,
+        answers = %answers_addr.map_or_else(|| addr.to_string(), |a| a.to_string()),
+        answers_protected = config.read_token.is_some(),
         ingest = %config.path,
         db = %crate::store::redacted(&config.db),
         retention_days = config.retention.as_secs() / 86_400,
@@ -263,16 +466,239 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
     );
     Ok(Running {
         addr,
+        answers_addr,
         store,
         server: handle,
         served,
         writer,
         pruner,
+        summary,
     })
+}
+
+/// What the edge middleware needs.
+struct Edge {
+    path: String,
+    token: Option<crate::auth::ReadToken>,
+    /// Set once bound, before any request.
+    answers_addr: std::sync::OnceLock<SocketAddr>,
+    body_timeout: Duration,
+}
+
+/// A request body with a deadline: past it, the stream ends with a timeout error and `fired`
+/// is set, so that the answer becomes 408 whatever the handler made of the error.
+struct Deadline {
+    inner: actix_web::dev::Payload,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    fired: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl futures_util::Stream for Deadline {
+    type Item = Result<web::Bytes, actix_web::error::PayloadError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if let Poll::Ready(item) = std::pin::Pin::new(&mut self.inner).poll_next(cx) {
+            return Poll::Ready(item);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            self.fired.set(true);
+            return Poll::Ready(Some(Err(actix_web::error::PayloadError::Io(
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "body timeout"),
+            ))));
+        }
+        Poll::Pending
+    }
+}
+
+/// What [`edge_after`] needs of a request [`edge_before`] let through or answered.
+struct EdgeContext {
+    edge: std::sync::Arc<Edge>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    fired: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+/// Routes by listener, checks the token, caps connections per source and puts a deadline on
+/// the body; `Err` is the answer when the request goes no further.
+fn edge_before(
+    edge: &std::sync::Arc<Edge>,
+    mut req: actix_web::dev::ServiceRequest,
+) -> (
+    Result<actix_web::dev::ServiceRequest, actix_web::dev::ServiceResponse>,
+    EdgeContext,
+) {
+    use actix_web::http::{Method, StatusCode};
+    use actix_web::HttpMessage;
+    let ingest = req.method() == Method::POST && req.path() == edge.path;
+    let probe = matches!(req.path(), "/healthz" | "/readyz");
+    let on_answers = edge
+        .answers_addr
+        .get()
+        .map(|a| *a == req.app_config().local_addr());
+    let over = req
+        .conn_data::<crate::sources::Connection>()
+        .is_some_and(|c| c.over);
+    let early = if over {
+        Some(with_reason(
+            "source_connections",
+            HttpResponse::TooManyRequests()
+                .insert_header((header::RETRY_AFTER, "10"))
+                .force_close()
+                .json(
+                    json!({ "error": "too many connections from this source; retry after 10 s" }),
+                ),
+        ))
+    } else if match on_answers {
+        // The ingest address serves ingest and the probes only; the answers address no ingest.
+        Some(false) => !(ingest || probe),
+        Some(true) => ingest,
+        None => false,
+    } {
+        Some(error(StatusCode::NOT_FOUND, "not found"))
+    } else if !(ingest || probe)
+        && edge
+            .token
+            .as_ref()
+            .is_some_and(|t| !t.allows(req.request()))
+    {
+        Some(
+            HttpResponse::Unauthorized()
+                .insert_header((
+                    header::WWW_AUTHENTICATE,
+                    "Basic realm=\"checkpoint\", charset=\"UTF-8\"",
+                ))
+                .json(json!({
+                    "error": "the answers need the read token: Authorization: Bearer TOKEN, or HTTP Basic with the token as the password"
+                })),
+        )
+    } else {
+        None
+    };
+    let metrics = if ingest {
+        req.app_data::<web::Data<State>>()
+            .map(|s| s.metrics.clone())
+    } else {
+        None
+    };
+    let fired = std::rc::Rc::new(std::cell::Cell::new(false));
+    let context = EdgeContext {
+        edge: edge.clone(),
+        metrics,
+        fired: fired.clone(),
+    };
+    if let Some(res) = early {
+        return (Err(req.into_response(res)), context);
+    }
+    let payload = req.take_payload();
+    let deadline = Deadline {
+        inner: payload,
+        sleep: Box::pin(tokio::time::sleep(edge.body_timeout)),
+        fired,
+    };
+    req.set_payload(actix_web::dev::Payload::Stream {
+        payload: Box::pin(deadline),
+    });
+    (Ok(req), context)
+}
+
+/// Turns the answer into 408 when the body deadline fired, and counts every ingest answer.
+async fn edge_after(
+    context: EdgeContext,
+    answer: impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse, actix_web::Error>>,
+) -> Result<actix_web::dev::ServiceResponse, actix_web::Error> {
+    let mut res = answer.await?;
+    if context.fired.get() {
+        let timeout = with_reason(
+            "body_timeout",
+            HttpResponse::RequestTimeout().force_close().json(json!({
+                "error": format!(
+                    "the body did not arrive within {}",
+                    humantime::format_duration(context.edge.body_timeout)
+                )
+            })),
+        );
+        res = res.into_response(timeout);
+    }
+    if let Some(m) = &context.metrics {
+        let reason = res
+            .response()
+            .extensions()
+            .get::<crate::metrics::Reason>()
+            .copied();
+        m.answered(res.status().as_u16(), reason);
+    }
+    Ok(res)
+}
+
+/// The per-source checks of an ingest request, before its body is read.
+fn source_admits(req: &HttpRequest, state: &State) -> Result<(), HttpResponse> {
+    let Some(key) = state.sources.source(req) else {
+        return Ok(());
+    };
+    state.sources.take_report(key).map_err(source_refused)
+}
+
+/// The per-source check of a report's cluster.
+fn source_admits_cluster(
+    req: &HttpRequest,
+    state: &State,
+    cluster: &str,
+) -> Result<(), HttpResponse> {
+    let Some(key) = state.sources.source(req) else {
+        return Ok(());
+    };
+    state
+        .sources
+        .take_cluster(key, cluster)
+        .map_err(source_refused)
+}
+
+fn source_refused(r: crate::sources::Refusal) -> HttpResponse {
+    use crate::sources::Refusal;
+    let (reason, wait, message) = match r {
+        Refusal::PerMinute { retry_after } => (
+            "source_rate",
+            retry_after,
+            format!("too many reports from this source; retry after {retry_after} s"),
+        ),
+        Refusal::NewClusters { retry_after } => (
+            "source_new_clusters",
+            retry_after,
+            format!(
+                "this source reported for too many distinct clusters this hour; retry after {retry_after} s"
+            ),
+        ),
+    };
+    let mut res = too_many(wait, message);
+    res.extensions_mut().insert(crate::metrics::Reason(reason));
+    res
+}
+
+async fn metrics_text(state: web::Data<State>) -> HttpResponse {
+    let depth = state.queue.max_capacity() - state.queue.capacity();
+    let body = state.metrics.render(
+        state.store.writer_metrics(),
+        depth,
+        state.queue.max_capacity(),
+        state.sources.tracked(),
+    );
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body)
 }
 
 fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message.into() }))
+}
+
+/// `res` tagged with why it refused (for `/metrics` and the once-a-minute refusal summary).
+fn with_reason(reason: &'static str, mut res: HttpResponse) -> HttpResponse {
+    res.extensions_mut().insert(crate::metrics::Reason(reason));
+    res
 }
 
 fn too_many(seconds: u64, message: String) -> HttpResponse {
@@ -283,6 +709,9 @@ fn too_many(seconds: u64, message: String) -> HttpResponse {
 
 async fn ingest(req: HttpRequest, mut body: web::Payload, state: web::Data<State>) -> HttpResponse {
     use actix_web::http::StatusCode;
+    if let Err(refused) = source_admits(&req, &state) {
+        return refused;
+    }
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -356,13 +785,18 @@ async fn ingest(req: HttpRequest, mut body: web::Payload, state: web::Data<State
             );
         }
     }
+    if let Err(refused) = source_admits_cluster(&req, &state, &report.cluster_uuid) {
+        return refused;
+    }
     if let Err(wait) = state.limiter.take(&report.cluster_uuid) {
-        tracing::warn!(cluster = %report.cluster_uuid, "cluster over its report budget; answering 429");
-        return too_many(
-            wait,
-            format!(
-                "too many reports from cluster {}; retry after {wait} s",
-                report.cluster_uuid
+        return with_reason(
+            "cluster_rate",
+            too_many(
+                wait,
+                format!(
+                    "too many reports from cluster {}; retry after {wait} s",
+                    report.cluster_uuid
+                ),
             ),
         );
     }
@@ -371,8 +805,10 @@ async fn ingest(req: HttpRequest, mut body: web::Payload, state: web::Data<State
     match state.queue.try_send(Submission { report, reply }) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
-            tracing::warn!("write queue full; answering 429");
-            return too_many(2, "the receiver is busy; retry after 2 s".to_owned());
+            return with_reason(
+                "queue_full",
+                too_many(2, "the receiver is busy; retry after 2 s".to_owned()),
+            );
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {
             return error(StatusCode::SERVICE_UNAVAILABLE, "the receiver is stopping");

@@ -115,6 +115,8 @@ pub struct Store {
     backend: Backend,
     sql: Arc<Sql>,
     rt: Arc<Runtime>,
+    /// Batch sizes and commit latencies, for `/metrics`.
+    writer_metrics: Arc<crate::metrics::Writer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -350,7 +352,13 @@ impl Store {
             backend,
             sql: Arc::new(Sql::new()),
             rt,
+            writer_metrics: Arc::default(),
         })
+    }
+
+    /// What the writer records for `/metrics`.
+    pub fn writer_metrics(&self) -> &crate::metrics::Writer {
+        &self.writer_metrics
     }
 
     pub fn backend(&self) -> Backend {
@@ -401,7 +409,9 @@ impl Store {
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
                 let reports: Vec<&Accepted> = batch.iter().map(|s| &s.report).collect();
+                let began = std::time::Instant::now();
                 let result = store.ingest_batch(&reports, Utc::now().timestamp()).await;
+                store.writer_metrics.batch(reports.len(), began.elapsed());
                 match result {
                     Ok(outcomes) => {
                         for (s, o) in batch.drain(..).zip(outcomes) {

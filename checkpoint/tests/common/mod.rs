@@ -94,6 +94,10 @@ pub async fn backends(test: &str) -> Vec<Backend> {
 pub async fn start_with(db: &str, tweak: impl FnOnce(&mut ServerConfig)) -> Running {
     let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), db);
     config.shutdown_timeout = Duration::from_secs(10);
+    // Every test sends from 127.0.0.1: the per-source limits are off unless a test sets them.
+    config.source_new_clusters_per_hour = 0;
+    config.source_per_minute = 0;
+    config.source_connections = 0;
     tweak(&mut config);
     checkpoint::start(config)
         .await
@@ -181,4 +185,12 @@ pub fn today() -> String {
         .date_naive()
         .format("%Y-%m-%d")
         .to_string()
+}
+
+/// The seed with a fresh `report_id`, for `cluster`.
+pub fn report_for(cluster: &str) -> Value {
+    let mut v = seed();
+    v["report_id"] = Value::String(uuid::Uuid::new_v4().to_string());
+    v["data"]["environment"]["electric_cluster_uuid"] = Value::String(cluster.to_owned());
+    v
 }

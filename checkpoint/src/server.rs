@@ -13,7 +13,13 @@
 //! - `201` once the report is committed, `200` when a report with that `report_id` was already
 //!   stored (nothing is stored again), `503` with `Retry-After` if the database failed.
 //!
-//! Error bodies are JSON `{"error": "..."}`. A 2xx is only ever sent after the commit. On a
+//! `GET /healthz` is a liveness check (the process answers); `GET /readyz` answers `503` while
+//! writes to the database fail (a real write at most once a second, and the writer's last
+//! batch), so a load balancer sends reports elsewhere until the disk has room again.
+//!
+//! Error bodies are JSON `{"error": "..."}`. A 2xx is only ever sent after the commit: a
+//! connection whose commit or rollback failed is closed, never reused (see
+//! [`Store::ingest_batch`]), and the receiver recovers by itself once writes succeed again. On a
 //! graceful stop the server stops accepting connections, lets requests in flight finish (each
 //! waits for its commit) and the writer drains its queue before [`Running::stop`] returns, so
 //! no report that was answered 2xx, nor any queued one, is lost.
@@ -379,7 +385,8 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
             .route(
                 "/healthz",
                 web::get().to(|| async { HttpResponse::Ok().body("ok\n") }),
-            );
+            )
+            .route("/readyz", web::get().to(readyz));
         // One resource per path, so that GET and POST on `/` both reach their handler.
         if path == "/" {
             app.service(
@@ -824,6 +831,18 @@ async fn ingest(req: HttpRequest, mut body: web::Payload, state: web::Data<State
         Ok(Err(_)) | Err(_) => HttpResponse::ServiceUnavailable()
             .insert_header((header::RETRY_AFTER, "5"))
             .json(json!({ "error": "the report could not be stored; retry after 5 s" })),
+    }
+}
+
+/// `200 ready` while writes succeed, `503` with `Retry-After` while they fail (see
+/// [`Store::ready`]: a real write at most once a second).
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    if state.store.ready().await {
+        HttpResponse::Ok().body("ready\n")
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "5"))
+            .body("not ready: writes to the database fail\n")
     }
 }
 

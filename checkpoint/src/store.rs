@@ -9,8 +9,9 @@
 //! several receivers starting at once on one database apply them once.
 //!
 //! **What is stored** (see the migration below):
-//! - `reports`: every accepted report's raw JSON, keyed by `report_id` (which is how duplicates
-//!   are refused), kept for the retention period (30 days by default) from its receipt;
+//! - `reports`: every accepted report as canonical compact JSON (re-serialised, not the bytes
+//!   sent), keyed by `report_id` (which is how duplicates are refused), kept for the retention
+//!   period (30 days by default) from its receipt;
 //! - `clusters`: one row per `electric_cluster_uuid`: first and last day seen and the latest
 //!   reported attributes (versions, OS, arch), kept for good;
 //! - `instances`: one row per (cluster, instance): first and last day seen, the previous
@@ -20,6 +21,10 @@
 //!
 //! The overview reads `clusters`, `instances` and `days` only: its cost grows with the number
 //! of clusters, instances and days, never with the number of raw reports.
+//!
+//! **Lock order**: a batch writes `reports`, `clusters`, `instances`, `cluster_days`, `days` in
+//! that order, each table's rows sorted by key, so that receivers sharing one Postgres never
+//! deadlock on the rollup rows.
 //!
 //! **Durability**: a report's raw row and every rollup change are one transaction; the caller
 //! hears "stored" only after it committed (SQLite in WAL mode with `synchronous=FULL`).
@@ -33,8 +38,9 @@
 //! depend on which actix worker happened to open them.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -117,7 +123,24 @@ pub struct Store {
     rt: Arc<Runtime>,
     /// Batch sizes and commit latencies, for `/metrics`.
     writer_metrics: Arc<crate::metrics::Writer>,
+    health: Arc<Health>,
 }
+
+/// Whether writes succeed: set by every batch the writer commits or fails and by the
+/// readiness probe, which writes for real at most once a second.
+#[derive(Default)]
+struct Health {
+    failing: AtomicBool,
+    /// When the probe last ran.
+    probed: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// How often the readiness probe writes at most.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Consecutive failed single-report transactions after which the rest of a failed batch is
+/// answered 503 without a try of its own (the database fails, not the reports).
+const FALLBACK_GIVE_UP: usize = 3;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -269,41 +292,52 @@ fn migrations() -> Vec<(i64, Vec<String>)> {
         .map(|c| format!("{c} BIGINT NOT NULL DEFAULT 0"))
         .collect::<Vec<_>>()
         .join(", ");
-    vec![(
-        1,
-        vec![
-            "CREATE TABLE reports (report_id TEXT PRIMARY KEY, received_at BIGINT NOT NULL, \
+    vec![
+        (
+            1,
+            vec![
+                "CREATE TABLE reports (report_id TEXT PRIMARY KEY, received_at BIGINT NOT NULL, \
              day TEXT NOT NULL, cluster_uuid TEXT NOT NULL, instance_id TEXT NOT NULL, \
              report_version BIGINT NOT NULL, body TEXT NOT NULL)"
-                .to_owned(),
-            "CREATE INDEX reports_received_at ON reports (received_at)".to_owned(),
-            "CREATE TABLE clusters (cluster_uuid TEXT PRIMARY KEY, first_day TEXT NOT NULL, \
+                    .to_owned(),
+                "CREATE INDEX reports_received_at ON reports (received_at)".to_owned(),
+                "CREATE TABLE clusters (cluster_uuid TEXT PRIMARY KEY, first_day TEXT NOT NULL, \
              last_day TEXT NOT NULL, latest_ts BIGINT NOT NULL, electric_version TEXT NOT NULL, \
              pg_version TEXT, os_family TEXT NOT NULL, os_name TEXT NOT NULL, \
              arch TEXT NOT NULL, reports BIGINT NOT NULL)"
-                .to_owned(),
-            "CREATE INDEX clusters_last_day ON clusters (last_day)".to_owned(),
-            "CREATE TABLE instances (cluster_uuid TEXT NOT NULL, instance_id TEXT NOT NULL, \
+                    .to_owned(),
+                "CREATE INDEX clusters_last_day ON clusters (last_day)".to_owned(),
+                "CREATE TABLE instances (cluster_uuid TEXT NOT NULL, instance_id TEXT NOT NULL, \
              first_day TEXT NOT NULL, last_day TEXT NOT NULL, last_ts BIGINT NOT NULL, \
              prev_ts BIGINT, prev_day TEXT, reports BIGINT NOT NULL, \
              missed_windows BIGINT NOT NULL, PRIMARY KEY (cluster_uuid, instance_id))"
-                .to_owned(),
-            // Covers the overview's instances query: one index scan, no table lookups.
-            "CREATE INDEX instances_span ON instances (cluster_uuid, last_day, first_day)"
-                .to_owned(),
-            format!(
-                "CREATE TABLE cluster_days (cluster_uuid TEXT NOT NULL, day TEXT NOT NULL, \
+                    .to_owned(),
+                // Covers the overview's instances query: one index scan, no table lookups.
+                "CREATE INDEX instances_span ON instances (cluster_uuid, last_day, first_day)"
+                    .to_owned(),
+                format!(
+                    "CREATE TABLE cluster_days (cluster_uuid TEXT NOT NULL, day TEXT NOT NULL, \
                  reports BIGINT NOT NULL DEFAULT 0, instances BIGINT NOT NULL DEFAULT 0, \
                  {cols}, PRIMARY KEY (cluster_uuid, day))"
-            ),
-            format!(
-                "CREATE TABLE days (day TEXT PRIMARY KEY, reports BIGINT NOT NULL DEFAULT 0, \
+                ),
+                format!(
+                    "CREATE TABLE days (day TEXT PRIMARY KEY, reports BIGINT NOT NULL DEFAULT 0, \
                  clusters BIGINT NOT NULL DEFAULT 0, instances BIGINT NOT NULL DEFAULT 0, \
                  new_clusters BIGINT NOT NULL DEFAULT 0, duplicates BIGINT NOT NULL DEFAULT 0, \
                  {cols})"
-            ),
-        ],
-    )]
+                ),
+            ],
+        ),
+        (
+            2,
+            // The readiness probe's scratch rows: written and deleted again by each probe.
+            vec![
+                "CREATE TABLE checkpoint_probe (id BIGINT PRIMARY KEY, at BIGINT NOT NULL, \
+             pad TEXT NOT NULL)"
+                    .to_owned(),
+            ],
+        ),
+    ]
 }
 
 impl Store {
@@ -353,6 +387,7 @@ impl Store {
             sql: Arc::new(Sql::new()),
             rt,
             writer_metrics: Arc::default(),
+            health: Arc::default(),
         })
     }
 
@@ -408,22 +443,44 @@ impl Store {
             const BATCH: usize = 512;
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
+                let now = Utc::now().timestamp();
                 let reports: Vec<&Accepted> = batch.iter().map(|s| &s.report).collect();
                 let began = std::time::Instant::now();
-                let result = store.ingest_batch(&reports, Utc::now().timestamp()).await;
-                store.writer_metrics.batch(reports.len(), began.elapsed());
-                match result {
-                    Ok(outcomes) => {
-                        for (s, o) in batch.drain(..).zip(outcomes) {
-                            let _ = s.reply.send(Ok(o));
-                        }
-                    }
+                let outcomes = match store.ingest_batch(&reports, now).await {
+                    Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                    Err(e) if batch.len() == 1 => vec![Err(e.to_string())],
+                    // One report must not fail its neighbours: each on its own.
                     Err(e) => {
-                        tracing::error!(error = %e, reports = batch.len(), "could not store a batch of reports; answering 503");
-                        for s in batch.drain(..) {
-                            let _ = s.reply.send(Err(e.to_string()));
+                        tracing::warn!(error = %e, reports = batch.len(), "a batch of reports failed; storing them one by one");
+                        let mut outcomes = Vec::with_capacity(batch.len());
+                        let mut failed_in_a_row = 0;
+                        for r in &reports {
+                            if failed_in_a_row >= FALLBACK_GIVE_UP {
+                                outcomes.push(Err("the database fails".to_owned()));
+                                continue;
+                            }
+                            match store.ingest_batch(&[r], now).await {
+                                Ok(mut o) => {
+                                    failed_in_a_row = 0;
+                                    outcomes.push(Ok(o.remove(0)));
+                                }
+                                Err(e) => {
+                                    failed_in_a_row += 1;
+                                    outcomes.push(Err(e.to_string()));
+                                }
+                            }
                         }
+                        outcomes
                     }
+                };
+                store.writer_metrics.batch(reports.len(), began.elapsed());
+                let failed = outcomes.iter().filter(|o| o.is_err()).count();
+                if failed > 0 {
+                    tracing::error!(failed, reports = batch.len(), "could not store reports; answering 503");
+                }
+                store.health.failing.store(failed == batch.len(), Ordering::Relaxed);
+                for (s, o) in batch.drain(..).zip(outcomes) {
+                    let _ = s.reply.send(o);
                 }
             }
             tracing::info!("report writer drained and stopped");
@@ -432,15 +489,45 @@ impl Store {
     }
 
     /// Stores reports in one transaction; outcomes in the same order. Public for tools.
+    ///
+    /// A connection whose transaction failed anywhere (a statement, the commit or the
+    /// rollback) is closed, never returned to the pool: after `SQLITE_FULL` SQLite has rolled
+    /// back by itself, sqlx's own ROLLBACK then fails and the connection would go on believing
+    /// it is inside a transaction, so that later "commits" only release savepoints of a
+    /// transaction that is never committed. The pool opens a fresh connection instead.
     pub async fn ingest_batch(
         &self,
         reports: &[&Accepted],
         received_at: i64,
     ) -> Result<Vec<Outcome>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut outcomes = Vec::with_capacity(reports.len());
+        let mut conn = self.pool.acquire().await?;
+        match self.ingest_on(&mut conn, reports, received_at).await {
+            Ok(outcomes) => Ok(outcomes),
+            Err(e) => {
+                if let Err(close) = conn.close().await {
+                    tracing::debug!(error = %close, "closing a failed connection");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn ingest_on(
+        &self,
+        conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+        reports: &[&Accepted],
+        received_at: i64,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         let sql = &self.sql;
-        for r in reports {
+        // Rows are locked in one global order, whichever receiver runs the batch: the tables
+        // in the order below, and within each table by key. Two receivers on one Postgres
+        // then wait for each other's rows but never deadlock.
+        let mut order: Vec<usize> = (0..reports.len()).collect();
+        order.sort_by(|&a, &b| reports[a].report_id.cmp(&reports[b].report_id));
+        let mut outcomes = vec![Outcome::Duplicate; reports.len()];
+        for &i in &order {
+            let r = reports[i];
             let inserted = sqlx::query(&sql.insert_report)
                 .bind(&r.report_id)
                 .bind(received_at)
@@ -451,14 +538,22 @@ impl Store {
                 .bind(&r.body)
                 .fetch_optional(&mut *tx)
                 .await?;
-            if inserted.is_none() {
-                sqlx::query(&sql.duplicate_day)
-                    .bind(&r.day)
-                    .execute(&mut *tx)
-                    .await?;
-                outcomes.push(Outcome::Duplicate);
-                continue;
+            if inserted.is_some() {
+                outcomes[i] = Outcome::Stored;
             }
+        }
+        // The same report twice in one batch: the first is stored, the second a duplicate.
+        let stored: Vec<usize> = (0..reports.len())
+            .filter(|&i| outcomes[i] == Outcome::Stored)
+            .collect();
+        let by = |key: fn(&Accepted) -> (&str, &str, i64)| {
+            let mut v = stored.clone();
+            v.sort_by(|&a, &b| key(reports[a]).cmp(&key(reports[b])));
+            v
+        };
+        let mut cluster_new = vec![false; reports.len()];
+        for i in by(|r| (&r.cluster_uuid, "", r.timestamp_us)) {
+            let r = reports[i];
             let cluster_reports: i64 = sqlx::query(&sql.upsert_cluster)
                 .bind(&r.cluster_uuid)
                 .bind(&r.day)
@@ -471,6 +566,13 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get(0)?;
+            cluster_new[i] = cluster_reports == 1;
+        }
+        let mut missed = vec![false; reports.len()];
+        let mut instance_new_today = vec![false; reports.len()];
+        // Reports of one instance in the order of their windows.
+        for i in by(|r| (&r.cluster_uuid, &r.instance_id, r.timestamp_us)) {
+            let r = reports[i];
             let row = sqlx::query(&sql.upsert_instance)
                 .bind(&r.cluster_uuid)
                 .bind(&r.instance_id)
@@ -482,41 +584,100 @@ impl Store {
             let instance_reports: i64 = row.try_get(0)?;
             let prev_ts: Option<i64> = row.try_get(1)?;
             let prev_day: Option<String> = row.try_get(2)?;
-            let missed = instance_reports > 1 && prev_ts != Some(r.last_reported_us);
-            // First report of this instance on this day (reports of one instance arrive in
-            // order: the outbox sends them oldest first).
-            let instance_new_today = match prev_day {
+            missed[i] = instance_reports > 1 && prev_ts != Some(r.last_reported_us);
+            // First report of this instance on this day.
+            instance_new_today[i] = match prev_day {
                 None => true,
                 Some(d) => d < r.day,
             };
-            let extra = [
+        }
+        let extra = |i: usize| {
+            let r = reports[i];
+            [
                 r.dropped_events,
                 r.dropped_reports,
-                missed as i64,
+                missed[i] as i64,
                 r.recovered as i64,
                 r.after_unclean_stop as i64,
-            ];
+            ]
+        };
+        let mut cluster_day_new = vec![false; reports.len()];
+        for i in by(|r| (&r.cluster_uuid, &r.day, r.timestamp_us)) {
+            let r = reports[i];
             let mut q = sqlx::query(&sql.upsert_cluster_day)
                 .bind(&r.cluster_uuid)
                 .bind(&r.day)
-                .bind(instance_new_today as i64);
-            for v in r.counters.iter().chain(extra.iter()) {
+                .bind(instance_new_today[i] as i64);
+            for v in r.counters.iter().chain(extra(i).iter()) {
                 q = q.bind(*v);
             }
             let cluster_day_reports: i64 = q.fetch_one(&mut *tx).await?.try_get(0)?;
+            cluster_day_new[i] = cluster_day_reports == 1;
+        }
+        let mut by_day: Vec<usize> = (0..reports.len()).collect();
+        by_day.sort_by(|&a, &b| {
+            (&reports[a].day, reports[a].timestamp_us)
+                .cmp(&(&reports[b].day, reports[b].timestamp_us))
+        });
+        for i in by_day {
+            let r = reports[i];
+            if outcomes[i] == Outcome::Duplicate {
+                sqlx::query(&sql.duplicate_day)
+                    .bind(&r.day)
+                    .execute(&mut *tx)
+                    .await?;
+                continue;
+            }
             let mut q = sqlx::query(&sql.upsert_day)
                 .bind(&r.day)
-                .bind((cluster_day_reports == 1) as i64)
-                .bind(instance_new_today as i64)
-                .bind((cluster_reports == 1) as i64);
-            for v in r.counters.iter().chain(extra.iter()) {
+                .bind(cluster_day_new[i] as i64)
+                .bind(instance_new_today[i] as i64)
+                .bind(cluster_new[i] as i64);
+            for v in r.counters.iter().chain(extra(i).iter()) {
                 q = q.bind(*v);
             }
             q.execute(&mut *tx).await?;
-            outcomes.push(Outcome::Stored);
         }
         tx.commit().await?;
         Ok(outcomes)
+    }
+
+    /// Whether writes succeed now: the outcome of the writer's last batch, or of a real
+    /// write (a row inserted and deleted again, each its own commit) when the last one is
+    /// more than a second old. Probes run at most once a second whoever asks.
+    pub async fn ready(&self) -> bool {
+        let mut probed = self.health.probed.lock().await;
+        if probed.is_none_or(|at| at.elapsed() >= PROBE_EVERY) {
+            let ok = self.run(|s| async move { s.probe().await }).await;
+            if let Err(e) = &ok {
+                tracing::warn!(error = %e, "the readiness probe could not write");
+            }
+            self.health.failing.store(ok.is_err(), Ordering::Relaxed);
+            *probed = Some(Instant::now());
+        }
+        !self.health.failing.load(Ordering::Relaxed)
+    }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let id = i64::from(fastrand::u32(..));
+        let result = async {
+            sqlx::query("INSERT INTO checkpoint_probe (id, at, pad) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(Utc::now().timestamp())
+                .bind("p".repeat(16 * 1024))
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM checkpoint_probe")
+                .execute(&mut *conn)
+                .await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = conn.close().await;
+        }
+        result
     }
 
     /// Deletes raw reports received before `before` (unix seconds), in chunks so that a large

@@ -6,8 +6,8 @@
 //! receiver validated against its own copy and silently refused every report for months after
 //! the payload changed). Nothing the schema accepts is refused afterwards: the fields the
 //! receiver reads are taken from the JSON value leniently (an integer the schema allows but a
-//! `u64` cannot hold saturates, a time `chrono` cannot read falls back to its date), and the raw
-//! body is kept as sent.
+//! `u64` cannot hold saturates, a time `chrono` cannot read falls back to its date), and the
+//! report is kept as canonical compact JSON (re-serialised), not as the bytes sent.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use electric_telemetry::{REPORT_SCHEMA, REPORT_VERSION};
@@ -65,7 +65,8 @@ pub struct Accepted {
     pub recovered: bool,
     /// The optional envelope flag `after_unclean_stop` (absent counts as false).
     pub after_unclean_stop: bool,
-    /// The body as received.
+    /// The report as canonical compact JSON (re-serialised: keys sorted, no whitespace), what
+    /// is stored; never the body as received.
     pub body: String,
 }
 
@@ -139,7 +140,9 @@ impl Validator {
         if let Err(e) = self.schemas.validate(&value, self.index) {
             return Err(Invalid::Schema(first_violation(&e)));
         }
-        let text = String::from_utf8_lossy(body).into_owned();
+        // Stored compact: the canonical re-serialisation (keys sorted, no whitespace), never
+        // the body as received, so padding costs the database nothing.
+        let text = value.to_string();
         Ok(extract(&value, version, text))
     }
 }

@@ -642,11 +642,11 @@ async fn edge_after(
 }
 
 /// The per-source checks of an ingest request, before its body is read.
-fn source_admits(req: &HttpRequest, state: &State) -> Result<(), HttpResponse> {
+fn source_admits(req: &HttpRequest, state: &State) -> Result<(), crate::sources::Refusal> {
     let Some(key) = state.sources.source(req) else {
         return Ok(());
     };
-    state.sources.take_report(key).map_err(source_refused)
+    state.sources.take_report(key)
 }
 
 /// The per-source check of a report's cluster.
@@ -654,14 +654,11 @@ fn source_admits_cluster(
     req: &HttpRequest,
     state: &State,
     cluster: &str,
-) -> Result<(), HttpResponse> {
+) -> Result<(), crate::sources::Refusal> {
     let Some(key) = state.sources.source(req) else {
         return Ok(());
     };
-    state
-        .sources
-        .take_cluster(key, cluster)
-        .map_err(source_refused)
+    state.sources.take_cluster(key, cluster)
 }
 
 fn source_refused(r: crate::sources::Refusal) -> HttpResponse {
@@ -717,7 +714,7 @@ fn too_many(seconds: u64, message: String) -> HttpResponse {
 async fn ingest(req: HttpRequest, mut body: web::Payload, state: web::Data<State>) -> HttpResponse {
     use actix_web::http::StatusCode;
     if let Err(refused) = source_admits(&req, &state) {
-        return refused;
+        return source_refused(refused);
     }
     let content_type = req
         .headers()
@@ -793,7 +790,7 @@ async fn ingest(req: HttpRequest, mut body: web::Payload, state: web::Data<State
         }
     }
     if let Err(refused) = source_admits_cluster(&req, &state, &report.cluster_uuid) {
-        return refused;
+        return source_refused(refused);
     }
     if let Err(wait) = state.limiter.take(&report.cluster_uuid) {
         return with_reason(

@@ -257,9 +257,7 @@ impl Sources {
         if limit == 0 {
             return Ok(());
         }
-        let mut h = self.hasher.build_hasher();
-        cluster.to_ascii_lowercase().hash(&mut h);
-        let cluster = h.finish();
+        let cluster = self.hasher.hash_one(cluster.to_ascii_lowercase());
         self.with_windows(key, |w, now| {
             let start = match w.hour_start {
                 Some(s) if now.duration_since(s) < Duration::from_secs(3600) => s,

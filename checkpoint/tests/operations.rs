@@ -66,7 +66,9 @@ fn configuration_errors_exit_2_and_name_what_was_wrong() {
     let db = dir.path().join("cp.db").display().to_string();
     let missing = dir.path().join("no-such-token").display().to_string();
     let secret = "short-secret1";
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    // (flags, variables, what the error must name)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["--log-format", "xml"], vec![], "--log-format"),
         (
             vec!["--trusted-proxy", "10.0.0.0/33"],

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod metrics;
 pub mod overview;
 pub mod page;
+pub mod quarantine;
 pub mod server;
 pub mod sources;
 pub mod store;

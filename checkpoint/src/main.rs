@@ -31,6 +31,42 @@ enum Command {
     /// Copy a SQLite database consistently, also while a receiver writes to it (VACUUM INTO):
     /// DEST must not exist. Restore by stopping the receiver and putting the copy in place.
     Backup(Backup),
+    /// The reports refused and kept with their reason (never counted): `list` shows counts by
+    /// reason and samples, `replay` re-checks every one with today's rules and stores those
+    /// that now pass, each exactly once.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// Counts by reason, the bytes kept, how many were dropped, and the newest samples.
+    List {
+        #[command(flatten)]
+        db: QuarantineDb,
+        /// Samples shown per reason (0 to 100).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
+        samples: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-check every kept report (today's schema, versions, clock and --max-per-window) and
+    /// store those that pass; run it after an upgrade or a change of the rules.
+    Replay {
+        #[command(flatten)]
+        db: QuarantineDb,
+        /// As the receiver's --max-per-window.
+        #[arg(long, env = "CHECKPOINT_MAX_PER_WINDOW", default_value_t = 10_000_000)]
+        max_per_window: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+struct QuarantineDb {
+    /// The database (a SQLite file path or a postgres:// URL).
+    #[arg(long, env = "CHECKPOINT_DB", default_value = "checkpoint.db")]
+    db: String,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +183,41 @@ struct Serve {
     /// How long an idle keep-alive connection stays open (0s: no keep-alive).
     #[arg(long, env = "CHECKPOINT_KEEP_ALIVE", default_value = "5s", value_parser = humantime::parse_duration)]
     keep_alive: Duration,
+    /// The most any counter of a report may count per second of its window (timestamp -
+    /// last_reported); a report above it is quarantined (202) and never counted. 0: no check.
+    #[arg(long, env = "CHECKPOINT_MAX_PER_WINDOW", default_value_t = 10_000_000)]
+    max_per_window: u64,
+    /// The most the quarantine keeps (e.g. 100MB, 1GiB, 0: keep none); past it the oldest kept
+    /// reports are dropped and counted.
+    #[arg(long, env = "CHECKPOINT_QUARANTINE_MAX", default_value = "100MB", value_parser = parse_bytes)]
+    quarantine_max: u64,
+}
+
+/// A size in bytes: a whole number with an optional unit (B, kB, MB, GB, KiB, MiB, GiB).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size; give bytes, e.g. 100MB, 512KiB or 0"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}; accepted: B, kB, MB, GB, KiB, MiB, GiB"
+            ))
+        }
+    };
+    n.checked_mul(scale)
+        .filter(|b| *b <= 1 << 40)
+        .ok_or_else(|| format!("{text:?} is more than 1 TiB"))
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +275,7 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Summary(s)) => summary(s).await.map_err(Failure::from),
             Some(Command::Backup(b)) => backup(b).await,
+            Some(Command::Quarantine(q)) => quarantine(q).await,
             None => serve(cli.serve).await,
         }
     });
@@ -249,6 +321,8 @@ async fn serve(s: Serve) -> Result<(), Failure> {
         trusted_proxies: s.trusted_proxy,
         body_timeout: s.body_timeout,
         keep_alive: s.keep_alive,
+        max_per_window: s.max_per_window,
+        quarantine_max: s.quarantine_max,
     };
     let running = checkpoint::start(config).await.map_err(|e| match e {
         checkpoint::StartError::Config(m) => Failure(2, format!("invalid setting: {m}")),
@@ -303,6 +377,87 @@ async fn backup(b: Backup) -> Result<(), Failure> {
         .map_err(|e| format!("cannot copy {} to {dest}: {e}", b.db))?;
     println!("copied {} to {dest}", b.db);
     Ok(())
+}
+
+/// Opens an existing database for a tool (never creates an empty SQLite file).
+async fn open_existing(db: &str) -> Result<checkpoint::Store, Failure> {
+    let (backend, _) = checkpoint::store::db_url(db);
+    if backend == checkpoint::store::Backend::Sqlite
+        && !db.starts_with("sqlite:")
+        && !std::path::Path::new(db).exists()
+    {
+        return Err(Failure(
+            2,
+            format!("no database at {db}: give the --db the receiver was started with"),
+        ));
+    }
+    checkpoint::Store::open(db, 1)
+        .await
+        .map_err(|e| Failure(1, format!("{}: {e}", checkpoint::store::redacted(db))))
+}
+
+async fn quarantine(q: QuarantineCommand) -> Result<(), Failure> {
+    match q {
+        QuarantineCommand::List { db, samples, json } => {
+            let store = open_existing(&db.db).await?;
+            let reasons = checkpoint::quarantine::list(&store, samples)
+                .await
+                .map_err(|e| e.to_string())?;
+            let totals = checkpoint::quarantine::totals(&store)
+                .await
+                .map_err(|e| e.to_string())?;
+            if json {
+                let out = serde_json::json!({ "totals": totals, "reasons": reasons });
+                println!("{out}");
+                return Ok(());
+            }
+            println!(
+                "{} reports kept ({} bytes); {} dropped to stay under --quarantine-max",
+                totals.reports, totals.bytes, totals.dropped
+            );
+            for r in reasons {
+                println!("{}: {} reports, {} bytes", r.reason, r.reports, r.bytes);
+                for s in r.samples {
+                    println!(
+                        "  {} {}: {}\n    {}",
+                        s.received,
+                        s.report_id.as_deref().unwrap_or("(no report_id)"),
+                        s.detail,
+                        s.body
+                    );
+                }
+            }
+            Ok(())
+        }
+        QuarantineCommand::Replay { db, max_per_window } => {
+            let store = open_existing(&db.db).await?;
+            let validator =
+                checkpoint::Validator::with_rules(checkpoint::validate::Plausibility {
+                    max_per_second: max_per_window,
+                })?;
+            let done = checkpoint::quarantine::replay(&store, &validator)
+                .await
+                .map_err(|e| e.to_string())?;
+            let still: u64 = done.still_refused.values().sum();
+            let by = done
+                .still_refused
+                .iter()
+                .map(|(r, n)| format!("{r}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            println!(
+                "replayed: {} stored, {} already stored, {still} still refused{}",
+                done.stored,
+                done.already_stored,
+                if by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({by})")
+                }
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn summary(s: Summary) -> Result<(), String> {

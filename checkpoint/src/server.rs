@@ -37,7 +37,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{Outcome, Store, Submission};
-use crate::validate::{Invalid, Validator};
+use crate::validate::Validator;
 
 /// Everything the server needs; the binary (`src/main.rs`) fills it from flags and variables.
 #[derive(Debug, Clone)]
@@ -79,6 +79,11 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// How long an idle keep-alive connection is kept open.
     pub keep_alive: Duration,
+    /// The most a counter may count per second of its report's window before the report is
+    /// quarantined as implausible (0 = no check).
+    pub max_per_window: u64,
+    /// The quarantine's bound in bytes; past it the oldest kept reports are dropped.
+    pub quarantine_max: u64,
 }
 
 impl ServerConfig {
@@ -106,6 +111,8 @@ impl ServerConfig {
             trusted_proxies: Vec::new(),
             body_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(5),
+            max_per_window: crate::validate::Plausibility::default().max_per_second,
+            quarantine_max: crate::quarantine::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -218,6 +225,7 @@ struct State {
     queue: mpsc::Sender<Submission>,
     store: Store,
     body_limit: usize,
+    quarantine_max: u64,
     // edge and operations
     sources: std::sync::Arc<crate::sources::Sources>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -336,7 +344,10 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
     }
     check_edge(&config)?;
     check_sqlite_writable(&config.db)?;
-    let validator = Validator::new().map_err(StartError::Config)?;
+    let validator = Validator::with_rules(crate::validate::Plausibility {
+        max_per_second: config.max_per_window,
+    })
+    .map_err(StartError::Config)?;
     let store = Store::open(&config.db, config.db_connections).await?;
     let (queue, writer) = store.start_writer(config.queue);
     let sources = std::sync::Arc::new(crate::sources::Sources::new(crate::sources::Limits {
@@ -346,6 +357,8 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         trusted: config.trusted_proxies.clone(),
     }));
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+    let kept = crate::quarantine::totals(&store).await?;
+    metrics.set_quarantine(kept.reports, kept.bytes);
     let state = web::Data::new(State {
         validator,
         limiter: Limiter {
@@ -356,6 +369,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         queue,
         store: store.clone(),
         body_limit: config.body_limit,
+        quarantine_max: config.quarantine_max,
         sources: sources.clone(),
         metrics: metrics.clone(),
     });
@@ -767,15 +781,7 @@ async fn ingest(req: HttpRequest, mut body: web::Payload, state: web::Data<State
     }
     let report = match state.validator.check(&bytes) {
         Ok(r) => r,
-        Err(e) => {
-            let kind = match e {
-                Invalid::NotJson(_) => "not_json",
-                Invalid::UnknownVersion { .. } => "unknown_version",
-                Invalid::Schema(_) => "schema",
-            };
-            tracing::debug!(kind, error = %e, "refused a report");
-            return error(StatusCode::BAD_REQUEST, e.to_string());
-        }
+        Err(refused) => return refuse(&state, refused).await,
     };
     if let Some(key) = req.headers().get("idempotency-key") {
         let key = key.to_str().unwrap_or("").trim();
@@ -828,6 +834,49 @@ async fn ingest(req: HttpRequest, mut body: web::Payload, state: web::Data<State
         Ok(Err(_)) | Err(_) => HttpResponse::ServiceUnavailable()
             .insert_header((header::RETRY_AFTER, "5"))
             .json(json!({ "error": "the report could not be stored; retry after 5 s" })),
+    }
+}
+
+/// Answers a refused body, after keeping it in the quarantine when it was a report: `400`
+/// naming the problem for a body no retry can cure (not JSON, an unknown version, a schema
+/// violation), `202 {"status":"quarantined"}` for an implausible one, so that the reporter
+/// does not send it again. A 202 is sent only once the report is kept.
+async fn refuse(state: &State, refused: crate::validate::Refused) -> HttpResponse {
+    use crate::quarantine::Kept;
+    use crate::validate::Invalid;
+    let reason = refused.error.reason();
+    tracing::debug!(reason, error = %refused.error, "refused a report");
+    let now = chrono::Utc::now().timestamp_micros();
+    let kept = crate::quarantine::keep(&state.store, &refused, now, state.quarantine_max).await;
+    match &kept {
+        Ok(Kept::Now(totals)) => state.metrics.set_quarantine(totals.reports, totals.bytes),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, reason, "could not keep a refused report in the quarantine")
+        }
+    }
+    match refused.error {
+        Invalid::Implausible { reason, detail } => match kept {
+            Ok(_) => with_reason(
+                reason,
+                HttpResponse::Accepted().json(json!({
+                    "status": "quarantined",
+                    "reason": reason,
+                    "detail": detail,
+                    "report_id": refused.report_id,
+                })),
+            ),
+            Err(_) => HttpResponse::ServiceUnavailable()
+                .insert_header((header::RETRY_AFTER, "5"))
+                .json(json!({ "error": "the report could not be kept; retry after 5 s" })),
+        },
+        refusal => with_reason(
+            reason,
+            error(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                crate::validate::printable(&refusal.to_string()),
+            ),
+        ),
     }
 }
 

@@ -337,6 +337,8 @@ fn migrations() -> Vec<(i64, Vec<String>)> {
                     .to_owned(),
             ],
         ),
+        // Refused reports kept with their reason, never counted (see `crate::quarantine`).
+        (3, crate::quarantine::migration()),
     ]
 }
 

@@ -81,13 +81,70 @@ pub enum Invalid {
     UnknownVersion { found: String, accepted: String },
     #[error("the report does not match the report schema: {0}")]
     Schema(String),
+    /// Valid against the schema, but not believable (see [`Plausibility`]): quarantined and
+    /// answered 202, never counted.
+    #[error("the report is implausible ({reason}): {detail}")]
+    Implausible {
+        reason: &'static str,
+        detail: String,
+    },
 }
+
+impl Invalid {
+    /// A short fixed name for the refusal (metrics, logs and the quarantine's `reason`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Invalid::NotJson(_) => "not_json",
+            Invalid::UnknownVersion { .. } => "unknown_version",
+            Invalid::Schema(_) => "schema",
+            Invalid::Implausible { reason, .. } => reason,
+        }
+    }
+}
+
+/// A refused body, and what the quarantine keeps of it.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub error: Invalid,
+    /// The report as canonical compact JSON, when it was a JSON object (what the quarantine
+    /// keeps); `None` for a body that is not a report at all.
+    pub body: Option<String>,
+    /// Its `report_id` when that is a UUID (lowercase, hyphenated).
+    pub report_id: Option<String>,
+}
+
+/// What makes a schema-valid report believable. A report that fails one of these is kept in
+/// the quarantine with its reason and never counted; `checkpoint quarantine replay` re-checks
+/// it under the rules of the day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plausibility {
+    /// The most any counter may count per second of its report's window
+    /// (`timestamp - last_reported`, at least one second); `0` turns the check off. Default
+    /// 10^7: a counter of 1.44 * 10^11 in a 4-hour window.
+    pub max_per_second: u64,
+}
+
+impl Default for Plausibility {
+    fn default() -> Self {
+        Plausibility {
+            max_per_second: 10_000_000,
+        }
+    }
+}
+
+/// The longest window a report may cover: 31 days.
+pub const MAX_WINDOW_US: i64 = 31 * 86_400 * 1_000_000;
+/// How far ahead of the receiver's clock a report's `timestamp` may be: one day.
+pub const MAX_AHEAD_US: i64 = 86_400 * 1_000_000;
+/// The earliest `timestamp` believed: 2020-01-01T00:00:00Z, before the reporter existed.
+pub const EARLIEST_US: i64 = 1_577_836_800 * 1_000_000;
 
 /// [`REPORT_SCHEMA`] compiled once, with `format` asserted (`uuid`, `date-time` are part of
 /// the contract; draft 2020-12 only annotates them by default).
 pub struct Validator {
     schemas: boon::Schemas,
     index: boon::SchemaIndex,
+    rules: Plausibility,
 }
 
 impl std::fmt::Debug for Validator {
@@ -97,8 +154,14 @@ impl std::fmt::Debug for Validator {
 }
 
 impl Validator {
-    /// Compiles [`REPORT_SCHEMA`]. An error here means the library shipped a broken schema.
+    /// Compiles [`REPORT_SCHEMA`], with the default [`Plausibility`] rules. An error here
+    /// means the library shipped a broken schema.
     pub fn new() -> Result<Self, String> {
+        Self::with_rules(Plausibility::default())
+    }
+
+    /// Compiles [`REPORT_SCHEMA`], checking plausibility by `rules`.
+    pub fn with_rules(rules: Plausibility) -> Result<Self, String> {
         let schema: Value = serde_json::from_str(REPORT_SCHEMA)
             .map_err(|e| format!("REPORT_SCHEMA is not JSON: {e}"))?;
         let id = schema["$id"]
@@ -115,14 +178,39 @@ impl Validator {
         let index = compiler
             .compile(&id, &mut schemas)
             .map_err(|e| format!("REPORT_SCHEMA does not compile: {e:#}"))?;
-        Ok(Self { schemas, index })
+        Ok(Self {
+            schemas,
+            index,
+            rules,
+        })
+    }
+
+    /// Checks one body against the receiver's clock: see [`Validator::check_at`].
+    pub fn check(&self, body: &[u8]) -> Result<Accepted, Refused> {
+        self.check_at(body, Utc::now().timestamp_micros())
     }
 
     /// Checks one body: JSON, then the version (so a newer reporter hears which versions this
-    /// receiver takes rather than a schema `const` message), then the schema.
-    pub fn check(&self, body: &[u8]) -> Result<Accepted, Invalid> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| Invalid::NotJson(e.to_string()))?;
+    /// receiver takes rather than a schema `const` message), then the schema, then
+    /// plausibility, with `now_us` (microseconds since the epoch) as the receiver's clock.
+    pub fn check_at(&self, body: &[u8], now_us: i64) -> Result<Accepted, Refused> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| Refused {
+            error: Invalid::NotJson(e.to_string()),
+            body: None,
+            report_id: None,
+        })?;
+        // Kept compact: the canonical re-serialisation (keys sorted, no whitespace, `\u0000`
+        // escaped), never the body as received, so padding costs the database nothing.
+        let text = value.to_string();
+        let refused = |error: Invalid, text: String| Refused {
+            error,
+            body: value.is_object().then_some(text),
+            report_id: value
+                .get("report_id")
+                .and_then(Value::as_str)
+                .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                .map(|u| u.hyphenated().to_string()),
+        };
         let version = value.get("report_version");
         let known = version
             .and_then(Value::as_u64)
@@ -132,19 +220,148 @@ impl Validator {
                 None => "(missing)".to_owned(),
                 Some(v) => v.to_string(),
             };
-            return Err(Invalid::UnknownVersion {
-                found,
+            let error = Invalid::UnknownVersion {
+                found: printable(&found),
                 accepted: accepted_versions(),
-            });
+            };
+            return Err(refused(error, text));
         };
         if let Err(e) = self.schemas.validate(&value, self.index) {
-            return Err(Invalid::Schema(first_violation(&e)));
+            return Err(refused(
+                Invalid::Schema(printable(&first_violation(&e))),
+                text,
+            ));
         }
-        // Stored compact: the canonical re-serialisation (keys sorted, no whitespace), never
-        // the body as received, so padding costs the database nothing.
-        let text = value.to_string();
-        Ok(extract(&value, version, text))
+        if let Some(at) = nul_at(&value, &mut String::new()) {
+            let error = Invalid::Implausible {
+                reason: "nul_in_string",
+                detail: format!(
+                    "at {at}: a string holds U+0000, which Postgres cannot store and no \
+                     reporter sends"
+                ),
+            };
+            return Err(refused(error, text));
+        }
+        let report = extract(&value, version, text.clone());
+        match self.rules.check(&report, now_us) {
+            Ok(()) => Ok(report),
+            Err(error) => Err(refused(error, text)),
+        }
     }
+}
+
+impl Plausibility {
+    /// Whether `r` is believable at `now_us`: its clock, its window and its counters.
+    pub fn check(&self, r: &Accepted, now_us: i64) -> Result<(), Invalid> {
+        let implausible = |reason, detail| Err(Invalid::Implausible { reason, detail });
+        if r.timestamp_us < EARLIEST_US {
+            return implausible(
+                "timestamp_too_early",
+                format!(
+                    "timestamp is on {}, before 2020-01-01 (the earliest believed)",
+                    r.day
+                ),
+            );
+        }
+        if r.timestamp_us > now_us.saturating_add(MAX_AHEAD_US) {
+            return implausible(
+                "timestamp_in_future",
+                format!(
+                    "timestamp is on {}, more than a day ahead of the receiver's clock",
+                    r.day
+                ),
+            );
+        }
+        let window = r.timestamp_us.saturating_sub(r.last_reported_us);
+        if window < 0 {
+            return implausible(
+                "window_negative",
+                "last_reported is after timestamp; a window ends after it begins".to_owned(),
+            );
+        }
+        if window > MAX_WINDOW_US {
+            return implausible(
+                "window_too_long",
+                format!(
+                    "the window (last_reported to timestamp) is {} days; at most 31 are believed",
+                    window / 86_400_000_000
+                ),
+            );
+        }
+        if self.max_per_second == 0 {
+            return Ok(());
+        }
+        let seconds = ((window + 999_999) / 1_000_000).max(1) as u64;
+        let limit = self.max_per_second.saturating_mul(seconds);
+        let named = COUNTERS
+            .iter()
+            .copied()
+            .zip(r.counters.iter().copied())
+            .chain([
+                ("dropped_events", r.dropped_events),
+                ("dropped_reports", r.dropped_reports),
+            ]);
+        for (name, count) in named {
+            if count as u64 > limit {
+                return implausible(
+                    "counter_too_large",
+                    format!(
+                        "{name} is {count} in a window of {seconds} s; at most {} per second \
+                         ({limit} in this window) is believed (--max-per-window)",
+                        self.max_per_second
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where (a JSON pointer) the first string or key holding U+0000 is, if any.
+fn nul_at(v: &Value, at: &mut String) -> Option<String> {
+    match v {
+        Value::String(s) if s.contains('\0') => Some(if at.is_empty() {
+            "/".to_owned()
+        } else {
+            at.clone()
+        }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            let len = at.len();
+            at.push_str(&format!("/{i}"));
+            let found = nul_at(item, at);
+            at.truncate(len);
+            found
+        }),
+        Value::Object(map) => map.iter().find_map(|(k, item)| {
+            if k.contains('\0') {
+                return Some(format!("{at}/{}", printable(k)));
+            }
+            let len = at.len();
+            at.push('/');
+            at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+            let found = nul_at(item, at);
+            at.truncate(len);
+            found
+        }),
+        _ => None,
+    }
+}
+
+/// `text` with control characters escaped, so that a message quoting a sender's string is
+/// safe in a log line, a JSON answer and a database column (U+0000 included).
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The accepted versions as a human list, e.g. `1` or `1, 2`.

@@ -402,7 +402,7 @@ async fn metrics_count_outcomes_and_reasons_in_prometheus_text() {
     for line in [
         "checkpoint_reports_total{outcome=\"stored\",reason=\"\"} 2",
         "checkpoint_reports_total{outcome=\"refused\",reason=\"source_new_clusters\"} 1",
-        "checkpoint_reports_total{outcome=\"refused\",reason=\"invalid\"} 1",
+        "checkpoint_reports_total{outcome=\"refused\",reason=\"not_json\"} 1",
         "checkpoint_reports_total{outcome=\"refused\",reason=\"content_type\"} 1",
         "checkpoint_queue_depth 0",
         "checkpoint_queue_capacity 4096",

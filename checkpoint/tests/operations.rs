@@ -103,6 +103,15 @@ fn configuration_errors_exit_2_and_name_what_was_wrong() {
             "--answers-listen",
         ),
         (vec!["--path", "ingest"], vec![], "--path"),
+        (vec!["--quarantine-max", "12XB"], vec![], "KiB"),
+        (vec!["--quarantine-max", "2000GB"], vec![], "1 TiB"),
+        (vec!["--quarantine-max", "lots"], vec![], "--quarantine-max"),
+        (vec!["--max-per-window=-1"], vec![], "--max-per-window"),
+        (
+            vec![],
+            vec![("CHECKPOINT_MAX_PER_WINDOW", "fast")],
+            "--max-per-window",
+        ),
         (vec!["--log", "=[nonsense"], vec![], "--log"),
         (vec![], vec![("RUST_LOG", "=[nonsense")], "RUST_LOG"),
     ];

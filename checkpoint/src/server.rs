@@ -7,7 +7,10 @@
 //! - `400` when the body is not JSON, its `report_version` is not one of
 //!   [`crate::validate::ACCEPTED_VERSIONS`] (the message lists them), it does not match
 //!   `REPORT_SCHEMA` (the message names the first violation and where), or an
-//!   `Idempotency-Key` header differs from its `report_id`;
+//!   `Idempotency-Key` header differs from its `report_id` (version and schema refusals are
+//!   kept in the quarantine, [`crate::quarantine`]);
+//! - `202 {"status":"quarantined"}` when it is valid but implausible
+//!   ([`crate::validate::Plausibility`]): kept in the quarantine, never counted;
 //! - `429` with `Retry-After` when the cluster sent more than its budget (a token bucket per
 //!   `electric_cluster_uuid`) or the write queue is full;
 //! - `201` once the report is committed, `200` when a report with that `report_id` was already

@@ -1,13 +1,15 @@
 //! What an ingest body must be, and what the receiver keeps of it.
 //!
 //! The contract: a body is accepted if and only if it is JSON whose `report_version` is one of
-//! [`ACCEPTED_VERSIONS`] and which is valid against [`electric_telemetry::REPORT_SCHEMA`], the
+//! [`ACCEPTED_VERSIONS`], which is valid against [`electric_telemetry::REPORT_SCHEMA`], the
 //! very constant the reporter exports (compiled at start, never a copy of it: Electric's own
 //! receiver validated against its own copy and silently refused every report for months after
-//! the payload changed). Nothing the schema accepts is refused afterwards: the fields the
-//! receiver reads are taken from the JSON value leniently (an integer the schema allows but a
-//! `u64` cannot hold saturates, a time `chrono` cannot read falls back to its date), and the
-//! report is kept as canonical compact JSON (re-serialised), not as the bytes sent.
+//! the payload changed), and which is plausible ([`Plausibility`]: believable clocks, windows
+//! and counts, no U+0000). The fields the receiver reads are taken from the JSON value
+//! leniently (an integer the schema allows but a `u64` cannot hold saturates, a time `chrono`
+//! cannot read falls back to its date), and the report is kept as canonical compact JSON
+//! (re-serialised), not as the bytes sent. A refused report that was a JSON object goes to the
+//! quarantine ([`crate::quarantine`]).
 
 use chrono::{DateTime, NaiveDate, Utc};
 use electric_telemetry::{REPORT_SCHEMA, REPORT_VERSION};

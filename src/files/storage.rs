@@ -28,7 +28,8 @@ pub(crate) fn tmp_name(path: &Path) -> PathBuf {
     path.with_extension(format!("tmp-{}-{n}", std::process::id()))
 }
 
-/// [`no_block`], and never following a symlink: for telemetry's own files.
+/// Opened without blocking (as [`super::regular`] opens files) and never following a symlink:
+/// for telemetry's own files.
 pub(crate) fn own_file(options: &mut OpenOptions) -> &mut OpenOptions {
     #[cfg(unix)]
     {

@@ -59,7 +59,7 @@ const REGISTERS: usize = 1 << P;
 const MAX_RANK: usize = 64 - P as usize + 1;
 
 /// How many different ids were seen: exact up to [`EXACT_IDS`], then estimated (see the
-/// [module docs](self) for the error bound).
+/// module docs of `sketch::distinct` for the error bound).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct DistinctCount {
     ids: Ids,

@@ -240,7 +240,7 @@ impl Summary {
     }
 
     /// The statistics of the samples so far. An empty summary gives min, max and median 0,
-    /// mean 0.0 and no mode. See the [module docs](self) for what is exact and the error
+    /// mean 0.0 and no mode. See the module docs of `sketch::summary` for what is exact and the error
     /// bound once bucketed.
     pub fn stats(&self) -> SummaryStats {
         if self.len == 0 {

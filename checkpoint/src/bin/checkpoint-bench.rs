@@ -3,7 +3,11 @@
 //! 1. **Durable ingest over HTTP**: a receiver on 127.0.0.1 with a SQLite file in a temporary
 //!    directory, and `--clients` concurrent senders (keep-alive connections) POSTing distinct
 //!    valid reports as fast as they are answered. A 2xx is only sent once the report is
-//!    committed (`synchronous=FULL`), so reports/s here are durable reports per second.
+//!    committed (`synchronous=FULL`), so reports/s here are durable reports per second. Beside
+//!    it, the **durable-insert floor** of the same disk, measured in the same run (one
+//!    connection, 1.5 kB rows, 64 per transaction, WAL, `synchronous=FULL`), and the ratio.
+//!    With `--pg URL` (or `CHECKPOINT_TEST_POSTGRES_URL`) the same on Postgres, with one
+//!    receiver and with two receivers on one database (the scale-out figure).
 //! 2. **Overview latency for a year of a large fleet**: a fresh SQLite database loaded
 //!    directly (not over HTTP) with what a year of `--clusters` clusters × 2 instances at a
 //!    4 h interval leaves behind: the cluster table, an instance table with a restart (new
@@ -40,7 +44,10 @@ fn args() -> Args {
         clusters: 10_000,
         days: 365,
         runs: 7,
-        pg: None,
+        // As the tests: `. .ci/postgres.sh` before `make bench-checkpoint` adds Postgres.
+        pg: std::env::var("CHECKPOINT_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|s| !s.is_empty()),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -53,7 +60,7 @@ fn args() -> Args {
             ("--runs", Some(v)) => a.runs = v,
             ("--pg", _) if pair.len() == 2 => a.pg = Some(pair[1].clone()),
             _ => {
-                eprintln!("usage: checkpoint-bench [--reports N] [--clients N] [--clusters N] [--days N] [--runs N]");
+                eprintln!("usage: checkpoint-bench [--reports N] [--clients N] [--clusters N] [--days N] [--runs N] [--pg postgres://URL]");
                 std::process::exit(2);
             }
         }
@@ -91,22 +98,9 @@ fn main() {
         let dir = tempfile_dir();
         overview(&a, &format!("{dir}/year.db"), "SQLite").await;
         if let Some(server) = &a.pg {
-            use sqlx::Connection;
-            sqlx::any::install_default_drivers();
-            let name = format!("checkpoint_bench_{}", std::process::id());
-            let mut conn = sqlx::AnyConnection::connect(server)
-                .await
-                .expect("Postgres");
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .expect("CREATE DATABASE");
-            let (scheme, rest) = server.split_once("://").unwrap();
-            let host = rest.split('/').next().unwrap();
-            overview(&a, &format!("{scheme}://{host}/{name}"), "Postgres").await;
-            let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await;
+            let db = fresh_pg(server, "year").await;
+            overview(&a, &db, "Postgres").await;
+            drop_pg(server).await;
         }
     });
 }
@@ -122,15 +116,39 @@ fn report(i: usize, clusters: usize) -> Value {
     v
 }
 
-async fn ingest(a: &Args) {
-    let dir = tempfile_dir();
-    let db = format!("{dir}/ingest.db");
-    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), &db);
-    config.cluster_burst = 1_000_000;
-    let running = checkpoint::start(config)
-        .await
-        .expect("the receiver starts");
-    let addr = running.addr();
+/// What one ingest run measured.
+struct Ingested {
+    ok: usize,
+    stored: u64,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Ingested {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `a.reports` distinct reports POSTed by `a.clients` senders, spread over `receivers`
+/// receivers sharing `db`.
+async fn ingest_into(a: &Args, db: &str, receivers: usize) -> Ingested {
+    let mut running = Vec::new();
+    for _ in 0..receivers {
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), db);
+        config.cluster_burst = 1_000_000;
+        // One machine sends everything: the per-source limits would cut it off.
+        config.source_per_minute = 0;
+        config.source_new_clusters_per_hour = 0;
+        config.source_connections = 0;
+        running.push(
+            checkpoint::start(config)
+                .await
+                .expect("the receiver starts"),
+        );
+    }
+    let addrs: Vec<_> = running.iter().map(|r| r.addr()).collect();
     let bodies: Rc<Vec<Vec<u8>>> = Rc::new(
         (0..a.reports)
             .map(|i| serde_json::to_vec(&report(i, 10_000)).unwrap())
@@ -139,8 +157,9 @@ async fn ingest(a: &Args) {
     let next = Rc::new(Cell::new(0usize));
     let started = Instant::now();
     let lanes: Vec<_> = (0..a.clients)
-        .map(|_| {
+        .map(|lane| {
             let (bodies, next) = (bodies.clone(), next.clone());
+            let addr = addrs[lane % addrs.len()];
             actix_rt::spawn(async move {
                 let http = awc::Client::builder()
                     .timeout(Duration::from_secs(60))
@@ -176,26 +195,169 @@ async fn ingest(a: &Args) {
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let stored = running.store().raw_count().await.unwrap();
-    running.stop().await;
+    let stored = running[0].store().raw_count().await.unwrap();
+    for r in running {
+        r.stop().await;
+    }
     let p = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    println!("### Durable ingest over HTTP (SQLite)\n");
+    Ingested {
+        ok,
+        stored,
+        elapsed,
+        p50: p(0.5),
+        p99: p(0.99),
+    }
+}
+
+/// The durable-insert floor of `db`: what the disk allows a receiver at best. One connection
+/// inserts rows of 1.5 kB into a plain table in transactions of 64 rows, each committed
+/// durably (SQLite: WAL, `synchronous=FULL`, as the receiver runs it). Rows per second.
+async fn floor(db: &str, rows: usize) -> f64 {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let (backend, url) = checkpoint::store::db_url(db);
+    let mut conn = sqlx::AnyConnection::connect(&url)
+        .await
+        .expect("the floor's database");
+    if backend == checkpoint::store::Backend::Sqlite {
+        for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL"] {
+            sqlx::query(pragma).execute(&mut conn).await.unwrap();
+        }
+    }
+    sqlx::query("CREATE TABLE floor (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let body = "x".repeat(1500);
+    let started = Instant::now();
+    for chunk in (0..rows).collect::<Vec<_>>().chunks(64) {
+        let mut tx = conn.begin().await.unwrap();
+        for i in chunk {
+            sqlx::query("INSERT INTO floor (id, body) VALUES ($1, $2)")
+                .bind(format!("{i:016x}-{}", uuid::Uuid::new_v4()))
+                .bind(&body)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    let _ = sqlx::query("DROP TABLE floor").execute(&mut conn).await;
+    rate
+}
+
+fn ingest_table(what: &str, a: &Args, r: &Ingested) {
+    println!("### Durable ingest over HTTP ({what})\n");
     println!("| figure | value |\n|---|---|");
     println!("| reports sent | {} |", a.reports);
     println!(
         "| concurrent senders (keep-alive, one request in flight each) | {} |",
         a.clients
     );
-    println!("| answered 201 (each one committed before the answer) | {ok} |");
-    println!("| stored afterwards | {stored} |");
-    println!("| wall time | {:.2} s |", elapsed.as_secs_f64());
+    println!(
+        "| answered 201 (each one committed before the answer) | {} |",
+        r.ok
+    );
+    println!("| stored afterwards | {} |", r.stored);
+    println!("| wall time | {:.2} s |", r.elapsed.as_secs_f64());
     println!(
         "| **durable reports per second** | **{:.0}** (floor 500) |",
-        ok as f64 / elapsed.as_secs_f64()
+        r.rate()
     );
-    println!("| latency p50 / p99 | {} / {} |", ms(p(0.5)), ms(p(0.99)));
+    println!("| latency p50 / p99 | {} / {} |", ms(r.p50), ms(r.p99));
+    println!();
+}
+
+/// Ingest on SQLite, and on Postgres with one and two receivers when `--pg` is given, each
+/// beside the durable-insert floor of the same database measured in the same run.
+async fn ingest(a: &Args) {
+    let dir = tempfile_dir();
+    let db = format!("{dir}/ingest.db");
+    let sqlite = ingest_into(a, &db, 1).await;
+    ingest_table("SQLite", a, &sqlite);
+    let sqlite_floor = floor(&format!("{dir}/floor.db"), a.reports).await;
+    let mut ratios = vec![("SQLite", sqlite.rate(), sqlite_floor)];
+    if let Some(server) = &a.pg {
+        let one_db = fresh_pg(server, "one").await;
+        let one = ingest_into(a, &one_db, 1).await;
+        ingest_table("Postgres, one receiver", a, &one);
+        let two_db = fresh_pg(server, "two").await;
+        let two = ingest_into(a, &two_db, 2).await;
+        ingest_table("Postgres, two receivers on one database", a, &two);
+        let pg_floor = floor(&fresh_pg(server, "floor").await, a.reports).await;
+        ratios.push(("Postgres", one.rate(), pg_floor));
+        println!("### Scale-out: two receivers on one Postgres\n");
+        println!("| receivers | reports/s | p99 | stored of sent |\n|---|---|---|---|");
+        for (n, r) in [(1, &one), (2, &two)] {
+            println!(
+                "| {n} | {:.0} | {} | {} of {} |",
+                r.rate(),
+                ms(r.p99),
+                r.stored,
+                a.reports
+            );
+        }
+        println!(
+            "| **two / one** | **{:.2}x** (goal 1.5x; both receivers and the senders share \
+             this machine's {} cores with Postgres) | | |\n",
+            two.rate() / one.rate(),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        drop_pg(server).await;
+    }
+    println!("### Ingest against the durable-insert floor\n");
+    println!(
+        "The floor: one connection inserting 1.5 kB rows into a plain table, 64 per transaction, \
+         each commit durable (SQLite: WAL, synchronous=FULL), measured in this run on the same \
+         disk.\n"
+    );
+    println!("| database | receiver reports/s | floor rows/s | **ratio** (goal 0.50) |\n|---|---|---|---|");
+    for (what, rate, floor) in ratios {
+        println!(
+            "| {what} | {rate:.0} | {floor:.0} | **{:.2}** |",
+            rate / floor
+        );
+    }
     println!();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The databases this run created on the `--pg` server, dropped at the end.
+fn pg_names() -> &'static std::sync::Mutex<Vec<String>> {
+    static NAMES: std::sync::OnceLock<std::sync::Mutex<Vec<String>>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(Default::default)
+}
+
+/// A fresh database on the `--pg` server; its URL.
+async fn fresh_pg(server: &str, what: &str) -> String {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let name = format!("checkpoint_bench_{what}_{}", std::process::id());
+    let mut conn = sqlx::AnyConnection::connect(server)
+        .await
+        .expect("Postgres");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("CREATE DATABASE");
+    pg_names().lock().unwrap().push(name.clone());
+    let (scheme, rest) = server.split_once("://").unwrap();
+    let host = rest.split('/').next().unwrap();
+    format!("{scheme}://{host}/{name}")
+}
+
+async fn drop_pg(server: &str) {
+    use sqlx::Connection;
+    let Ok(mut conn) = sqlx::AnyConnection::connect(server).await else {
+        return;
+    };
+    let names: Vec<String> = pg_names().lock().unwrap().drain(..).collect();
+    for name in names {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
 }
 
 fn tempfile_dir() -> String {

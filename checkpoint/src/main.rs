@@ -423,7 +423,7 @@ async fn quarantine(q: QuarantineCommand) -> Result<(), Failure> {
                         s.received,
                         s.report_id.as_deref().unwrap_or("(no report_id)"),
                         s.detail,
-                        s.body
+                        checkpoint::validate::printable(&s.body)
                     );
                 }
             }

@@ -58,8 +58,16 @@ pub(crate) fn migration() -> Vec<String> {
     ]
 }
 
+/// What each kept row costs against the bound beside its body and detail: its ids, time,
+/// reason and index entries, so that a flood of tiny refused bodies cannot hold far more rows
+/// than the bound suggests.
+pub const ROW_CHARGE: u64 = 256;
+
 /// Keeps `refused` (received at `received_us`) under a bound of `max_bytes`, in one
-/// transaction: the row, the totals, and the oldest rows dropped to stay under the bound.
+/// transaction: the totals row (locked first, always, so that receivers and a replay sharing
+/// one Postgres never deadlock), the new row, and the oldest other rows dropped to bring the
+/// quarantine back under the bound. The new row itself is never dropped: the quarantine may
+/// exceed the bound by at most one report.
 pub async fn keep(
     store: &Store,
     refused: &Refused,
@@ -75,16 +83,14 @@ pub async fn keep(
     store
         .run(move |s| async move {
             let mut conn = s.pool().acquire().await?;
-            let result = keep_on(
-                &mut conn,
-                &body,
-                &reason,
-                &detail,
+            let row = NewRow {
+                body: &body,
+                reason: &reason,
+                detail: &detail,
                 report_id,
                 received_us,
-                max_bytes,
-            )
-            .await;
+            };
+            let result = keep_on(&mut conn, row, max_bytes).await;
             if result.is_err() {
                 // As for ingest: a connection whose transaction failed is never reused.
                 let _ = conn.close().await;
@@ -94,79 +100,97 @@ pub async fn keep(
         .await
 }
 
-async fn keep_on(
-    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
-    body: &str,
-    reason: &str,
-    detail: &str,
+/// One row to keep.
+struct NewRow<'a> {
+    body: &'a str,
+    reason: &'a str,
+    detail: &'a str,
     report_id: Option<String>,
     received_us: i64,
+}
+
+async fn keep_on(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    row: NewRow<'_>,
     max_bytes: u64,
 ) -> Result<Kept, StoreError> {
-    let bytes = (body.len() + detail.len()) as i64;
+    let bytes = (row.body.len() + row.detail.len()) as u64 + ROW_CHARGE;
+    let id = uuid::Uuid::new_v4().to_string();
     let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+    lock_totals(&mut tx).await?;
     let inserted = sqlx::query(
         "INSERT INTO quarantine (id, received_us, reason, detail, report_id, bytes, body) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (report_id) DO NOTHING RETURNING id",
     )
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(received_us)
-    .bind(reason)
-    .bind(detail)
-    .bind(report_id)
-    .bind(bytes)
-    .bind(body)
+    .bind(&id)
+    .bind(row.received_us)
+    .bind(row.reason)
+    .bind(row.detail)
+    .bind(row.report_id)
+    .bind(bytes as i64)
+    .bind(row.body)
     .fetch_optional(&mut *tx)
     .await?;
     if inserted.is_none() {
         tx.commit().await?;
         return Ok(Kept::Already);
     }
-    let row = sqlx::query(
+    let updated = sqlx::query(
         "UPDATE quarantine_totals SET reports = reports + 1, bytes = bytes + $1 WHERE id = 1 \
          RETURNING reports, bytes, dropped",
     )
-    .bind(bytes)
+    .bind(bytes as i64)
     .fetch_one(&mut *tx)
     .await?;
-    let mut totals = totals_of(&row)?;
-    if totals.bytes > max_bytes {
-        // The oldest first, until the quarantine is under its bound again.
+    let mut totals = totals_of(&updated)?;
+    // The oldest first, a few at a time, until the quarantine is under its bound again.
+    while totals.bytes > max_bytes && totals.reports > 1 {
+        let oldest = sqlx::query(
+            "SELECT id, bytes FROM quarantine WHERE id <> $1 ORDER BY received_us, id LIMIT 32",
+        )
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await?;
+        if oldest.is_empty() {
+            break;
+        }
         let mut over = totals.bytes - max_bytes;
-        let mut doomed = Vec::new();
-        let mut freed = 0u64;
-        let oldest =
-            sqlx::query("SELECT id, bytes FROM quarantine ORDER BY received_us, id LIMIT 10000")
-                .fetch_all(&mut *tx)
-                .await?;
+        let (mut gone, mut freed) = (0i64, 0u64);
         for r in &oldest {
             if over == 0 {
                 break;
             }
-            let id: String = r.try_get(0)?;
+            let old: String = r.try_get(0)?;
             let b = r.try_get::<i64, _>(1)?.max(0) as u64;
-            doomed.push(id);
+            sqlx::query("DELETE FROM quarantine WHERE id = $1")
+                .bind(old)
+                .execute(&mut *tx)
+                .await?;
+            gone += 1;
             freed += b;
             over = over.saturating_sub(b);
         }
-        for id in &doomed {
-            sqlx::query("DELETE FROM quarantine WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let row = sqlx::query(
+        let updated = sqlx::query(
             "UPDATE quarantine_totals SET reports = reports - $1, bytes = bytes - $2, \
              dropped = dropped + $1 WHERE id = 1 RETURNING reports, bytes, dropped",
         )
-        .bind(doomed.len() as i64)
+        .bind(gone)
         .bind(freed as i64)
         .fetch_one(&mut *tx)
         .await?;
-        totals = totals_of(&row)?;
+        totals = totals_of(&updated)?;
     }
     tx.commit().await?;
     Ok(Kept::Now(totals))
+}
+
+/// Takes the totals row's lock for the rest of the transaction (SQLite: the write lock). Every
+/// writer of the quarantine takes it first, so they queue in one order and never deadlock.
+async fn lock_totals(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE quarantine_totals SET dropped = dropped WHERE id = 1")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn totals_of(row: &sqlx::any::AnyRow) -> Result<Totals, StoreError> {
@@ -271,10 +295,13 @@ pub struct Replayed {
     pub still_refused: std::collections::BTreeMap<String, u64>,
 }
 
-/// Re-checks every kept report with `validator` (today's rules, today's clock) and ingests
-/// those that pass, oldest first; each is removed from the quarantine once stored.
+/// Re-checks every report kept before it began with `validator` (today's rules, today's
+/// clock) and ingests those that pass, oldest first, as received now; each is removed from
+/// the quarantine once stored.
 pub async fn replay(store: &Store, validator: &Validator) -> Result<Replayed, StoreError> {
     let mut done = Replayed::default();
+    // Only what was kept before the replay began: under steady traffic it still ends.
+    let began = chrono::Utc::now().timestamp_micros();
     let mut after: (i64, String) = (i64::MIN, String::new());
     loop {
         let (us, id) = after.clone();
@@ -282,11 +309,12 @@ pub async fn replay(store: &Store, validator: &Validator) -> Result<Replayed, St
             .run(move |s| async move {
                 let rows = sqlx::query(
                     "SELECT id, received_us, reason, body, bytes FROM quarantine \
-                     WHERE received_us > $1 OR (received_us = $1 AND id > $2) \
-                     ORDER BY received_us, id LIMIT 500",
+                     WHERE (received_us > $1 OR (received_us = $1 AND id > $2)) \
+                     AND received_us <= $3 ORDER BY received_us, id LIMIT 500",
                 )
                 .bind(us)
                 .bind(id)
+                .bind(began)
                 .fetch_all(s.pool())
                 .await?;
                 rows.iter()
@@ -306,12 +334,14 @@ pub async fn replay(store: &Store, validator: &Validator) -> Result<Replayed, St
             return Ok(done);
         };
         after = (last.1, last.0.clone());
-        for (id, received_us, reason, body, bytes) in page {
+        for (id, _received_us, reason, body, bytes) in page {
             match validator.check(body.as_bytes()) {
                 Ok(report) => {
                     let outcome = store
                         .run(move |s| async move {
-                            s.ingest_batch(&[&report], received_us.div_euclid(1_000_000))
+                            // Received now, so that the raw row (the guard against storing it
+                            // twice) outlives any replay cut short before its `forget`.
+                            s.ingest_batch(&[&report], chrono::Utc::now().timestamp())
                                 .await
                         })
                         .await?;
@@ -351,6 +381,7 @@ async fn forget(store: &Store, id: String, bytes: i64) -> Result<(), StoreError>
     store
         .run(move |s| async move {
             let mut tx = s.pool().begin().await?;
+            lock_totals(&mut tx).await?;
             let gone = sqlx::query("DELETE FROM quarantine WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)

@@ -229,6 +229,9 @@ struct State {
     store: Store,
     body_limit: usize,
     quarantine_max: u64,
+    /// Refused reports being kept at once: a flood of refused bodies may not take the
+    /// database connections that stored reports need.
+    keeping: tokio::sync::Semaphore,
     // edge and operations
     sources: std::sync::Arc<crate::sources::Sources>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -373,6 +376,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         store: store.clone(),
         body_limit: config.body_limit,
         quarantine_max: config.quarantine_max,
+        keeping: tokio::sync::Semaphore::new(1),
         sources: sources.clone(),
         metrics: metrics.clone(),
     });
@@ -700,6 +704,10 @@ fn source_refused(r: crate::sources::Refusal) -> HttpResponse {
 }
 
 async fn metrics_text(state: web::Data<State>) -> HttpResponse {
+    // The quarantine is shared by every receiver on the database (and a replay): read it now.
+    if let Ok(kept) = crate::quarantine::totals(&state.store).await {
+        state.metrics.set_quarantine(kept.reports, kept.bytes);
+    }
     let depth = state.queue.max_capacity() - state.queue.capacity();
     let body = state.metrics.render(
         state.store.writer_metrics(),
@@ -843,24 +851,41 @@ async fn ingest(req: HttpRequest, mut body: web::Payload, state: web::Data<State
 /// Answers a refused body, after keeping it in the quarantine when it was a report: `400`
 /// naming the problem for a body no retry can cure (not JSON, an unknown version, a schema
 /// violation), `202 {"status":"quarantined"}` for an implausible one, so that the reporter
-/// does not send it again. A 202 is sent only once the report is kept.
+/// does not send it again. A 202 is sent only once the report is kept; with
+/// `--quarantine-max 0` an implausible report is answered `422` instead (refused, not kept).
+/// One refused report is kept at a time per receiver: while one is being written, an
+/// implausible report is answered `429` (retry later) and a 400 is answered without keeping.
 async fn refuse(state: &State, refused: crate::validate::Refused) -> HttpResponse {
     use crate::quarantine::Kept;
     use crate::validate::Invalid;
+    use actix_web::http::StatusCode;
     let reason = refused.error.reason();
     tracing::debug!(reason, error = %refused.error, "refused a report");
-    let now = chrono::Utc::now().timestamp_micros();
-    let kept = crate::quarantine::keep(&state.store, &refused, now, state.quarantine_max).await;
-    match &kept {
-        Ok(Kept::Now(totals)) => state.metrics.set_quarantine(totals.reports, totals.bytes),
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, reason, "could not keep a refused report in the quarantine")
+    let implausible = matches!(refused.error, Invalid::Implausible { .. });
+    let kept = if state.quarantine_max == 0 || refused.body.is_none() {
+        None
+    } else if let Ok(_one) = state.keeping.try_acquire() {
+        let now = chrono::Utc::now().timestamp_micros();
+        let kept = crate::quarantine::keep(&state.store, &refused, now, state.quarantine_max).await;
+        match &kept {
+            Ok(Kept::Now(totals)) => state.metrics.set_quarantine(totals.reports, totals.bytes),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, reason, "could not keep a refused report in the quarantine")
+            }
         }
-    }
+        Some(kept.is_ok())
+    } else if implausible {
+        return with_reason(
+            "quarantine_busy",
+            too_many(1, "the quarantine is busy; retry after 1 s".to_owned()),
+        );
+    } else {
+        None
+    };
     match refused.error {
         Invalid::Implausible { reason, detail } => match kept {
-            Ok(_) => with_reason(
+            Some(true) => with_reason(
                 reason,
                 HttpResponse::Accepted().json(json!({
                     "status": "quarantined",
@@ -869,14 +894,21 @@ async fn refuse(state: &State, refused: crate::validate::Refused) -> HttpRespons
                     "report_id": refused.report_id,
                 })),
             ),
-            Err(_) => HttpResponse::ServiceUnavailable()
+            None => with_reason(
+                reason,
+                HttpResponse::UnprocessableEntity().json(json!({
+                    "error": format!("the report is implausible and not kept ({reason}): {detail}"),
+                    "reason": reason,
+                })),
+            ),
+            Some(false) => HttpResponse::ServiceUnavailable()
                 .insert_header((header::RETRY_AFTER, "5"))
                 .json(json!({ "error": "the report could not be kept; retry after 5 s" })),
         },
         refusal => with_reason(
             reason,
             error(
-                actix_web::http::StatusCode::BAD_REQUEST,
+                StatusCode::BAD_REQUEST,
                 crate::validate::printable(&refusal.to_string()),
             ),
         ),

@@ -262,6 +262,43 @@ async fn the_quarantine_stays_under_its_bound_dropping_the_oldest() {
 }
 
 #[actix_rt::test]
+async fn the_newest_report_is_never_dropped_and_a_zero_bound_keeps_none() {
+    for b in backends("q_tiny").await {
+        // A bound smaller than one report: each new one is kept, the one before dropped.
+        let running = start_with(&b.db, |c| c.quarantine_max = 1).await;
+        let http = client();
+        for n in 1..=3u64 {
+            let r = report(json!(u64::MAX));
+            let a = post(&http, &running, &r).await;
+            assert_eq!(a.status, 202, "{}: {a:?}", b.name);
+            let kept = checkpoint::quarantine::totals(running.store())
+                .await
+                .unwrap();
+            assert_eq!((kept.reports, kept.dropped), (1, n - 1), "{}", b.name);
+            let listed = checkpoint::quarantine::list(running.store(), 1)
+                .await
+                .unwrap();
+            assert_eq!(
+                listed[0].samples[0].report_id.as_deref(),
+                r["report_id"].as_str()
+            );
+        }
+        running.stop().await;
+        // 0 keeps none: an implausible report is refused (422), never answered 202.
+        let running = start_with(&b.db, |c| c.quarantine_max = 0).await;
+        let a = post(&http, &running, &report(json!(u64::MAX))).await;
+        assert_eq!(a.status, 422, "{}: {a:?}", b.name);
+        assert_eq!(a.body["reason"], "counter_too_large");
+        let kept = checkpoint::quarantine::totals(running.store())
+            .await
+            .unwrap();
+        assert_eq!(kept.reports, 1, "{}: nothing more kept", b.name);
+        running.stop().await;
+        b.finish().await;
+    }
+}
+
+#[actix_rt::test]
 async fn a_replay_under_new_rules_stores_each_report_once() {
     for b in backends("q_replay").await {
         // Strict rules: 1 operation per second of window.

@@ -97,8 +97,8 @@ pub struct Metrics {
     reports: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// reason → (refusals so far, refusals already summarised in the log).
     refusals: Mutex<BTreeMap<&'static str, (u64, u64)>>,
-    /// Rows and bytes in the quarantine; negative = not known (not exported). The quarantine's
-    /// owner sets them with [`Metrics::set_quarantine`].
+    /// Rows and bytes in the quarantine; negative = not known (not exported). Read from the
+    /// database at each scrape and set with [`Metrics::set_quarantine`].
     quarantine_reports: AtomicI64,
     quarantine_bytes: AtomicI64,
 }

@@ -363,8 +363,6 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         trusted: config.trusted_proxies.clone(),
     }));
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
-    let kept = crate::quarantine::totals(&store).await?;
-    metrics.set_quarantine(kept.reports, kept.bytes);
     let state = web::Data::new(State {
         validator,
         limiter: Limiter {
@@ -856,7 +854,6 @@ async fn ingest(req: HttpRequest, mut body: web::Payload, state: web::Data<State
 /// One refused report is kept at a time per receiver: while one is being written, an
 /// implausible report is answered `429` (retry later) and a 400 is answered without keeping.
 async fn refuse(state: &State, refused: crate::validate::Refused) -> HttpResponse {
-    use crate::quarantine::Kept;
     use crate::validate::Invalid;
     use actix_web::http::StatusCode;
     let reason = refused.error.reason();
@@ -867,12 +864,9 @@ async fn refuse(state: &State, refused: crate::validate::Refused) -> HttpRespons
     } else if let Ok(_one) = state.keeping.try_acquire() {
         let now = chrono::Utc::now().timestamp_micros();
         let kept = crate::quarantine::keep(&state.store, &refused, now, state.quarantine_max).await;
-        match &kept {
-            Ok(Kept::Now(totals)) => state.metrics.set_quarantine(totals.reports, totals.bytes),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, reason, "could not keep a refused report in the quarantine")
-            }
+        // The gauges are read from the database at each scrape (the quarantine is shared).
+        if let Err(e) = &kept {
+            tracing::warn!(error = %e, reason, "could not keep a refused report in the quarantine");
         }
         Some(kept.is_ok())
     } else if implausible {

@@ -12,8 +12,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{client, seed, start_with};
-use electric_telemetry::{ReplicatedFromPg, Telemetry, TelemetryConfig};
+use common::{client, reporter_to, seed, start_with};
+use electric_telemetry::{ReplicatedFromPg, Telemetry};
 use serde_json::{json, Value};
 
 /// A 2 MiB tmpfs mounted on a temporary directory, unmounted on drop.
@@ -240,11 +240,7 @@ async fn the_real_reporter_loses_nothing_to_a_full_disk() {
     let filler = fs.fill();
     let storage = tempfile::tempdir().unwrap();
     let telemetry = Telemetry::start(
-        TelemetryConfig::builder()
-            .url(format!("http://{}/", running.addr()))
-            .storage_dir(storage.path())
-            .first_report_in(Duration::from_millis(150))
-            .interval(Duration::from_secs(1))
+        reporter_to(&running, storage.path())
             .retry_initial_backoff(Duration::from_millis(100))
             .retry_max_backoff(Duration::from_secs(1))
             .shutdown_timeout(Duration::from_secs(3))

@@ -10,10 +10,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{backends, client, overview, post, seed, start, start_with, today};
-use electric_telemetry::{
-    ClientConnected, ReplicatedFromPg, SentToClients, Telemetry, TelemetryConfig,
-};
+use common::{backends, client, overview, post, reporter_to, seed, start, start_with, today};
+use electric_telemetry::{ClientConnected, ReplicatedFromPg, SentToClients, Telemetry};
 use serde_json::json;
 
 #[actix_rt::test]
@@ -22,11 +20,7 @@ async fn real_reports_from_the_pipeline_are_accepted_and_add_up() {
         let running = start(&b.db).await;
         let storage = tempfile::tempdir().unwrap();
         let telemetry = Telemetry::start(
-            TelemetryConfig::builder()
-                .url(format!("http://{}/", running.addr()))
-                .storage_dir(storage.path())
-                .first_report_in(Duration::from_millis(150))
-                .interval(Duration::from_secs(1))
+            reporter_to(&running, storage.path())
                 .shutdown_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap(),

@@ -194,3 +194,17 @@ pub fn report_for(cluster: &str) -> Value {
     v["data"]["environment"]["electric_cluster_uuid"] = Value::String(cluster.to_owned());
     v
 }
+
+/// The real reporter's configuration for a test against `running`: reports to its ingest path,
+/// its outbox in `storage`, the first report after 150 ms and one a second after that. Each
+/// test adds what it needs (backoffs, shutdown timeout) before `build()`.
+pub fn reporter_to(
+    running: &Running,
+    storage: &std::path::Path,
+) -> electric_telemetry::TelemetryConfigBuilder {
+    electric_telemetry::TelemetryConfig::builder()
+        .url(format!("http://{}/", running.addr()))
+        .storage_dir(storage)
+        .first_report_in(Duration::from_millis(150))
+        .interval(Duration::from_secs(1))
+}

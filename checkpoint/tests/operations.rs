@@ -184,12 +184,26 @@ async fn a_read_only_database_fails_start_up_at_once_naming_path_and_cause() {
     let db = mnt.join("cp.db").display().to_string();
     let running = start_with(&db, |_| {}).await;
     running.stop().await;
-    let remounted = Command::new("mount")
-        .args(["-o", "remount,ro"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(remounted.success());
+    // The stopped receiver's database connections close on their own threads, a moment after
+    // `stop` returns; until then the remount is refused as busy.
+    let mut remount = String::new();
+    for _ in 0..100 {
+        let out = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            remount.clear();
+            break;
+        }
+        remount = String::from_utf8_lossy(&out.stderr).into_owned();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !remount.is_empty() {
+        Command::new("umount").arg(&mnt).status().unwrap();
+        panic!("cannot remount the tmpfs read-only: {remount}");
+    }
     let began = Instant::now();
     let out = command()
         .args(["--listen", "127.0.0.1:0", "--db", &db])

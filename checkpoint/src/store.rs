@@ -2,7 +2,8 @@
 //!
 //! **Why sqlx's `Any` driver**: one pool type and one set of queries for both databases, chosen
 //! at run time from `--db`. The SQL is the subset both dialects share: `$N` placeholders
-//! (SQLite reads `$1` as parameter 1), `INSERT … ON CONFLICT … DO UPDATE`, `RETURNING`, `CASE`,
+//! (SQLite reads `$1` as parameter 1; the multi-row statements give SQLite anonymous `?`
+//! instead, see `Multi`), `INSERT … ON CONFLICT … DO UPDATE`, `RETURNING`, `CASE`,
 //! `BIGINT`/`TEXT`. The price is that values travel as a few types (`i64`, `f64`, text) and
 //! queries are not checked at compile time; the tests run every query against both databases
 //! instead. The only dialect switch is the Postgres advisory lock around migrations, so that
@@ -14,8 +15,9 @@
 //!   period (30 days by default) from its receipt;
 //! - `clusters`: one row per `electric_cluster_uuid`: first and last day seen and the latest
 //!   reported attributes (versions, OS, arch), kept for good;
-//! - `instances`: one row per (cluster, instance): first and last day seen, the previous
-//!   report's `timestamp` (to detect missed windows), kept for good;
+//! - `instances`: one row per (cluster, instance): first and last day seen, the last report's
+//!   `timestamp` and `last_reported` and the one before's `timestamp` (to detect missed
+//!   windows), kept for good;
 //! - `cluster_days`: per cluster per day, the summed counters and completeness figures;
 //! - `days`: the same summed over all clusters, plus active, new and duplicate counts.
 //!
@@ -25,6 +27,13 @@
 //! **Lock order**: a batch writes `reports`, `clusters`, `instances`, `cluster_days`, `days` in
 //! that order, each table's rows sorted by key, so that receivers sharing one Postgres never
 //! deadlock on the rollup rows.
+//!
+//! **Few statements per batch**: each table's rows of a batch go in multi-row statements
+//! (see `CHUNKS`): a batch of 32 reports costs about 15 round trips to the database, where
+//! one statement per report and table cost 160. The `days` rows are summed in memory first
+//! (one row per day per batch); the other rollups are applied in rounds (see `rounds`) so
+//! that each report's effect is exactly what it would be alone, which
+//! `tests/stored.rs` checks against the same reports stored one at a time.
 //!
 //! **Durability**: a report's raw row and every rollup change are one transaction; the caller
 //! hears "stored" only after it committed (SQLite in WAL mode with `synchronous=FULL`).
@@ -167,13 +176,134 @@ pub struct Submission {
 
 /// The queries, built once from [`COUNTERS`].
 struct Sql {
-    insert_report: String,
-    upsert_cluster: String,
-    upsert_instance: String,
-    upsert_cluster_day: String,
-    upsert_day: String,
-    duplicate_day: String,
+    insert_reports: Multi,
+    upsert_clusters: Multi,
+    upsert_instances: Multi,
+    upsert_cluster_days: Multi,
+    upsert_days: Multi,
     select_days: String,
+}
+
+/// Rows per multi-row statement: a batch's rows for one table are cut into statements of
+/// these sizes, largest first (27 rows: 16 + 8 + 2 + 1), so that a connection prepares at most
+/// seven shapes of each statement (sqlx caches 100 prepared statements per connection). Each
+/// statement is a round trip to the database: a handful per table and batch, not one per
+/// report. 64 rows of the widest statement (`days`, 22 values) bind 1 408 parameters, far
+/// below both databases' limits.
+const CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// One statement per size in [`CHUNKS`]: `head VALUES (row), (row), … tail`.
+struct Multi([String; CHUNKS.len()]);
+
+impl Multi {
+    /// `row` is one row's value list with `?` for each parameter, bound in order. SQLite gets
+    /// anonymous `?` placeholders: sqlx looks up the name of every numbered one, and SQLite
+    /// finds a name by a linear scan, so numbered placeholders cost the square of a big
+    /// statement's parameter count. Postgres gets `$1`, `$2`, … in the same order.
+    fn new(backend: Backend, head: &str, row: &str, tail: &str) -> Multi {
+        let width = row.matches('?').count();
+        Multi(CHUNKS.map(|rows| {
+            let mut values = String::new();
+            let mut k = 0;
+            for r in 0..rows {
+                if r > 0 {
+                    values.push_str(", ");
+                }
+                for part in row.split_inclusive('?') {
+                    match part.strip_suffix('?') {
+                        Some(text) => {
+                            k += 1;
+                            values.push_str(text);
+                            match backend {
+                                Backend::Sqlite => values.push('?'),
+                                Backend::Postgres => values.push_str(&format!("${k}")),
+                            }
+                        }
+                        None => values.push_str(part),
+                    }
+                }
+            }
+            debug_assert_eq!(k, rows * width);
+            format!("{head} VALUES {values} {tail}")
+        }))
+    }
+}
+
+/// `n` rows cut into chunks of [`CHUNKS`] sizes: (which size, which rows).
+fn chunked(n: usize) -> Vec<(usize, std::ops::Range<usize>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (shape, size) in CHUNKS.iter().enumerate() {
+        while n - at >= *size {
+            out.push((shape, at..at + size));
+            at += size;
+        }
+    }
+    out
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Runs `multi` over `items` chunk by chunk, in order, `bind` binding one item's row; the
+/// rows every chunk returned.
+async fn run_multi<'q, T>(
+    conn: &mut sqlx::AnyConnection,
+    multi: &'q Multi,
+    items: &[T],
+    bind: impl Fn(AnyQuery<'q>, &T) -> AnyQuery<'q>,
+) -> Result<Vec<AnyRow>, StoreError> {
+    let mut rows = Vec::new();
+    for (shape, range) in chunked(items.len()) {
+        let mut q = sqlx::query(&multi.0[shape]);
+        for item in &items[range] {
+            q = bind(q, item);
+        }
+        rows.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(rows)
+}
+
+/// `stored` in rounds: sorted by (`key`, timestamp), round j holds the j-th report of every key
+/// that has at least j + 1, in key order. Each round is one statement per chunk in which every
+/// key appears once (Postgres refuses an upsert that touches a row twice), and a key's reports
+/// are applied in the order of their windows, exactly as one statement per report would.
+/// Round j's keys are a subset of round j - 1's, so a batch first touches, and locks, each row
+/// in key order: the global lock order holds.
+fn rounds<'a, K: Ord>(
+    reports: &[&'a Accepted],
+    stored: &[usize],
+    key: impl Fn(&'a Accepted) -> K,
+) -> Vec<Vec<usize>> {
+    let mut sorted = stored.to_vec();
+    sorted.sort_by(|&a, &b| {
+        (key(reports[a]), reports[a].timestamp_us).cmp(&(key(reports[b]), reports[b].timestamp_us))
+    });
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut j = 0;
+    for (at, &i) in sorted.iter().enumerate() {
+        j = if at > 0 && key(reports[sorted[at - 1]]) == key(reports[i]) {
+            j + 1
+        } else {
+            0
+        };
+        if out.len() <= j {
+            out.push(Vec::new());
+        }
+        out[j].push(i);
+    }
+    out
+}
+
+/// What a batch adds to one `days` row: summed in memory (the additions commute, and sums
+/// saturate at the BIGINT maximum either way), written with one upsert per day.
+#[derive(Default)]
+struct DayAdd {
+    reports: i64,
+    clusters: i64,
+    instances: i64,
+    new_clusters: i64,
+    duplicates: i64,
+    sums: [i64; COUNTERS.len() + EXTRA.len()],
 }
 
 fn sat(table: &str, col: &str) -> String {
@@ -191,16 +321,11 @@ fn latest(col: &str) -> String {
 }
 
 impl Sql {
-    fn new() -> Self {
+    fn new(backend: Backend) -> Self {
         let rolled: Vec<&str> = COUNTERS.iter().chain(EXTRA.iter()).copied().collect();
         let cols = rolled.join(", ");
         let n = rolled.len();
-        let params = |from: usize| {
-            (from..from + n)
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let params = vec!["?"; n].join(", ");
         let sats = |table: &str| {
             rolled
                 .iter()
@@ -209,38 +334,47 @@ impl Sql {
                 .join(", ")
         };
         Sql {
-            insert_report: "INSERT INTO reports (report_id, received_at, day, cluster_uuid, \
-                 instance_id, report_version, body) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (report_id) DO NOTHING RETURNING report_id"
-                .to_owned(),
-            upsert_cluster: format!(
+            insert_reports: Multi::new(
+                backend,
+                "INSERT INTO reports (report_id, received_at, day, cluster_uuid, instance_id, \
+                 report_version, body)",
+                "(?, ?, ?, ?, ?, ?, ?)",
+                "ON CONFLICT (report_id) DO NOTHING RETURNING report_id",
+            ),
+            upsert_clusters: Multi::new(
+                backend,
                 "INSERT INTO clusters (cluster_uuid, first_day, last_day, latest_ts, \
-                 electric_version, pg_version, os_family, os_name, arch, reports) \
-                 VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, 1) \
-                 ON CONFLICT (cluster_uuid) DO UPDATE SET \
-                 first_day = CASE WHEN excluded.first_day < clusters.first_day \
-                   THEN excluded.first_day ELSE clusters.first_day END, \
-                 last_day = CASE WHEN excluded.last_day > clusters.last_day \
-                   THEN excluded.last_day ELSE clusters.last_day END, \
-                 {}, {}, {}, {}, \
-                 pg_version = CASE WHEN excluded.latest_ts >= clusters.latest_ts \
-                   THEN COALESCE(excluded.pg_version, clusters.pg_version) \
-                   ELSE COALESCE(clusters.pg_version, excluded.pg_version) END, \
-                 latest_ts = CASE WHEN excluded.latest_ts >= clusters.latest_ts \
-                   THEN excluded.latest_ts ELSE clusters.latest_ts END, \
-                 reports = clusters.reports + 1 \
-                 RETURNING reports",
-                latest("electric_version"),
-                latest("os_family"),
-                latest("os_name"),
-                latest("arch"),
+                 electric_version, pg_version, os_family, os_name, arch, reports)",
+                // first_day and last_day: the report's day, bound twice.
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                &format!(
+                    "ON CONFLICT (cluster_uuid) DO UPDATE SET \
+                     first_day = CASE WHEN excluded.first_day < clusters.first_day \
+                       THEN excluded.first_day ELSE clusters.first_day END, \
+                     last_day = CASE WHEN excluded.last_day > clusters.last_day \
+                       THEN excluded.last_day ELSE clusters.last_day END, \
+                     {}, {}, {}, {}, \
+                     pg_version = CASE WHEN excluded.latest_ts >= clusters.latest_ts \
+                       THEN COALESCE(excluded.pg_version, clusters.pg_version) \
+                       ELSE COALESCE(clusters.pg_version, excluded.pg_version) END, \
+                     latest_ts = CASE WHEN excluded.latest_ts >= clusters.latest_ts \
+                       THEN excluded.latest_ts ELSE clusters.latest_ts END, \
+                     reports = clusters.reports + 1 \
+                     RETURNING cluster_uuid, reports",
+                    latest("electric_version"),
+                    latest("os_family"),
+                    latest("os_name"),
+                    latest("arch"),
+                ),
             ),
             // The SET expressions read the row as it was, so prev_* return the previous
             // report's values: one statement, atomic under concurrent receivers.
-            upsert_instance: "INSERT INTO instances (cluster_uuid, instance_id, first_day, \
-                 last_day, last_ts, prev_ts, prev_day, reports, missed_windows) \
-                 VALUES ($1, $2, $3, $3, $4, NULL, NULL, 1, 0) \
-                 ON CONFLICT (cluster_uuid, instance_id) DO UPDATE SET \
+            upsert_instances: Multi::new(
+                backend,
+                "INSERT INTO instances (cluster_uuid, instance_id, first_day, last_day, \
+                 last_ts, prev_ts, prev_day, reports, missed_windows, claimed_prev_ts)",
+                "(?, ?, ?, ?, ?, NULL, NULL, 1, 0, ?)",
+                "ON CONFLICT (cluster_uuid, instance_id) DO UPDATE SET \
                  prev_ts = instances.last_ts, prev_day = instances.last_day, \
                  last_ts = excluded.last_ts, \
                  first_day = CASE WHEN excluded.first_day < instances.first_day \
@@ -249,33 +383,41 @@ impl Sql {
                    THEN excluded.last_day ELSE instances.last_day END, \
                  reports = instances.reports + 1, \
                  missed_windows = instances.missed_windows + \
-                   CASE WHEN instances.last_ts <> $5 THEN 1 ELSE 0 END \
-                 RETURNING reports, prev_ts, prev_day"
-                .to_owned(),
-            upsert_cluster_day: format!(
-                "INSERT INTO cluster_days (cluster_uuid, day, reports, instances, {cols}) \
-                 VALUES ($1, $2, 1, $3, {}) \
-                 ON CONFLICT (cluster_uuid, day) DO UPDATE SET \
-                 reports = cluster_days.reports + 1, \
-                 instances = cluster_days.instances + excluded.instances, {} \
-                 RETURNING reports",
-                params(4),
-                sats("cluster_days"),
+                   CASE WHEN instances.last_ts <> excluded.claimed_prev_ts THEN 1 ELSE 0 END, \
+                 claimed_prev_ts = excluded.claimed_prev_ts \
+                 RETURNING cluster_uuid, instance_id, reports, prev_ts, prev_day",
             ),
-            upsert_day: format!(
-                "INSERT INTO days (day, reports, clusters, instances, new_clusters, {cols}) \
-                 VALUES ($1, 1, $2, $3, $4, {}) \
-                 ON CONFLICT (day) DO UPDATE SET \
-                 reports = days.reports + 1, \
-                 clusters = days.clusters + excluded.clusters, \
-                 instances = days.instances + excluded.instances, \
-                 new_clusters = days.new_clusters + excluded.new_clusters, {}",
-                params(5),
-                sats("days"),
+            upsert_cluster_days: Multi::new(
+                backend,
+                &format!(
+                    "INSERT INTO cluster_days (cluster_uuid, day, reports, instances, {cols})"
+                ),
+                &format!("(?, ?, 1, ?, {params})"),
+                &format!(
+                    "ON CONFLICT (cluster_uuid, day) DO UPDATE SET \
+                     reports = cluster_days.reports + 1, \
+                     instances = cluster_days.instances + excluded.instances, {} \
+                     RETURNING cluster_uuid, day, reports",
+                    sats("cluster_days"),
+                ),
             ),
-            duplicate_day: "INSERT INTO days (day, duplicates) VALUES ($1, 1) \
-                 ON CONFLICT (day) DO UPDATE SET duplicates = days.duplicates + 1"
-                .to_owned(),
+            upsert_days: Multi::new(
+                backend,
+                &format!(
+                    "INSERT INTO days (day, reports, clusters, instances, new_clusters, \
+                     duplicates, {cols})"
+                ),
+                &format!("(?, ?, ?, ?, ?, ?, {params})"),
+                &format!(
+                    "ON CONFLICT (day) DO UPDATE SET \
+                     reports = days.reports + excluded.reports, \
+                     clusters = days.clusters + excluded.clusters, \
+                     instances = days.instances + excluded.instances, \
+                     new_clusters = days.new_clusters + excluded.new_clusters, \
+                     duplicates = days.duplicates + excluded.duplicates, {}",
+                    sats("days"),
+                ),
+            ),
             select_days: format!(
                 "SELECT day, reports, clusters, instances, new_clusters, duplicates, {cols} \
                  FROM days WHERE day >= $1 AND day <= $2 ORDER BY day"
@@ -339,6 +481,12 @@ fn migrations() -> Vec<(i64, Vec<String>)> {
         ),
         // Refused reports kept with their reason, never counted (see `crate::quarantine`).
         (3, crate::quarantine::migration()),
+        (
+            4,
+            // The latest report's `last_reported`: what the multi-row instance upsert compares
+            // with the previous report's `timestamp` (a missed window when they differ).
+            vec!["ALTER TABLE instances ADD COLUMN claimed_prev_ts BIGINT".to_owned()],
+        ),
     ]
 }
 
@@ -372,6 +520,9 @@ impl Store {
                                 conn.execute("PRAGMA journal_mode = WAL").await?;
                                 conn.execute("PRAGMA synchronous = FULL").await?;
                                 conn.execute("PRAGMA busy_timeout = 10000").await?;
+                                // 32 MiB of page cache (SQLite's default is 2 MiB): the
+                                // rollups' pages stay in memory, not re-read from the OS.
+                                conn.execute("PRAGMA cache_size = -32768").await?;
                             }
                             Ok(())
                         })
@@ -386,7 +537,7 @@ impl Store {
         Ok(Store {
             pool,
             backend,
-            sql: Arc::new(Sql::new()),
+            sql: Arc::new(Sql::new(backend)),
             rt,
             writer_metrics: Arc::default(),
             health: Arc::default(),
@@ -523,75 +674,98 @@ impl Store {
         let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         let sql = &self.sql;
         // Rows are locked in one global order, whichever receiver runs the batch: the tables
-        // in the order below, and within each table by key. Two receivers on one Postgres
-        // then wait for each other's rows but never deadlock.
-        let mut order: Vec<usize> = (0..reports.len()).collect();
-        order.sort_by(|&a, &b| reports[a].report_id.cmp(&reports[b].report_id));
+        // in the order below, and within each table by key (see `rounds`). Two receivers on
+        // one Postgres then wait for each other's rows but never deadlock. Each table takes
+        // a few multi-row statements per batch, not one per report: the round trips to the
+        // database, not the rows, were most of the cost.
+        let mut by_id: Vec<usize> = (0..reports.len()).collect();
+        by_id.sort_by(|&a, &b| reports[a].report_id.cmp(&reports[b].report_id));
+        // The same report twice in one batch: the first is stored, the second a duplicate.
+        by_id.dedup_by(|b, a| reports[*a].report_id == reports[*b].report_id);
+        let inserted: std::collections::HashSet<String> =
+            run_multi(&mut tx, &sql.insert_reports, &by_id, |q, &i| {
+                let r = reports[i];
+                q.bind(&r.report_id)
+                    .bind(received_at)
+                    .bind(&r.day)
+                    .bind(&r.cluster_uuid)
+                    .bind(&r.instance_id)
+                    .bind(r.report_version)
+                    .bind(&r.body)
+            })
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
         let mut outcomes = vec![Outcome::Duplicate; reports.len()];
-        for &i in &order {
-            let r = reports[i];
-            let inserted = sqlx::query(&sql.insert_report)
-                .bind(&r.report_id)
-                .bind(received_at)
-                .bind(&r.day)
-                .bind(&r.cluster_uuid)
-                .bind(&r.instance_id)
-                .bind(r.report_version)
-                .bind(&r.body)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if inserted.is_some() {
+        for &i in &by_id {
+            if inserted.contains(&reports[i].report_id) {
                 outcomes[i] = Outcome::Stored;
             }
         }
-        // The same report twice in one batch: the first is stored, the second a duplicate.
         let stored: Vec<usize> = (0..reports.len())
             .filter(|&i| outcomes[i] == Outcome::Stored)
             .collect();
-        let by = |key: fn(&Accepted) -> (&str, &str, i64)| {
-            let mut v = stored.clone();
-            v.sort_by(|&a, &b| key(reports[a]).cmp(&key(reports[b])));
-            v
-        };
+
         let mut cluster_new = vec![false; reports.len()];
-        for i in by(|r| (&r.cluster_uuid, "", r.timestamp_us)) {
-            let r = reports[i];
-            let cluster_reports: i64 = sqlx::query(&sql.upsert_cluster)
-                .bind(&r.cluster_uuid)
-                .bind(&r.day)
-                .bind(r.timestamp_us)
-                .bind(&r.electric_version)
-                .bind(r.pg_version.clone())
-                .bind(&r.os_family)
-                .bind(&r.os_name)
-                .bind(&r.arch)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
-            cluster_new[i] = cluster_reports == 1;
+        for round in rounds(reports, &stored, |r| r.cluster_uuid.as_str()) {
+            let rows = run_multi(&mut tx, &sql.upsert_clusters, &round, |q, &i| {
+                let r = reports[i];
+                q.bind(&r.cluster_uuid)
+                    .bind(&r.day)
+                    .bind(&r.day)
+                    .bind(r.timestamp_us)
+                    .bind(&r.electric_version)
+                    .bind(r.pg_version.clone())
+                    .bind(&r.os_family)
+                    .bind(&r.os_name)
+                    .bind(&r.arch)
+            })
+            .await?;
+            let mut at = std::collections::HashMap::with_capacity(round.len());
+            for row in &rows {
+                let key: String = row.try_get(0)?;
+                let n: i64 = row.try_get(1)?;
+                at.insert(key, n);
+            }
+            for &i in &round {
+                cluster_new[i] = returned(&at, &reports[i].cluster_uuid)? == 1;
+            }
         }
+
         let mut missed = vec![false; reports.len()];
         let mut instance_new_today = vec![false; reports.len()];
-        // Reports of one instance in the order of their windows.
-        for i in by(|r| (&r.cluster_uuid, &r.instance_id, r.timestamp_us)) {
-            let r = reports[i];
-            let row = sqlx::query(&sql.upsert_instance)
-                .bind(&r.cluster_uuid)
-                .bind(&r.instance_id)
-                .bind(&r.day)
-                .bind(r.timestamp_us)
-                .bind(r.last_reported_us)
-                .fetch_one(&mut *tx)
-                .await?;
-            let instance_reports: i64 = row.try_get(0)?;
-            let prev_ts: Option<i64> = row.try_get(1)?;
-            let prev_day: Option<String> = row.try_get(2)?;
-            missed[i] = instance_reports > 1 && prev_ts != Some(r.last_reported_us);
-            // First report of this instance on this day.
-            instance_new_today[i] = match prev_day {
-                None => true,
-                Some(d) => d < r.day,
-            };
+        for round in rounds(reports, &stored, |r| {
+            (r.cluster_uuid.as_str(), r.instance_id.as_str())
+        }) {
+            let rows = run_multi(&mut tx, &sql.upsert_instances, &round, |q, &i| {
+                let r = reports[i];
+                q.bind(&r.cluster_uuid)
+                    .bind(&r.instance_id)
+                    .bind(&r.day)
+                    .bind(&r.day)
+                    .bind(r.timestamp_us)
+                    .bind(r.last_reported_us)
+            })
+            .await?;
+            let mut at = std::collections::HashMap::with_capacity(round.len());
+            for row in &rows {
+                let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+                let got: (i64, Option<i64>, Option<String>) =
+                    (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?);
+                at.insert(key, got);
+            }
+            for &i in &round {
+                let r = reports[i];
+                let (instance_reports, prev_ts, prev_day) =
+                    returned(&at, &(r.cluster_uuid.clone(), r.instance_id.clone()))?;
+                missed[i] = instance_reports > 1 && prev_ts != Some(r.last_reported_us);
+                // First report of this instance on this day.
+                instance_new_today[i] = match prev_day {
+                    None => true,
+                    Some(d) => d < r.day,
+                };
+            }
         }
         let extra = |i: usize| {
             let r = reports[i];
@@ -603,43 +777,69 @@ impl Store {
                 r.after_unclean_stop as i64,
             ]
         };
+
         let mut cluster_day_new = vec![false; reports.len()];
-        for i in by(|r| (&r.cluster_uuid, &r.day, r.timestamp_us)) {
-            let r = reports[i];
-            let mut q = sqlx::query(&sql.upsert_cluster_day)
-                .bind(&r.cluster_uuid)
-                .bind(&r.day)
-                .bind(instance_new_today[i] as i64);
-            for v in r.counters.iter().chain(extra(i).iter()) {
-                q = q.bind(*v);
-            }
-            let cluster_day_reports: i64 = q.fetch_one(&mut *tx).await?.try_get(0)?;
-            cluster_day_new[i] = cluster_day_reports == 1;
-        }
-        let mut by_day: Vec<usize> = (0..reports.len()).collect();
-        by_day.sort_by(|&a, &b| {
-            (&reports[a].day, reports[a].timestamp_us)
-                .cmp(&(&reports[b].day, reports[b].timestamp_us))
-        });
-        for i in by_day {
-            let r = reports[i];
-            if outcomes[i] == Outcome::Duplicate {
-                sqlx::query(&sql.duplicate_day)
+        for round in rounds(reports, &stored, |r| {
+            (r.cluster_uuid.as_str(), r.day.as_str())
+        }) {
+            let rows = run_multi(&mut tx, &sql.upsert_cluster_days, &round, |q, &i| {
+                let r = reports[i];
+                let mut q = q
+                    .bind(&r.cluster_uuid)
                     .bind(&r.day)
-                    .execute(&mut *tx)
-                    .await?;
+                    .bind(instance_new_today[i] as i64);
+                for v in r.counters.iter().chain(extra(i).iter()) {
+                    q = q.bind(*v);
+                }
+                q
+            })
+            .await?;
+            let mut at = std::collections::HashMap::with_capacity(round.len());
+            for row in &rows {
+                let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+                let n: i64 = row.try_get(2)?;
+                at.insert(key, n);
+            }
+            for &i in &round {
+                let r = reports[i];
+                cluster_day_new[i] = returned(&at, &(r.cluster_uuid.clone(), r.day.clone()))? == 1;
+            }
+        }
+
+        let mut days: BTreeMap<&str, DayAdd> = BTreeMap::new();
+        for (i, r) in reports.iter().enumerate() {
+            let d = days.entry(r.day.as_str()).or_default();
+            if outcomes[i] == Outcome::Duplicate {
+                d.duplicates += 1;
                 continue;
             }
-            let mut q = sqlx::query(&sql.upsert_day)
-                .bind(&r.day)
-                .bind(cluster_day_new[i] as i64)
-                .bind(instance_new_today[i] as i64)
-                .bind(cluster_new[i] as i64);
-            for v in r.counters.iter().chain(extra(i).iter()) {
-                q = q.bind(*v);
+            d.reports += 1;
+            d.clusters += cluster_day_new[i] as i64;
+            d.instances += instance_new_today[i] as i64;
+            d.new_clusters += cluster_new[i] as i64;
+            for (sum, v) in d
+                .sums
+                .iter_mut()
+                .zip(r.counters.iter().chain(extra(i).iter()))
+            {
+                *sum = sum.saturating_add(*v);
             }
-            q.execute(&mut *tx).await?;
         }
+        let days: Vec<(&str, DayAdd)> = days.into_iter().collect();
+        run_multi(&mut tx, &sql.upsert_days, &days, |q, (day, d)| {
+            let mut q = q
+                .bind(*day)
+                .bind(d.reports)
+                .bind(d.clusters)
+                .bind(d.instances)
+                .bind(d.new_clusters)
+                .bind(d.duplicates);
+            for v in d.sums {
+                q = q.bind(v);
+            }
+            q
+        })
+        .await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -860,6 +1060,18 @@ impl Store {
             notes: crate::overview::notes(),
         })
     }
+}
+
+/// What a multi-row upsert returned for `key`; a row it did not return is an error, never a
+/// guess.
+fn returned<K, V>(at: &std::collections::HashMap<K, V>, key: &K) -> Result<V, StoreError>
+where
+    K: std::hash::Hash + Eq,
+    V: Clone,
+{
+    at.get(key)
+        .cloned()
+        .ok_or_else(|| StoreError::Other("an upsert did not return one of its rows".to_owned()))
 }
 
 fn day_text(d: NaiveDate) -> String {

@@ -39,3 +39,134 @@ async fn a_report_padded_to_64_kib_is_stored_compact() {
         b.finish().await;
     }
 }
+
+/// Every row of the rollup tables, in key order, as text: what two ways of storing the same
+/// reports must agree on.
+async fn rollups(store: &checkpoint::Store) -> Vec<String> {
+    use sqlx::{Column, Row};
+    let pool = store.pool().clone();
+    store
+        .run(|_| async move {
+            let mut out = Vec::new();
+            for (table, order) in [
+                ("clusters", "cluster_uuid"),
+                ("instances", "cluster_uuid, instance_id"),
+                ("cluster_days", "cluster_uuid, day"),
+                ("days", "day"),
+            ] {
+                let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY {order}"))
+                    .fetch_all(&pool)
+                    .await?;
+                for row in rows {
+                    let mut line = format!("{table}:");
+                    for (k, col) in row.columns().iter().enumerate() {
+                        let v = match row.try_get::<Option<i64>, _>(k) {
+                            Ok(v) => format!("{v:?}"),
+                            Err(_) => format!("{:?}", row.try_get::<Option<String>, _>(k)?),
+                        };
+                        line.push_str(&format!(" {}={v}", col.name()));
+                    }
+                    out.push(line);
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap()
+}
+
+/// A batch is written with a few multi-row statements per table, not one per report. What it
+/// leaves behind must be exactly what the same reports leave when each is its own batch, in
+/// the order of their windows: one batch of 300 reports (every chunk size used) with several
+/// reports of one instance out of order, gaps, a day boundary, versions that change, a null
+/// `pg_version`, a report twice in the batch and one stored before. (That the one-report
+/// figures are right is what `fleet.rs` and `drift.rs` check against independent oracles.)
+#[actix_rt::test]
+async fn one_batch_leaves_exactly_what_one_report_at_a_time_leaves() {
+    use checkpoint::store::Outcome;
+    use chrono::{Duration as Days, TimeZone, Utc};
+    let validator = checkpoint::Validator::new().unwrap();
+    let start = Utc.with_ymd_and_hms(2026, 11, 2, 20, 0, 0).unwrap();
+    let mut bodies = Vec::new();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for c in 0..40 {
+        let cluster = format!("{c:08x}-0000-4000-8000-000000000000");
+        for inst in 0..(1 + c % 3) {
+            let mut at = start + Days::minutes(rng.i64(0..600));
+            for k in 0..(1 + rng.usize(0..6)) {
+                let mut v = seed();
+                v["report_id"] = serde_json::json!(uuid::Uuid::new_v4().to_string());
+                let env = &mut v["data"]["environment"];
+                env["electric_cluster_uuid"] = serde_json::json!(cluster);
+                env["electric_instance_id"] = serde_json::json!(format!("i{c}-{inst}"));
+                env["pg_version"] = if rng.bool() {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::json!(format!("1{}.0", rng.u8(4..8)))
+                };
+                v["data"]["electric_version"] = serde_json::json!(format!("1.{k}.0"));
+                // Mostly the previous window's end; sometimes a gap (a missed window).
+                let prev = if k > 0 && rng.u8(0..5) > 0 {
+                    at
+                } else {
+                    at - Days::minutes(7)
+                };
+                at += Days::minutes(rng.i64(60..400));
+                v["timestamp"] = serde_json::json!(at.to_rfc3339());
+                v["last_reported"] = serde_json::json!(prev.to_rfc3339());
+                v["data"]["usage"]["operations_from_pg"] = serde_json::json!(rng.u64(0..1000));
+                v["dropped_events"] = serde_json::json!(rng.u8(0..2));
+                bodies.push(serde_json::to_vec(&v).unwrap());
+            }
+        }
+    }
+    bodies.truncate(299);
+    assert!(bodies.len() > 64 + 16 + 4 + 1, "{}", bodies.len());
+    let twice = bodies[10].clone();
+    bodies.push(twice);
+    let accepted: Vec<_> = bodies.iter().map(|b| validator.check(b).unwrap()).collect();
+    // Shuffled: the batch does not arrive in the order of its windows.
+    let mut batch: Vec<&checkpoint::validate::Accepted> = accepted.iter().collect();
+    rng.shuffle(&mut batch);
+    let mut one_by_one = batch.clone();
+    one_by_one.sort_by_key(|r| r.timestamp_us);
+    let before = &accepted[20];
+
+    let twins = backends("batched")
+        .await
+        .into_iter()
+        .zip(backends("single").await);
+    for (b, other) in twins {
+        let batched = checkpoint::Store::open(&b.db, 2).await.unwrap();
+        let single = checkpoint::Store::open(&other.db, 2).await.unwrap();
+        for s in [&batched, &single] {
+            s.ingest_batch(&[before], 1).await.unwrap();
+        }
+        let outcomes = batched.ingest_batch(&batch, 2).await.unwrap();
+        let mut expected = Vec::new();
+        for r in &one_by_one {
+            let o = single.ingest_batch(&[r], 2).await.unwrap()[0];
+            expected.push((r.report_id.clone(), o));
+        }
+        let mut got: Vec<_> = batch
+            .iter()
+            .zip(&outcomes)
+            .map(|(r, o)| (r.report_id.clone(), *o))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        // Same outcomes: the copy and the report stored before are duplicates either way.
+        assert_eq!(got, expected, "{}", b.name);
+        let duplicates = got.iter().filter(|(_, o)| *o == Outcome::Duplicate).count();
+        assert_eq!(duplicates, 2, "{}", b.name);
+        let (a, s) = (rollups(&batched).await, rollups(&single).await);
+        assert!(a.len() > 100, "{}: {} rows", b.name, a.len());
+        for (x, y) in a.iter().zip(&s) {
+            assert_eq!(x, y, "{}", b.name);
+        }
+        assert_eq!(a.len(), s.len(), "{}", b.name);
+        drop((batched, single));
+        b.finish().await;
+        other.finish().await;
+    }
+}

@@ -457,7 +457,22 @@ async fn overview(a: &Args, db: &str, what: &str) {
         .await
         .expect("the data set loads");
     let load_time = load.elapsed();
-    let size = std::fs::metadata(db).map(|m| m.len()).unwrap_or(0);
+    let size = match store.backend() {
+        checkpoint::store::Backend::Sqlite => std::fs::metadata(db).map(|m| m.len()).unwrap_or(0),
+        checkpoint::store::Backend::Postgres => {
+            let pool = store.pool().clone();
+            store
+                .run(move |_| async move {
+                    let bytes: i64 = sqlx::query("SELECT pg_database_size(current_database())")
+                        .fetch_one(&pool)
+                        .await?
+                        .try_get(0)?;
+                    Ok(bytes as u64)
+                })
+                .await
+                .unwrap_or(0)
+        }
+    };
     drop(store);
 
     let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), db);

@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Where cargo builds (the binaries `make run` starts are found there too).
 CARGO_TARGET_DIR ?= target
 # Every package but the benchmark's (whose peer crates build only with `make bench`).
-PACKAGES = -p electric-telemetry -p checkpoint -p example-service -p host-provider-test
+PACKAGES = -p electric-telemetry -p electric-telemetry-report -p checkpoint -p example-service -p host-provider-test
 # The example keeps its cluster id here, not in the working tree.
 EXAMPLE_STORAGE ?= target/example-storage
 

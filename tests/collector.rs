@@ -60,13 +60,13 @@ async fn every_usage_field_is_aggregated_over_the_window() {
     assert_eq!(u.subscriptions_included_tables.max, 5);
     assert_eq!(u.subscriptions_continued, 4);
     // c1 continued 3, c2 continued 1.
-    let per_client = u.subscriptions_continued_per_client;
+    let per_client = &u.subscriptions_continued_per_client;
     assert_eq!(
         (per_client.min, per_client.max, per_client.mean),
         (1, 3, 2.0)
     );
     assert_eq!(u.initial_syncs, 2);
-    let rows = u.subscriptions_rows_per_shape;
+    let rows = &u.subscriptions_rows_per_shape;
     assert_eq!((rows.min, rows.max, rows.mean), (10, 30, 20.0));
     assert_eq!(rows.median.as_u64(), Some(20));
     assert_eq!((u.transactions_from_pg, u.operations_from_pg), (3, 10));
@@ -119,9 +119,9 @@ async fn an_empty_window_has_zero_summaries_and_null_modes() {
     let snap = snapshot(&c).await;
     let u = &snap.usage;
     for stats in [
-        u.subscriptions_continued_per_client,
-        u.subscriptions_included_tables,
-        u.subscriptions_rows_per_shape,
+        u.subscriptions_continued_per_client.clone(),
+        u.subscriptions_included_tables.clone(),
+        u.subscriptions_rows_per_shape.clone(),
         snap.used_memory,
     ] {
         assert_eq!(stats, SummaryStats::default());

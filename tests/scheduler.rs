@@ -149,11 +149,11 @@ async fn gauges_are_sampled_on_their_own_tick() {
     pass(Duration::from_secs(300)).await;
     let reports = rig.outbox.reports();
     assert_eq!(reports.len(), 1);
-    let concurrent = reports[0].data.usage.concurrent_clients;
+    let concurrent = &reports[0].data.usage.concurrent_clients;
     // Ten ticks (5 with one client, 5 with two) and the snapshot's own sample (two).
     assert_eq!((concurrent.min, concurrent.max), (1, 2));
     assert_eq!(concurrent.mode, Some(2));
-    let memory = reports[0].data.resources.used_memory;
+    let memory = &reports[0].data.resources.used_memory;
     assert!(memory.min > 0 && memory.min <= memory.max);
 }
 

@@ -734,7 +734,29 @@ fn too_many(seconds: u64, message: String) -> HttpResponse {
         .json(json!({ "error": message }))
 }
 
-async fn ingest(req: HttpRequest, mut body: web::Payload, state: web::Data<State>) -> HttpResponse {
+/// The header on every ingest answer listing the report versions this receiver accepts
+/// (`Checkpoint-Report-Versions: 2`), so that a reporter learns when the receiver knows a
+/// newer version than it sends.
+pub const VERSIONS_HEADER: &str = "checkpoint-report-versions";
+
+async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> HttpResponse {
+    static VERSIONS: std::sync::LazyLock<header::HeaderValue> = std::sync::LazyLock::new(|| {
+        header::HeaderValue::from_str(&crate::validate::accepted_versions())
+            .expect("version numbers are a valid header value")
+    });
+    let mut answer = ingest_answer(req, body, state).await;
+    answer.headers_mut().insert(
+        header::HeaderName::from_static(VERSIONS_HEADER),
+        VERSIONS.clone(),
+    );
+    answer
+}
+
+async fn ingest_answer(
+    req: HttpRequest,
+    mut body: web::Payload,
+    state: web::Data<State>,
+) -> HttpResponse {
     use actix_web::http::StatusCode;
     if let Err(refused) = source_admits(&req, &state) {
         return source_refused(refused);

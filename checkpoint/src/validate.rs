@@ -1,10 +1,13 @@
 //! What an ingest body must be, and what the receiver keeps of it.
 //!
 //! The contract: a body is accepted if and only if it is JSON whose `report_version` is one of
-//! [`ACCEPTED_VERSIONS`], which is valid against [`electric_telemetry::REPORT_SCHEMA`], the
-//! very constant the reporter exports (compiled at start, never a copy of it: Electric's own
-//! receiver validated against its own copy and silently refused every report for months after
-//! the payload changed), and which is plausible ([`Plausibility`]: believable clocks, windows
+//! [`ACCEPTED_VERSIONS`] (every published version), which is valid against that version's
+//! frozen schema from the wire crate (`electric_telemetry_report::SCHEMAS`, the very schemas the
+//! reporter is tested against, compiled at start, never a copy: Electric's own receiver
+//! validated against its own copy and silently refused every report for months after the
+//! payload changed) read as readers read it (objects open: a later release's added optional
+//! fields pass and are stored, see `electric_telemetry_report::reader_schema`), and which is
+//! plausible ([`Plausibility`]: believable clocks, windows
 //! and counts, no U+0000). The fields the receiver reads are taken from the JSON value
 //! leniently (an integer the schema allows but a `u64` cannot hold saturates, a time `chrono`
 //! cannot read falls back to its date), and the report is kept as canonical compact JSON
@@ -12,34 +15,22 @@
 //! quarantine ([`crate::quarantine`]).
 
 use chrono::{DateTime, NaiveDate, Utc};
-use electric_telemetry::{REPORT_SCHEMA, REPORT_VERSION};
+use electric_telemetry_report::{reader_schema, SCHEMAS};
 use serde_json::Value;
 
-/// The `report_version`s this receiver accepts. Derived from the reporter's own constant, so
-/// a version bump in the library is a version bump here, in one place.
-pub const ACCEPTED_VERSIONS: &[u64] = &[REPORT_VERSION as u64];
+pub use electric_telemetry_report::{COUNTERS, GAUGES};
 
-/// The usage counters summed over reports, keyed exactly as in the payload's `data.usage`.
-/// `distinct_clients` and `distinct_users` are per-window estimates: their sums count a client
-/// once per window it connected in (see the README). `electrified_tables` is a latest value,
-/// not a count, so it is not summed. A test checks this list against the schema's integer
-/// properties of `usage`, so a new counter in the payload fails a test until it is added here.
-pub const COUNTERS: [&str; 11] = [
-    "operations_from_pg",
-    "transactions_from_pg",
-    "operations_received_from_clients",
-    "transactions_received_from_clients",
-    "operations_sent_to_clients",
-    "transactions_sent_to_clients",
-    "initial_syncs",
-    "subscriptions_established",
-    "subscriptions_continued",
-    "distinct_clients",
-    "distinct_users",
-];
-
-/// Usage properties of the payload that are integers but latest values, not counts.
-pub const GAUGES: [&str; 1] = ["electrified_tables"];
+/// The `report_version`s this receiver accepts: every published one, from the wire crate's
+/// list of frozen schemas, so that publishing a version is accepting it, in one place.
+pub const ACCEPTED_VERSIONS: [u64; SCHEMAS.len()] = {
+    let mut out = [0u64; SCHEMAS.len()];
+    let mut i = 0;
+    while i < SCHEMAS.len() {
+        out[i] = SCHEMAS[i].0 as u64;
+        i += 1;
+    }
+    out
+};
 
 /// A report that passed every check, with the fields the rollups need.
 #[derive(Debug, Clone)]
@@ -141,48 +132,53 @@ pub const MAX_AHEAD_US: i64 = 86_400 * 1_000_000;
 /// The earliest `timestamp` believed: 2020-01-01T00:00:00Z, before the reporter existed.
 pub const EARLIEST_US: i64 = 1_577_836_800 * 1_000_000;
 
-/// [`REPORT_SCHEMA`] compiled once, with `format` asserted (`uuid`, `date-time` are part of
-/// the contract; draft 2020-12 only annotates them by default).
+/// Every published schema compiled once, as readers read it, with `format` asserted (`uuid`,
+/// `date-time` are part of the contract; draft 2020-12 only annotates them by default).
 pub struct Validator {
     schemas: boon::Schemas,
-    index: boon::SchemaIndex,
+    /// (version, its compiled schema), as in [`ACCEPTED_VERSIONS`].
+    versions: Vec<(u64, boon::SchemaIndex)>,
     rules: Plausibility,
 }
 
 impl std::fmt::Debug for Validator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Validator(REPORT_SCHEMA)")
+        write!(f, "Validator(versions {ACCEPTED_VERSIONS:?})")
     }
 }
 
 impl Validator {
-    /// Compiles [`REPORT_SCHEMA`], with the default [`Plausibility`] rules. An error here
-    /// means the library shipped a broken schema.
+    /// Compiles every published schema, with the default [`Plausibility`] rules. An error here
+    /// means the wire crate shipped a broken schema.
     pub fn new() -> Result<Self, String> {
         Self::with_rules(Plausibility::default())
     }
 
-    /// Compiles [`REPORT_SCHEMA`], checking plausibility by `rules`.
+    /// Compiles every published schema, checking plausibility by `rules`.
     pub fn with_rules(rules: Plausibility) -> Result<Self, String> {
-        let schema: Value = serde_json::from_str(REPORT_SCHEMA)
-            .map_err(|e| format!("REPORT_SCHEMA is not JSON: {e}"))?;
-        let id = schema["$id"]
-            .as_str()
-            .unwrap_or("urn:electric-telemetry:report")
-            .to_owned();
         let mut compiler = boon::Compiler::new();
         compiler.enable_format_assertions();
-        // Registered under its own $id, so nothing is ever fetched.
-        compiler
-            .add_resource(&id, schema)
-            .map_err(|e| format!("REPORT_SCHEMA: {e}"))?;
         let mut schemas = boon::Schemas::new();
-        let index = compiler
-            .compile(&id, &mut schemas)
-            .map_err(|e| format!("REPORT_SCHEMA does not compile: {e:#}"))?;
+        let mut versions = Vec::new();
+        for (version, text) in SCHEMAS {
+            let schema = reader_schema(text)
+                .ok_or_else(|| format!("the version {version} schema is not JSON"))?;
+            let id = schema["$id"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("urn:electric-telemetry:report:v{version}"));
+            // Registered under its own $id, so nothing is ever fetched.
+            compiler
+                .add_resource(&id, schema)
+                .map_err(|e| format!("the version {version} schema: {e}"))?;
+            let index = compiler
+                .compile(&id, &mut schemas)
+                .map_err(|e| format!("the version {version} schema does not compile: {e:#}"))?;
+            versions.push((u64::from(*version), index));
+        }
         Ok(Self {
             schemas,
-            index,
+            versions,
             rules,
         })
     }
@@ -216,8 +212,8 @@ impl Validator {
         let version = value.get("report_version");
         let known = version
             .and_then(Value::as_u64)
-            .filter(|v| ACCEPTED_VERSIONS.contains(v));
-        let Some(version) = known else {
+            .and_then(|v| self.versions.iter().find(|(known, _)| *known == v));
+        let Some(&(version, index)) = known else {
             let found = match version {
                 None => "(missing)".to_owned(),
                 Some(v) => v.to_string(),
@@ -228,7 +224,7 @@ impl Validator {
             };
             return Err(refused(error, text));
         };
-        if let Err(e) = self.schemas.validate(&value, self.index) {
+        if let Err(e) = self.schemas.validate(&value, index) {
             return Err(refused(
                 Invalid::Schema(printable(&first_violation(&e))),
                 text,

@@ -60,7 +60,7 @@ fn the_summed_counters_are_exactly_the_schemas_usage_counts() {
         ours, integers,
         "COUNTERS + GAUGES must be the schema's integer usage fields"
     );
-    assert_eq!(ACCEPTED_VERSIONS, &[u64::from(REPORT_VERSION)]);
+    assert_eq!(ACCEPTED_VERSIONS, [u64::from(REPORT_VERSION)]);
     // The library's Report type carries each of them too (a template, mutated through its
     // public fields, never a struct literal).
     let mut report: Report = serde_json::from_str(common::SEED).unwrap();

@@ -127,12 +127,18 @@ async fn refused_bodies_get_their_status_and_name_what_is_wrong() {
             vec!["/data/environment/cores", "integer"],
         ),
         (
-            "schema-invalid unknown field",
-            with(&|v| v["data"]["usage"]["new_counter"] = json!(1)),
+            // A later release's added optional field is accepted (see
+            // a_report_with_fields_from_a_later_release_is_accepted_stored_and_counted), but a
+            // known field of the wrong type is not.
+            "a known field of the wrong type beside a new one",
+            with(&|v| {
+                v["data"]["usage"]["new_counter"] = json!(1);
+                v["data"]["usage"]["initial_syncs"] = json!("1");
+            }),
             json,
             vec![],
             400,
-            vec!["/data/usage", "new_counter"],
+            vec!["/data/usage/initial_syncs", "integer"],
         ),
         (
             "schema-invalid missing field",
@@ -371,4 +377,71 @@ async fn a_full_write_queue_answers_429_with_retry_after() {
     assert_eq!(running.store().raw_count().await.unwrap(), stored as u64);
     running.stop().await;
     b.finish().await;
+}
+
+/// A rolling upgrade: a report of the current version and one from a later release that added
+/// optional fields everywhere (the envelope, the payload, the environment, the usage, a
+/// summary) go into one receiver. Both are accepted, the later one is stored with its new
+/// fields, and the answers count both exactly. Every ingest answer, a refusal too, names the
+/// versions the receiver accepts.
+#[actix_rt::test]
+async fn a_report_with_fields_from_a_later_release_is_accepted_stored_and_counted() {
+    for b in backends("future_fields").await {
+        let running = start(&b.db).await;
+        let http = client();
+        let current = common::report_for("a1336abd-804c-4d0c-a06a-c73da6dd148e");
+        let mut later = common::report_for("b2447bce-915d-4e1d-b17b-d84eb7ee259f");
+        later["data"]["usage"]["operations_from_pg"] = serde_json::json!(41);
+        later["sent_by"] = serde_json::json!("a later release");
+        later["data"]["deployment"] = serde_json::json!({"kind": "container"});
+        later["data"]["environment"]["cpu_model"] = serde_json::json!("EPYC");
+        later["data"]["environment"]["os"]["version"] = serde_json::json!("6.1");
+        later["data"]["resources"]["open_files"] = serde_json::json!(12);
+        later["data"]["usage"]["shapes_active"] = serde_json::json!(3);
+        later["data"]["usage"]["concurrent_clients"]["p99"] = serde_json::json!(0);
+        for r in [&current, &later] {
+            let answer = post(&http, &running, r).await;
+            assert_eq!(answer.status, 201, "{}: {answer:?}", b.name);
+            assert_eq!(answer.versions.as_deref(), Some("2"), "{}", b.name);
+        }
+        let stored = running
+            .store()
+            .raw_body(later["report_id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(stored, later, "{}: kept whole, new fields included", b.name);
+        // The library's own Report reads it too, and writes it back without losing a field.
+        let read: electric_telemetry::Report = serde_json::from_value(later.clone()).unwrap();
+        let written = serde_json::to_value(&read).unwrap();
+        for path in [
+            "/sent_by",
+            "/data/deployment/kind",
+            "/data/environment/cpu_model",
+            "/data/environment/os/version",
+            "/data/resources/open_files",
+            "/data/usage/shapes_active",
+            "/data/usage/concurrent_clients/p99",
+        ] {
+            assert_eq!(
+                written.pointer(path),
+                later.pointer(path),
+                "{}: {path}",
+                b.name
+            );
+        }
+        let o = overview(&http, &running, 3, "2023-09-20").await;
+        assert_eq!(o.applications, 2, "{}", b.name);
+        assert_eq!(o.totals["operations_from_pg"], 1 + 41, "{}", b.name);
+        assert_eq!(o.completeness.reports, 2, "{}", b.name);
+        // A refusal names the accepted versions too.
+        let mut newer = common::report_for("c3558cdf-a26e-4f2f-c28c-e95fc8ff36a0");
+        newer["report_version"] = serde_json::json!(3);
+        let refused = post(&http, &running, &newer).await;
+        assert_eq!(refused.status, 400, "{}: {refused:?}", b.name);
+        assert_eq!(refused.versions.as_deref(), Some("2"), "{}", b.name);
+        running.stop().await;
+        b.finish().await;
+    }
 }

@@ -65,37 +65,34 @@ impl ReportBuilder {
 
     pub(crate) fn build(&self, snapshot: WindowSnapshot) -> Report {
         let host = &self.host;
-        Report {
-            report_id: Uuid::new_v4(),
-            report_version: REPORT_VERSION,
-            timestamp: rfc3339_clamped(snapshot.taken),
-            last_reported: rfc3339_clamped(snapshot.began),
-            dropped_events: snapshot.dropped_events,
-            dropped_reports: 0,
-            recovered: false,
-            after_unclean_stop: false,
-            data: ReportData {
-                electric_version: self.electric_version.clone(),
-                environment: Environment {
-                    arch: host.arch.clone(),
-                    cores: host.cores,
-                    electric_cluster_uuid: self.identity.cluster_uuid,
-                    electric_instance_id: self.identity.instance_id.clone(),
-                    os: host.os.clone(),
-                    pg_version: snapshot.pg_version,
-                    ram: host.ram,
-                },
-                resources: Resources {
-                    // Out of range means not a real WAL time: sent as unknown.
-                    oldest_wal_time: snapshot.wal.oldest_wal_time.and_then(rfc3339),
-                    uptime: self.started.elapsed().as_secs(),
-                    used_memory: snapshot.used_memory,
-                    wal_cache_memory: snapshot.wal.wal_cache_memory,
-                    wal_transactions: snapshot.wal.wal_transactions,
-                },
-                usage: snapshot.usage,
-            },
-        }
+        let mut environment = Environment::default();
+        environment.arch = host.arch.clone();
+        environment.cores = host.cores;
+        environment.electric_cluster_uuid = self.identity.cluster_uuid;
+        environment.electric_instance_id = self.identity.instance_id.clone();
+        environment.os = host.os.clone();
+        environment.pg_version = snapshot.pg_version;
+        environment.ram = host.ram;
+        let mut resources = Resources::default();
+        // Out of range means not a real WAL time: sent as unknown.
+        resources.oldest_wal_time = snapshot.wal.oldest_wal_time.and_then(rfc3339);
+        resources.uptime = self.started.elapsed().as_secs();
+        resources.used_memory = snapshot.used_memory;
+        resources.wal_cache_memory = snapshot.wal.wal_cache_memory;
+        resources.wal_transactions = snapshot.wal.wal_transactions;
+        let mut data = ReportData::default();
+        data.electric_version = self.electric_version.clone();
+        data.environment = environment;
+        data.resources = resources;
+        data.usage = snapshot.usage;
+        let mut report = Report::default();
+        report.report_id = Uuid::new_v4();
+        report.report_version = REPORT_VERSION;
+        report.timestamp = rfc3339_clamped(snapshot.taken);
+        report.last_reported = rfc3339_clamped(snapshot.began);
+        report.dropped_events = snapshot.dropped_events;
+        report.data = data;
+        report
     }
 }
 

@@ -30,14 +30,14 @@ impl HostFacts {
         } else {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         };
+        let mut os = Os::default();
+        os.family = std::env::consts::FAMILY.to_owned();
+        os.name = std::env::consts::OS.to_owned();
         Self {
             arch: TARGET.to_owned(),
             cores: cores as u64,
             ram,
-            os: Os {
-                family: std::env::consts::FAMILY.to_owned(),
-                name: std::env::consts::OS.to_owned(),
-            },
+            os,
         }
     }
 }

@@ -17,9 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::RangeInclusive;
 
-use serde::de::{self, Deserializer, Visitor};
-use serde::ser::Serializer;
-use serde::{Deserialize, Serialize};
+pub use electric_telemetry_report::{Median, SummaryStats};
 
 /// The most distinct values a summary keeps exactly; one more turns it into buckets.
 pub const EXACT_VALUES: usize = 1024;
@@ -246,13 +244,13 @@ impl Summary {
         if self.len == 0 {
             return SummaryStats::default();
         }
-        SummaryStats {
-            min: self.min,
-            max: self.max,
-            mean: self.sum as f64 / self.len as f64,
-            median: self.median(),
-            mode: Some(self.mode()),
-        }
+        let mut stats = SummaryStats::default();
+        stats.min = self.min;
+        stats.max = self.max;
+        stats.mean = self.sum as f64 / self.len as f64;
+        stats.median = self.median();
+        stats.mode = Some(self.mode());
+        stats
     }
 
     /// The most frequent value (exact) or the midpoint of the fullest bucket; the smallest on
@@ -310,101 +308,8 @@ impl Summary {
         if !len.is_multiple_of(2) {
             Median::of_value(self.value_at(len / 2))
         } else {
-            let low = u128::from(self.value_at(len / 2 - 1));
-            let high = u128::from(self.value_at(len / 2));
-            Median {
-                doubled: low + high,
-            }
+            Median::of_pair(self.value_at(len / 2 - 1), self.value_at(len / 2))
         }
-    }
-}
-
-/// A summary of a window's samples, as the report carries it: `{min, max, mean, median, mode}`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct SummaryStats {
-    /// The smallest sample, or 0 without samples.
-    pub min: u64,
-    /// The largest sample, or 0 without samples.
-    pub max: u64,
-    /// The arithmetic mean, or 0.0 without samples.
-    pub mean: f64,
-    /// The median: the middle sample, or the mean of the two middle samples for an even
-    /// count; 0 without samples. Exact while the summary is; within 0.79 % once bucketed.
-    pub median: Median,
-    /// The most frequent sample (the smallest one on a tie), or `null` without samples. Once
-    /// bucketed: the midpoint of the fullest bucket.
-    pub mode: Option<u64>,
-}
-
-/// A median of integer samples, kept exact: it is either an integer or an integer plus one
-/// half. Serialised as a JSON integer when whole, else as a float (e.g. `2.5`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Median {
-    doubled: u128,
-}
-
-impl Median {
-    /// The median of a single value.
-    pub fn of_value(value: u64) -> Self {
-        Self {
-            doubled: u128::from(value) * 2,
-        }
-    }
-
-    /// The median as a float (exact up to 2^53).
-    pub fn as_f64(self) -> f64 {
-        self.doubled as f64 / 2.0
-    }
-
-    /// The median as an integer, if it is whole.
-    pub fn as_u64(self) -> Option<u64> {
-        self.doubled
-            .is_multiple_of(2)
-            .then_some((self.doubled / 2) as u64)
-    }
-}
-
-impl Serialize for Median {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.as_u64() {
-            Some(whole) => serializer.serialize_u64(whole),
-            None => serializer.serialize_f64(self.as_f64()),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Median {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct MedianVisitor;
-        impl Visitor<'_> for MedianVisitor {
-            type Value = Median;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a non-negative number that is whole or ends in .5")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Median, E> {
-                Ok(Median::of_value(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Median, E> {
-                u64::try_from(v)
-                    .map(Median::of_value)
-                    .map_err(|_| E::custom("a median is never negative"))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Median, E> {
-                let doubled = v * 2.0;
-                if v.is_finite() && v >= 0.0 && doubled.fract() == 0.0 {
-                    Ok(Median {
-                        doubled: doubled as u128,
-                    })
-                } else {
-                    Err(E::custom(format!(
-                        "{v} is not a median of integer samples (whole or .5 expected)"
-                    )))
-                }
-            }
-        }
-        deserializer.deserialize_any(MedianVisitor)
     }
 }
 

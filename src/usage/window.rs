@@ -7,53 +7,12 @@
 
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
-
 use super::counters::{Counter, Totals, COUNTERS};
 use super::queued_event::{QueuedEvent, WalFigures};
 use crate::sketch::clients::{Connections, ContinuedPerClient};
 use crate::sketch::distinct::DistinctCount;
 use crate::sketch::summary::{Summary, SummaryStats};
-
-/// Usage in the window, as the report's `data.usage` object carries it. Counts are per
-/// window; `electrified_tables` is the latest value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct Usage {
-    /// Connected clients, over the window's samples.
-    pub concurrent_clients: SummaryStats,
-    /// Different client ids that connected in the window.
-    pub distinct_clients: u64,
-    /// Different user ids that connected in the window.
-    pub distinct_users: u64,
-    /// Electrified tables (latest value).
-    pub electrified_tables: u64,
-    /// Initial syncs run.
-    pub initial_syncs: u64,
-    /// Operations replicated from Postgres.
-    pub operations_from_pg: u64,
-    /// Operations received from clients.
-    pub operations_received_from_clients: u64,
-    /// Operations sent to clients.
-    pub operations_sent_to_clients: u64,
-    /// Subscriptions continued (resumed) by clients.
-    pub subscriptions_continued: u64,
-    /// Over the clients that continued any subscription: how many each continued.
-    pub subscriptions_continued_per_client: SummaryStats,
-    /// Subscriptions established.
-    pub subscriptions_established: u64,
-    /// Over established subscriptions: how many tables each included.
-    pub subscriptions_included_tables: SummaryStats,
-    /// Over shapes sent in initial syncs: how many rows each had.
-    pub subscriptions_rows_per_shape: SummaryStats,
-    /// Transactions replicated from Postgres.
-    pub transactions_from_pg: u64,
-    /// Transactions received from clients.
-    pub transactions_received_from_clients: u64,
-    /// Transactions sent to clients.
-    pub transactions_sent_to_clients: u64,
-}
+pub use electric_telemetry_report::Usage;
 
 /// Everything one window produced; the report builder turns it into a report.
 #[derive(Debug, Clone, PartialEq)]
@@ -231,27 +190,27 @@ impl Aggregates {
         (concurrent_clients, used_memory): (SummaryStats, SummaryStats),
     ) -> WindowSnapshot {
         let count = |c: Counter| w.counts[c as usize];
+        let mut usage = Usage::default();
+        usage.concurrent_clients = concurrent_clients;
+        usage.distinct_clients = w.distinct_clients.count();
+        usage.distinct_users = w.distinct_users.count();
+        usage.electrified_tables = self.electrified_tables;
+        usage.initial_syncs = w.initial_syncs;
+        usage.operations_from_pg = count(Counter::OperationsFromPg);
+        usage.operations_received_from_clients = count(Counter::OperationsReceivedFromClients);
+        usage.operations_sent_to_clients = count(Counter::OperationsSentToClients);
+        usage.subscriptions_continued = w.subscriptions_continued;
+        usage.subscriptions_continued_per_client = w.continued_per_client.summary().stats();
+        usage.subscriptions_established = w.subscriptions_established;
+        usage.subscriptions_included_tables = w.included_tables.stats();
+        usage.subscriptions_rows_per_shape = w.rows_per_shape.stats();
+        usage.transactions_from_pg = count(Counter::TransactionsFromPg);
+        usage.transactions_received_from_clients = count(Counter::TransactionsReceivedFromClients);
+        usage.transactions_sent_to_clients = count(Counter::TransactionsSentToClients);
         WindowSnapshot {
             began: w.began,
             taken,
-            usage: Usage {
-                concurrent_clients,
-                distinct_clients: w.distinct_clients.count(),
-                distinct_users: w.distinct_users.count(),
-                electrified_tables: self.electrified_tables,
-                initial_syncs: w.initial_syncs,
-                operations_from_pg: count(Counter::OperationsFromPg),
-                operations_received_from_clients: count(Counter::OperationsReceivedFromClients),
-                operations_sent_to_clients: count(Counter::OperationsSentToClients),
-                subscriptions_continued: w.subscriptions_continued,
-                subscriptions_continued_per_client: w.continued_per_client.summary().stats(),
-                subscriptions_established: w.subscriptions_established,
-                subscriptions_included_tables: w.included_tables.stats(),
-                subscriptions_rows_per_shape: w.rows_per_shape.stats(),
-                transactions_from_pg: count(Counter::TransactionsFromPg),
-                transactions_received_from_clients: count(Counter::TransactionsReceivedFromClients),
-                transactions_sent_to_clients: count(Counter::TransactionsSentToClients),
-            },
+            usage,
             used_memory,
             wal: self.wal,
             pg_version: self.pg_version.clone(),

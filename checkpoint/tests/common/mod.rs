@@ -114,6 +114,8 @@ pub struct Answer {
     pub status: u16,
     pub body: Value,
     pub retry_after: Option<String>,
+    /// `Checkpoint-Report-Versions`.
+    pub versions: Option<String>,
 }
 
 pub fn client() -> awc::Client {
@@ -148,6 +150,10 @@ pub async fn post_with(
         retry_after: res
             .headers()
             .get("retry-after")
+            .map(|v| v.to_str().unwrap_or_default().to_owned()),
+        versions: res
+            .headers()
+            .get("checkpoint-report-versions")
             .map(|v| v.to_str().unwrap_or_default().to_owned()),
     }
 }

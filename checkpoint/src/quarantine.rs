@@ -41,23 +41,6 @@ pub enum Kept {
     Nothing,
 }
 
-/// The quarantine's migration: the table and its totals row.
-pub(crate) fn migration() -> Vec<String> {
-    vec![
-        "CREATE TABLE quarantine (id TEXT PRIMARY KEY, received_us BIGINT NOT NULL, \
-         reason TEXT NOT NULL, detail TEXT NOT NULL, report_id TEXT, bytes BIGINT NOT NULL, \
-         body TEXT NOT NULL)"
-            .to_owned(),
-        "CREATE UNIQUE INDEX quarantine_report_id ON quarantine (report_id)".to_owned(),
-        "CREATE INDEX quarantine_age ON quarantine (received_us, id)".to_owned(),
-        "CREATE TABLE quarantine_totals (id BIGINT PRIMARY KEY, reports BIGINT NOT NULL, \
-         bytes BIGINT NOT NULL, dropped BIGINT NOT NULL)"
-            .to_owned(),
-        "INSERT INTO quarantine_totals (id, reports, bytes, dropped) VALUES (1, 0, 0, 0)"
-            .to_owned(),
-    ]
-}
-
 /// What each kept row costs against the bound beside its body and detail: its ids, time,
 /// reason and index entries, so that a flood of tiny refused bodies cannot hold far more rows
 /// than the bound suggests.

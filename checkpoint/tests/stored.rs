@@ -170,3 +170,120 @@ async fn one_batch_leaves_exactly_what_one_report_at_a_time_leaves() {
         other.finish().await;
     }
 }
+
+/// The schema comes from frozen SQL files, not from the counter list: every counter must have
+/// its columns in the rollups (a counter added without a migration fails here); a database
+/// refuses to start when a migration it applied has changed, or when a newer receiver
+/// migrated it further than this one knows; a database from before checksums gets them.
+#[actix_rt::test]
+async fn migrations_are_frozen_files_checked_at_every_start() {
+    use sqlx::Row;
+    let sql = |store: &checkpoint::Store, q: String| {
+        let pool = store.pool().clone();
+        let store = store.clone();
+        async move {
+            store
+                .run(move |_| async move { Ok(sqlx::query(&q).execute(&pool).await?) })
+                .await
+        }
+    };
+    for b in backends("migrations").await {
+        let store = checkpoint::Store::open(&b.db, 1).await.unwrap();
+        let rolled: Vec<&str> = checkpoint::COUNTERS
+            .iter()
+            .copied()
+            .chain([
+                "dropped_events",
+                "dropped_reports",
+                "missed_windows",
+                "recovered",
+                "after_unclean_stop",
+            ])
+            .collect();
+        for table in ["days", "cluster_days"] {
+            sql(
+                &store,
+                format!("SELECT {} FROM {table} WHERE 1 = 0", rolled.join(", ")),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{}: {table} lacks a counter's column: {e}", b.name));
+        }
+        let pool = store.pool().clone();
+        let sums: Vec<(i64, String)> = store
+            .run(move |_| async move {
+                let rows = sqlx::query(
+                    "SELECT version, checksum FROM checkpoint_migration_sums ORDER BY version",
+                )
+                .fetch_all(&pool)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+                    .collect())
+            })
+            .await
+            .unwrap();
+        assert_eq!(sums.len(), 4, "{}: {sums:?}", b.name);
+
+        // A database from before checksums: they are recorded at the next start.
+        sql(&store, "DELETE FROM checkpoint_migration_sums".into())
+            .await
+            .unwrap();
+        drop(store);
+        let store = checkpoint::Store::open(&b.db, 1).await.unwrap();
+        let pool = store.pool().clone();
+        let n: i64 = store
+            .run(move |_| async move {
+                Ok(
+                    sqlx::query("SELECT COUNT(*) FROM checkpoint_migration_sums")
+                        .fetch_one(&pool)
+                        .await?
+                        .get(0),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(n, 4, "{}", b.name);
+
+        // A migration that changed after this database applied it.
+        sql(
+            &store,
+            "UPDATE checkpoint_migration_sums SET checksum = '0000' WHERE version = 1".into(),
+        )
+        .await
+        .unwrap();
+        drop(store);
+        let err = checkpoint::Store::open(&b.db, 1)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("0001_reports_and_rollups.sql") && err.contains("frozen"),
+            "{}: {err}",
+            b.name
+        );
+
+        // Migrated further by a newer receiver.
+        let store = {
+            // Mend the sum through a plain connection (the store refuses to open).
+            let (_, url) = checkpoint::store::db_url(&b.db);
+            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+                .await
+                .unwrap();
+            for q in [
+                "DELETE FROM checkpoint_migration_sums WHERE version = 1",
+                "INSERT INTO checkpoint_migrations (version, applied_at) VALUES (99, 0)",
+            ] {
+                sqlx::query(q).execute(&mut conn).await.unwrap();
+            }
+            checkpoint::Store::open(&b.db, 1).await
+        };
+        let err = store.unwrap_err().to_string();
+        assert!(
+            err.contains("newer receiver") && err.contains("99"),
+            "{}: {err}",
+            b.name
+        );
+        b.finish().await;
+    }
+}

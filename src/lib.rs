@@ -13,9 +13,10 @@
 //! - the scheduler owns time: it samples the gauges, and at each report tick takes a snapshot
 //!   (which starts a new window) and hands the [`Report`] to the sender;
 //! - the sender keeps undelivered reports in an on-disk outbox and POSTs them in order with
-//!   awc (rustls, webpki roots) from a thread of its own, retrying with backoff until the
-//!   endpoint answers 2xx; a clean shutdown delivers the partial window or keeps it for the
-//!   next start.
+//!   awc (rustls, webpki roots) from a thread of its own, each as the bytes it was queued as,
+//!   retrying with backoff until the endpoint answers 2xx; a refused report is kept and tried
+//!   again once per report interval without holding up the others; a clean shutdown delivers
+//!   the partial window or keeps it for the next start.
 //!
 //! What a caller may rely on: a recording call never blocks and never fails; every recorded
 //! event lands in exactly one report or is counted in `dropped_events`; a report is on disk

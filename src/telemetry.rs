@@ -52,10 +52,11 @@ impl Running {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ShutdownOutcome {
-    /// The final report, covering the window up to the shutdown, reached the endpoint, and so
-    /// did every report queued before it.
+    /// The final report, covering the window up to the shutdown, reached the endpoint (a 2xx
+    /// answer), and so did every report queued before it.
     Delivered,
-    /// Some report, maybe the final one, was not delivered before the deadline. Undelivered
+    /// Some report, maybe the final one, was not delivered before the deadline, or the
+    /// endpoint refused it ([`DeliveryError::Status`] with the refusal's status). Undelivered
     /// reports stay in the outbox under the storage dir and are sent after the next start;
     /// those the disk could not keep are counted as dropped in the next report that gets out
     /// (the log line says which).

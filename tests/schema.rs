@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{eventually, seed_report, Receiver, SEED_SAMPLE};
 
+use actix::Actor;
 use electric_telemetry::internals::*;
 use electric_telemetry::*;
 use serde_json::{json, Value};
@@ -586,4 +587,77 @@ fn wrong_types_and_out_of_range_values_are_rejected() {
     }
     // The base report is valid, so each rejection above is the one change's doing.
     validator.assert_valid(&full, "the unchanged report");
+}
+
+/// A report as a version 1 build wrote it into its outbox, `<outbox>/<seq>-<id>.json`: the
+/// report's compact JSON in field order, `report_version: 1`, without `recovered` and
+/// `after_unclean_stop` (see the version 1 sender's `write`: `serde_json::to_vec(&report)`).
+fn as_version_1(report: &Report) -> Vec<u8> {
+    let mut report = report.clone();
+    report.recovered = false;
+    report.after_unclean_stop = false;
+    report.report_version = 2;
+    let text = serde_json::to_string(&report).unwrap();
+    let v1 = text
+        .replacen("\"report_version\":2,", "\"report_version\":1,", 1)
+        .replacen("\"recovered\":false,\"after_unclean_stop\":false,", "", 1);
+    assert!(!v1.contains("recovered") && v1.contains("\"report_version\":1,"));
+    v1.into_bytes()
+}
+
+#[actix_rt::test]
+async fn a_version_1_outbox_left_by_an_older_build_is_delivered_as_version_2() {
+    let storage = tempfile::tempdir().unwrap();
+    let outbox = outbox_dir(storage.path());
+    std::fs::create_dir_all(&outbox).unwrap();
+    let mut left = Vec::new();
+    for (seq, ops) in [(0u64, 957u64), (1, 12)] {
+        let mut report = fully_populated();
+        report.data.usage.operations_from_pg = ops;
+        report.dropped_reports = 0;
+        let bytes = as_version_1(&report);
+        let name = format!("{seq:020}-{}.json", report.report_id);
+        std::fs::write(outbox.join(name), bytes).unwrap();
+        left.push(report);
+    }
+    let receiver = Receiver::start();
+    // One transient failure first: the upgraded bytes are the report's bytes on every try.
+    receiver.script([common::Answer::status(503)]);
+    let config = TelemetryConfig::builder()
+        .url(&receiver.url)
+        .storage_dir(storage.path())
+        .retry_initial_backoff(Duration::from_millis(20))
+        .retry_max_backoff(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let arbiter = actix::Arbiter::new().handle();
+    let _sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&config));
+    assert!(
+        eventually(Duration::from_secs(10), || common::accepted(
+            &receiver.received()
+        )
+        .len()
+            == 2)
+        .await
+    );
+    let received = receiver.received();
+    assert_eq!(
+        received[0].body, received[1].body,
+        "the same bytes on the retry"
+    );
+    let validator = Validator::new();
+    let delivered = common::accepted(&received);
+    for (sent, (was, raw)) in delivered.iter().zip(left.iter().zip(&received[1..])) {
+        let value: Value = serde_json::from_slice(&raw.body).unwrap();
+        validator.assert_valid(&value, "an upgraded version 1 report");
+        assert_eq!(sent.report_version, 2);
+        assert!(!sent.recovered && !sent.after_unclean_stop);
+        let mut expected = was.clone();
+        expected.recovered = false;
+        expected.after_unclean_stop = false;
+        assert_eq!(*sent, expected, "every figure intact, floats included");
+    }
+    assert_eq!(delivered[0].data.usage.operations_from_pg, 957);
+    arbiter.stop();
+    receiver.stop().await;
 }

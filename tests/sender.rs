@@ -222,30 +222,112 @@ async fn a_connection_cut_mid_response_is_retried() {
 }
 
 #[actix_rt::test]
-async fn a_permanent_4xx_drops_the_report_and_counts_it_in_the_next_one() {
+async fn a_refused_report_is_kept_and_does_not_hold_up_the_next_one() {
     let receiver = Receiver::start();
-    receiver.script([Answer::status(400)]);
+    receiver.script([Answer::status(422)]);
     let storage = tempfile::tempdir().unwrap();
-    let (sender, _) = start_sender(config(&receiver.url, storage.path()));
-    sender.send(Deliver(report(1))).await.unwrap();
+    // A long report interval: the refused report is not tried again within the test, unless
+    // flushed.
+    let (sender, _) =
+        start_sender(config(&receiver.url, storage.path()).interval(Duration::from_secs(3600)));
+    let first = report(1);
+    sender.send(Deliver(first.clone())).await.unwrap();
     assert!(eventually(WAIT, || receiver.received().len() == 1).await);
-    assert!(eventually(WAIT, || outbox_files(storage.path(), "json") == 0).await);
-    let status = sender.send(GetOutboxStatus).await.unwrap();
-    assert_eq!(
-        status.dropped_not_yet_reported, 1,
-        "counted until a report can carry it"
-    );
-    assert_eq!(status.failed_attempts, 0, "not retried");
     sender.send(Deliver(report(2))).await.unwrap();
     assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 1).await);
     let delivered = accepted(&receiver.received());
-    assert_eq!(ops(&delivered), [2]);
-    assert_eq!(delivered[0].dropped_reports, 1);
     assert_eq!(
-        receiver.received().len(),
-        2,
-        "the refused report was not retried"
+        ops(&delivered),
+        [2],
+        "the next report went out behind the refused one"
     );
+    assert_eq!(delivered[0].dropped_reports, 0, "nothing was dropped");
+    let status = outbox_status_when(&sender, |s| s.pending == 1).await;
+    assert_eq!(status.pending, 1, "the refused report is kept");
+    assert_eq!(status.dropped_not_yet_reported, 0);
+    assert_eq!(outbox_files(storage.path(), "json"), 1, "on disk");
+    assert_eq!(receiver.received().len(), 2, "not retried before its time");
+    // A flush tries it now, and it goes out under its own id, exactly once.
+    assert_eq!(sender.send(Flush).await.unwrap(), Ok(()));
+    let delivered = accepted(&receiver.received());
+    assert_eq!(ops(&delivered), [2, 1]);
+    assert_eq!(delivered[1].report_id, first.report_id);
+    assert!(delivered.iter().all(|r| r.dropped_reports == 0));
+    assert_eq!(outbox_files(storage.path(), "json"), 0);
+    receiver.stop().await;
+}
+
+/// Means whose shortest decimal form does not read back exactly without care (the
+/// `3.1363636363636362` of issue 17): a report re-serialised after being read from disk
+/// could differ from its first attempt in the last digit.
+fn awkward_floats(mut r: Report) -> Report {
+    let means = [
+        3.1363636363636362,
+        0.30000000000000004,
+        2.0 / 3.0,
+        1.0e-7 / 3.0,
+        123_456_789.123_456_78 / 7.0,
+    ];
+    r.data.resources.used_memory.mean = means[0];
+    r.data.usage.concurrent_clients.mean = means[1];
+    r.data.usage.subscriptions_continued_per_client.mean = means[2];
+    r.data.usage.subscriptions_included_tables.mean = means[3];
+    r.data.usage.subscriptions_rows_per_shape.mean = means[4];
+    r
+}
+
+#[actix_rt::test]
+async fn a_report_read_from_disk_after_a_restart_is_sent_byte_for_byte() {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hash = |body: &[u8]| BuildHasherDefault::<DefaultHasher>::default().hash_one(body);
+    let receiver = Receiver::start();
+    receiver.answer_with(503);
+    let storage = tempfile::tempdir().unwrap();
+    let (first, arbiter) = start_sender(config(&receiver.url, storage.path()));
+    let queued: Vec<Report> = (1..=5).map(|n| awkward_floats(report(n))).collect();
+    for r in &queued {
+        first.send(Deliver(r.clone())).await.unwrap();
+    }
+    // The first report's first attempt, then the process "dies".
+    assert!(eventually(WAIT, || !receiver.received().is_empty()).await);
+    arbiter.stop();
+    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    let before = receiver.received();
+    receiver.answer_with(200);
+
+    let (second, _) = start_sender(config(&receiver.url, storage.path()));
+    assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 5).await);
+    assert!(drained(&second).await);
+    let after = receiver.received();
+    let first_attempt = hash(&before[0].body);
+    for attempt in after
+        .iter()
+        .filter(|r| r.idempotency_key == before[0].idempotency_key)
+    {
+        assert_eq!(
+            hash(&attempt.body),
+            first_attempt,
+            "every attempt of a report sends the same bytes, before and after the restart:\n{}\n{}",
+            String::from_utf8_lossy(&before[0].body),
+            String::from_utf8_lossy(&attempt.body)
+        );
+    }
+    // Every report read from disk goes out as the bytes it was queued as.
+    let sent_first: std::collections::HashMap<_, _> = after
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| (r.idempotency_key.clone().unwrap(), hash(&r.body)))
+        .collect();
+    for r in &queued {
+        let queued_bytes = serde_json::to_vec(r).unwrap();
+        assert_eq!(
+            sent_first[&r.report_id.to_string()],
+            hash(&queued_bytes),
+            "report {} as it was queued",
+            r.data.usage.operations_from_pg
+        );
+    }
+    assert_eq!(accepted(&after), queued, "same figures, same order");
     receiver.stop().await;
 }
 

@@ -218,3 +218,24 @@ async fn a_shutdown_cut_anywhere_accounts_for_the_final_window_exactly_once() {
     }
     eprintln!("outcomes: {seen:?}");
 }
+
+#[actix_rt::test]
+async fn a_refused_final_report_is_not_delivered_and_stays_in_the_outbox() {
+    let receiver = Receiver::start();
+    receiver.answer_with(404);
+    let storage = tempfile::tempdir().unwrap();
+    let telemetry =
+        Telemetry::start(config(&receiver.url, storage.path()).build().unwrap()).unwrap();
+    telemetry.record(ReplicatedFromPg::new(1, 3));
+    let outcome = telemetry.shutdown().await;
+    assert!(
+        matches!(
+            outcome,
+            ShutdownOutcome::NotDelivered(DeliveryError::Status { status: 404, .. })
+        ),
+        "a refused final report was not delivered: {outcome:?}"
+    );
+    assert_eq!(receiver.received().len(), 1, "tried once");
+    assert_eq!(outbox_reports(storage.path()), 1, "kept for the next start");
+    receiver.stop().await;
+}

@@ -1,5 +1,5 @@
 //! HTTP plumbing for the sender: one bounded POST of a report and how it ended,
-//! `Retry-After` parsing, and URLs as logs may show them. The client itself is built in
+//! `Retry-After` and `Checkpoint-Report-Versions` parsing, and URLs as logs may show them. The client itself is built in
 //! `client`; what to do after an attempt is the retry policy's job.
 
 use std::time::{Duration, SystemTime};
@@ -12,6 +12,8 @@ use crate::error::DeliveryError;
 /// How much of an error response's body is read, and how much of it a log line shows.
 const ERROR_BODY_LIMIT: usize = 4096;
 const ERROR_BODY_SHOWN: usize = 200;
+/// The receiver's answer header listing the report versions it accepts, e.g. `2, 3`.
+const REPORT_VERSIONS: &str = "checkpoint-report-versions";
 
 /// How one attempt ended.
 pub(crate) enum Attempt {
@@ -21,8 +23,17 @@ pub(crate) enum Attempt {
     /// Nothing reached the endpoint (connect, DNS, TLS handshake, proxy): worth another try
     /// later, but not within a shutdown's few seconds.
     Unreachable(DeliveryError),
-    /// The endpoint rejects this report; trying again would not help.
+    /// The endpoint refuses this report as it is now (a 4xx other than 408 and 429, or a
+    /// status telemetry does not know): worth another try only much later, once the
+    /// receiver may have been fixed.
     Refused(DeliveryError),
+}
+
+/// How one attempt ended, and what the answer said about the versions the receiver accepts.
+pub(crate) struct Answered {
+    pub attempt: Attempt,
+    /// The newest report version of a well-formed `Checkpoint-Report-Versions` header.
+    pub newest_version: Option<u32>,
 }
 
 /// `url` as logs may show it: scheme, host, port and path, without userinfo or query, which
@@ -47,7 +58,7 @@ pub(crate) fn post(
     report_id: String,
     body: Vec<u8>,
     deadline: Duration,
-) -> impl std::future::Future<Output = Attempt> + 'static {
+) -> impl std::future::Future<Output = Answered> + 'static {
     let request = client
         .post(url)
         .insert_header((header::CONTENT_TYPE, "application/json"))
@@ -57,14 +68,21 @@ pub(crate) fn post(
             Ok(response) => response,
             // Nothing was sent: the endpoint (or the proxy) could not be reached.
             Err(e @ awc::error::SendRequestError::Connect(_)) => {
-                return Attempt::Unreachable(DeliveryError::Transport(e.to_string()))
+                return (
+                    Attempt::Unreachable(DeliveryError::Transport(e.to_string())),
+                    None,
+                )
             }
-            Err(e) => return Attempt::Transient(DeliveryError::Transport(e.to_string()), None),
+            Err(e) => {
+                let e = DeliveryError::Transport(e.to_string());
+                return (Attempt::Transient(e, None), None);
+            }
         };
+        let newest_version = newest_version(response.headers());
         let status = response.status();
         let verdict = classify(status.as_u16());
         if verdict == Verdict::Delivered {
-            return Attempt::Delivered;
+            return (Attempt::Delivered, newest_version);
         }
         let retry_after = retry_after(response.headers());
         let body = response
@@ -72,26 +90,68 @@ pub(crate) fn post(
             .limit(ERROR_BODY_LIMIT)
             .await
             .unwrap_or_default();
-        let shown = &body[..body.len().min(ERROR_BODY_SHOWN)];
         let error = DeliveryError::Status {
             status: status.as_u16(),
-            body_start: String::from_utf8_lossy(shown).into_owned(),
+            body_start: printable_start(&body),
         };
-        match verdict {
+        let attempt = match verdict {
             // A redirect is not followed (it could lead anywhere); its Retry-After means nothing.
             Verdict::Retry if status.is_redirection() => Attempt::Transient(error, None),
             Verdict::Retry | Verdict::Delivered => Attempt::Transient(error, retry_after),
             Verdict::Refused => Attempt::Refused(error),
-        }
+        };
+        (attempt, newest_version)
     };
     // awc's own timeout ends at the response head; this one also bounds the body read.
     async move {
-        tokio::time::timeout(deadline, attempt)
+        let (attempt, newest_version) = tokio::time::timeout(deadline, attempt)
             .await
             .unwrap_or_else(|_| {
-                Attempt::Transient(DeliveryError::Transport("timed out".into()), None)
-            })
+                let e = DeliveryError::Transport("timed out".into());
+                (Attempt::Transient(e, None), None)
+            });
+        Answered {
+            attempt,
+            newest_version,
+        }
     }
+}
+
+/// The receiver's reason as logs may show it: the first [`ERROR_BODY_SHOWN`] bytes of its
+/// body, as text, with control characters (a terminal's escapes, line breaks) and bytes that
+/// are not UTF-8 each shown as one space, and no surrounding whitespace.
+fn printable_start(body: &[u8]) -> String {
+    let shown = &body[..body.len().min(ERROR_BODY_SHOWN)];
+    let text: String = String::from_utf8_lossy(shown)
+        .chars()
+        .map(|c| {
+            if c.is_control() || c == char::REPLACEMENT_CHARACTER {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    text.trim().to_owned()
+}
+
+/// The newest version a `Checkpoint-Report-Versions` header lists (`2`, `2, 3`). A malformed
+/// header (not text, an empty list, an entry that is not a number) says nothing.
+fn newest_version(headers: &HeaderMap) -> Option<u32> {
+    let value = headers.get(REPORT_VERSIONS)?;
+    let parsed = value.to_str().ok().and_then(|text| {
+        text.split(',')
+            .map(|v| v.trim().parse::<u32>().ok())
+            .collect::<Option<Vec<u32>>>()
+            .and_then(|versions| versions.into_iter().max())
+    });
+    if parsed.is_none() {
+        tracing::debug!(
+            header = ?value,
+            "the telemetry endpoint's Checkpoint-Report-Versions header is malformed; ignored"
+        );
+    }
+    parsed
 }
 
 /// `Retry-After` as a wait: delta-seconds, or an HTTP date (a date in the past means now).
@@ -128,6 +188,49 @@ mod tests {
             url_for_logs("http://127.0.0.1:9/checkpoint"),
             "http://127.0.0.1:9/checkpoint"
         );
+    }
+
+    #[test]
+    fn the_receivers_reason_is_cut_to_200_bytes_of_printable_text() {
+        assert_eq!(printable_start(b"no such path\n"), "no such path");
+        assert_eq!(
+            printable_start(b"bad\x1b[31m red\r\nInjected: line\x00\xff!"),
+            "bad [31m red  Injected: line  !"
+        );
+        let long = "x".repeat(500);
+        assert_eq!(printable_start(long.as_bytes()).len(), 200);
+        // A character cut at byte 200 becomes a space, trimmed.
+        let cut = format!("{}é", "y".repeat(199));
+        assert_eq!(printable_start(cut.as_bytes()), "y".repeat(199));
+        assert_eq!(printable_start(b""), "");
+    }
+
+    #[test]
+    fn report_versions_read_the_newest_of_a_well_formed_list_only() {
+        let versions = |value: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::HeaderName::from_static(REPORT_VERSIONS),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+            newest_version(&h)
+        };
+        assert_eq!(versions(b"2"), Some(2));
+        assert_eq!(versions(b"2, 3"), Some(3));
+        assert_eq!(versions(b" 3 ,2,1 "), Some(3));
+        for malformed in [
+            &b""[..],
+            b",",
+            b"2,",
+            b"two",
+            b"2;3",
+            b"-1",
+            b"2, 99999999999",
+            b"\xff",
+        ] {
+            assert_eq!(versions(malformed), None, "{malformed:?}");
+        }
+        assert_eq!(newest_version(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   server's clock puts in the past, must not turn a fleet of reporters into a retry storm.
 //! - 2xx is delivered; 408, 429, 5xx and redirects are worth another try (a redirect is never
 //!   followed, but it is no verdict on the payload either: fixing the URL delivers the report);
-//!   any other status is a refusal of the payload.
+//!   any other status is a refusal, which the sender treats as curable: the report is kept
+//!   and tried again a report interval later (see `sender`).
 
 use std::time::Duration;
 

@@ -3,19 +3,27 @@
 //! It runs on an Arbiter (thread) of its own, so a slow or hung endpoint never delays the
 //! collector, the scheduler or a recording call, and the outbox's disk writes happen there too.
 //!
-//! - `Deliver` queues a report in the outbox (on disk first) and returns.
-//! - The front report is POSTed with its `report_id` as `Idempotency-Key`, so every retry of it
-//!   can be de-duplicated by the receiver. Only a 2xx answer counts as delivered.
+//! - `Deliver` queues a report in the outbox (on disk first, serialised once: see `outbox`)
+//!   and returns.
+//! - The oldest report due is POSTed, as the exact bytes it was queued as, with its
+//!   `report_id` as `Idempotency-Key`, so every retry of it can be de-duplicated by the
+//!   receiver. Only a 2xx answer counts as delivered.
 //! - A transport error, a timeout, 408, 429, 5xx or a redirect is retried after the wait the
-//!   retry policy gives (see `retry`); any other answer means the endpoint rejects the
-//!   payload: the report is dropped with a warning naming the status and the start of the
-//!   body, and the loss travels in the next report's `dropped_reports`.
-//! - `Flush` (used at shutdown) tries every pending report now, skipping any backoff wait,
-//!   and keeps retrying a short wait apart until the outbox is empty or the caller's deadline
-//!   ends it. It ends at once, reports kept on disk, when trying again now cannot help: the
-//!   endpoint could not be reached at all (connect, DNS, TLS handshake or proxy failure:
-//!   nothing was sent), or it asked for time with `Retry-After`, which the flush honours too
-//!   (no attempt before then).
+//!   retry policy gives (see `retry`), and nothing is sent meanwhile.
+//! - Any other answer (400, 404, 405, 409, 410, 413, 415, 422, any status telemetry does not
+//!   know) is a refusal, and a refusal is curable (a wrong path, a receiver not yet upgraded):
+//!   the report is kept in the outbox, parked for one report interval (`interval`), and the
+//!   sender moves on to the next report, so a refused report never holds up the ones behind
+//!   it. A parked report is tried again when its interval ends (at most once per interval),
+//!   or at a flush; after a restart every report is due at once. Only the outbox's bounds
+//!   drop a kept report (counted in `dropped_reports`).
+//! - `Flush` (used at shutdown) tries every pending report now, parked ones included,
+//!   skipping any backoff wait, and keeps retrying a short wait apart until the outbox is
+//!   empty or the caller's deadline ends it. It ends at once, reports kept on disk, when
+//!   trying again now cannot help: the endpoint could not be reached at all (connect, DNS,
+//!   TLS handshake or proxy failure: nothing was sent), it asked for time with `Retry-After`,
+//!   which the flush honours too (no attempt before then), or every report left was refused
+//!   during the flush (the answer is the refusal).
 //! - With an audit file configured, each accepted report is appended to it as sent.
 //! - `KeepWindow` keeps the current window in the outbox's recovery file until the window's
 //!   report is queued (see `outbox/recovery_file.rs`); `QueueFinal`, the shutdown's final
@@ -26,9 +34,13 @@
 //!   certificates of `ELECTRIC_TELEMETRY_CA_FILE` if set.
 //!
 //! Logs stay quiet on hosts that cannot reach the endpoint: the first failure of an outage is
-//! one warning, later failures are debug lines, and the end of the outage is one info line
-//! saying how many reports went out.
+//! one warning, later failures are debug lines, and the end of the outage (the outbox empty
+//! again) is one info line saying how many reports went out. The first refusal of an outage
+//! is one warning too, naming the status and the receiver's reason (the first 200 bytes of
+//! its answer, printable text only). An answer whose `Checkpoint-Report-Versions` header
+//! lists a version newer than [`REPORT_VERSION`] is one info line per process.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -36,15 +48,18 @@ use tokio::sync::oneshot;
 
 use super::audit::AuditLog;
 use super::client::ClientSetup;
-use super::http::{post, url_for_logs, Attempt};
+use super::http::{post, url_for_logs, Answered, Attempt};
 use super::outbox::{outbox_dir, Account, Bounds, KeepWindow, Outbox};
 use super::retry::RetryPolicy;
 use crate::config::TelemetryConfig;
 use crate::error::DeliveryError;
-use crate::report::wire::Report;
+use crate::report::wire::{Report, REPORT_VERSION};
 
 /// During a flush, the longest wait between two attempts: shutdown has a deadline.
 const FLUSH_RETRY_MAX: Duration = Duration::from_millis(250);
+
+/// Whether this process already said that a receiver knows a newer report version.
+static NEWER_VERSION_SAID: AtomicBool = AtomicBool::new(false);
 
 /// Queues one report for delivery. Returns once the report is in the outbox.
 #[derive(Debug, Clone, Message)]
@@ -98,6 +113,8 @@ pub struct Sender {
     setup: Result<ClientSetup, String>,
     audit: Option<AuditLog>,
     retry: RetryPolicy,
+    /// The report interval: how long a refused report waits before it is tried again.
+    interval: Duration,
     /// Built in `started`, on the sender's own thread: `awc::Client` is `!Send`.
     client: Option<awc::Client>,
     outbox: Outbox,
@@ -105,10 +122,18 @@ pub struct Sender {
     in_flight: Option<u64>,
     /// The wait before the next attempt, while one is armed.
     retry_timer: Option<SpawnHandle>,
-    /// Failed attempts in a row.
+    /// The wake-up for the first parked (refused) report, while every pending one is parked.
+    unpark_timer: Option<SpawnHandle>,
+    /// Failed attempts in a row (transient failures: they set the backoff).
     failures: u32,
+    /// Refusals since the last delivery.
+    refusals: u64,
     /// `Some` while an outage lasts: reports delivered since it began to end.
     outage: Option<u64>,
+    /// A refusal was warned of in this outage.
+    refusal_warned: bool,
+    /// The last refusal, the answer to a flush that ends with refused reports only.
+    last_refusal: Option<DeliveryError>,
     /// Set while the endpoint's `Retry-After` holds: no attempt before then, flush included.
     not_before: Option<std::time::Instant>,
     /// The last failure, the answer to a flush that ends without trying.
@@ -135,50 +160,89 @@ impl Sender {
                 initial: config.retry_initial_backoff(),
                 max: config.retry_max_backoff(),
             },
+            interval: config.interval(),
             client: None,
             outbox: Outbox::new(Some(outbox_dir(config.storage_dir())), bounds),
             in_flight: None,
             retry_timer: None,
+            unpark_timer: None,
             failures: 0,
+            refusals: 0,
             outage: None,
+            refusal_warned: false,
+            last_refusal: None,
             not_before: None,
             last_error: None,
             flush_waiters: Vec::new(),
         }
     }
 
-    /// Sends the front report unless one is on the wire or a retry wait is armed.
+    /// Sends the oldest report due unless one is on the wire or a retry wait is armed.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.in_flight.is_some() || self.retry_timer.is_some() {
             return;
         }
-        let Some(front) = self.outbox.front() else {
+        if self.outbox.len() == 0 {
             self.end_outage();
             self.answer_flush(Ok(()));
             return;
-        };
+        }
         let Some(client) = &self.client else {
             // The client could not be set up (warned at start): reports wait on disk.
             let e = DeliveryError::Transport("telemetry has no HTTP client".into());
             return self.answer_flush(Err(e));
         };
-        let seq = front.seq;
-        let body = match serde_json::to_vec(&front.report) {
-            Ok(body) => body,
-            Err(e) => {
-                let refused = Attempt::Refused(DeliveryError::Encode(e.to_string()));
-                return self.settle(seq, refused, None, ctx);
-            }
+        let now = tokio::time::Instant::now();
+        let Some((seq, id, body)) = self.outbox.take_due(now) else {
+            // Every pending report was refused and waits for its interval to end.
+            let refusal = self.last_refusal.clone();
+            self.answer_flush(Err(refusal.unwrap_or(DeliveryError::DeadlineExceeded)));
+            return self.arm_unpark(ctx);
         };
         // Kept only for the audit file, which records exactly the bytes the endpoint took.
         let sent = self.audit.is_some().then(|| body.clone());
-        let id = front.report.report_id.to_string();
         let attempt = post(client, &self.url, id, body, self.request_timeout);
         self.in_flight = Some(seq);
-        ctx.spawn(attempt.into_actor(self).map(move |attempt, sender, ctx| {
+        ctx.spawn(attempt.into_actor(self).map(move |answered, sender, ctx| {
             sender.in_flight = None;
+            let Answered {
+                attempt,
+                newest_version,
+            } = answered;
+            sender.note_versions(newest_version);
             sender.settle(seq, attempt, sent, ctx);
         }));
+    }
+
+    /// Wakes the sender when the first parked report is due again.
+    fn arm_unpark(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.unpark_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let Some(at) = self.outbox.next_unpark() else {
+            return;
+        };
+        let wait = at.saturating_duration_since(tokio::time::Instant::now());
+        self.unpark_timer = Some(ctx.run_later(wait, |sender, ctx| {
+            sender.unpark_timer = None;
+            sender.pump(ctx);
+        }));
+    }
+
+    /// One info line per process when a receiver accepts a newer report version than this
+    /// build sends: an upgrade would send it.
+    fn note_versions(&self, newest: Option<u32>) {
+        let Some(newest) = newest.filter(|v| *v > REPORT_VERSION) else {
+            return;
+        };
+        if !NEWER_VERSION_SAID.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                url = %self.shown_url, newest, sent = REPORT_VERSION,
+                "the telemetry endpoint accepts a newer report version than this build sends; \
+                 reports still go out as the version this build knows, which the endpoint also \
+                 accepts"
+            );
+        }
     }
 
     fn settle(
@@ -196,6 +260,7 @@ impl Sender {
                 }
                 self.outbox.delivered(seq);
                 self.failures = 0;
+                self.refusals = 0;
                 match &mut self.outage {
                     Some(delivered) => *delivered += 1,
                     None => tracing::debug!(url = %self.shown_url, "telemetry report delivered"),
@@ -203,13 +268,12 @@ impl Sender {
             }
             Attempt::Refused(e) => {
                 self.not_before = None;
-                self.outbox.refused(seq);
-                self.failures = 0;
-                tracing::warn!(
-                    url = %self.shown_url, error = %e,
-                    "the telemetry endpoint refused a report; it was dropped and the loss will \
-                     be counted in the next report's dropped_reports"
-                );
+                let until = tokio::time::Instant::now() + self.interval;
+                self.outbox.park(seq, until);
+                self.refusals = self.refusals.saturating_add(1);
+                self.note_refusal(&e);
+                self.last_error = Some(e.clone());
+                self.last_refusal = Some(e);
             }
             Attempt::Transient(e, retry_after) => return self.failed(e, retry_after, false, ctx),
             Attempt::Unreachable(e) => return self.failed(e, None, true, ctx),
@@ -265,7 +329,33 @@ impl Sender {
         }
     }
 
+    /// A refusal: the first of an outage is one warning with the status and the receiver's
+    /// reason, later ones are debug lines.
+    fn note_refusal(&mut self, e: &DeliveryError) {
+        let (status, reason) = match e {
+            DeliveryError::Status { status, body_start } => (*status, body_start.as_str()),
+            _ => (0, ""),
+        };
+        self.outage.get_or_insert(0);
+        let retry_in = humantime::format_duration(self.interval);
+        if !std::mem::replace(&mut self.refusal_warned, true) {
+            tracing::warn!(
+                url = %self.shown_url, status, reason,
+                "the telemetry endpoint refused a report (HTTP {status}: {reason:?}); it is \
+                 kept in the outbox and tried again every {retry_in}, the reports behind it \
+                 are still sent, and further refusals are logged at debug level. This does \
+                 not affect the service"
+            );
+        } else {
+            tracing::debug!(
+                url = %self.shown_url, status, reason, retry_in = %retry_in,
+                "telemetry report refused; kept and tried again later"
+            );
+        }
+    }
+
     fn end_outage(&mut self) {
+        self.refusal_warned = false;
         if let Some(delivered) = self.outage.take() {
             tracing::info!(
                 url = %self.shown_url, delivered,
@@ -356,6 +446,8 @@ impl Handler<Flush> for Sender {
         if let Some(timer) = self.retry_timer.take() {
             ctx.cancel_future(timer);
         }
+        // Refused reports are tried once more too: the receiver may have been fixed.
+        self.outbox.unpark_all();
         self.pump(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(DeliveryError::NotRunning)) })
     }
@@ -383,7 +475,7 @@ impl Handler<GetOutboxStatus> for Sender {
     fn handle(&mut self, _: GetOutboxStatus, _: &mut Context<Self>) -> Self::Result {
         MessageResult(OutboxStatus {
             pending: self.outbox.len(),
-            failed_attempts: u64::from(self.failures),
+            failed_attempts: u64::from(self.failures).saturating_add(self.refusals),
             dropped_not_yet_reported: self.outbox.carry(),
         })
     }

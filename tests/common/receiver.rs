@@ -66,6 +66,8 @@ struct State {
     status: AtomicU16,
     /// Milliseconds to wait before answering.
     delay_ms: AtomicU64,
+    /// Headers put on every answer.
+    answer_headers: Mutex<Vec<(String, String)>>,
 }
 
 /// A receiver running in the current actix System.
@@ -119,6 +121,12 @@ impl Receiver {
         self.state.script.lock().unwrap().extend(answers);
     }
 
+    /// Puts this header on every later answer.
+    pub fn answer_header(&self, name: &str, value: &str) {
+        let mut headers = self.state.answer_headers.lock().unwrap();
+        headers.push((name.to_owned(), value.to_owned()));
+    }
+
     /// Makes every later answer wait this long first.
     pub fn delay_answers(&self, delay: Duration) {
         self.state.delay_ms.store(delay.as_millis() as u64, SeqCst);
@@ -169,6 +177,9 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<State>) ->
     let mut response = HttpResponse::build(status);
     if let Some(retry_after) = answer.retry_after {
         response.insert_header(("Retry-After", retry_after));
+    }
+    for (name, value) in state.answer_headers.lock().unwrap().iter() {
+        response.insert_header((name.as_str(), value.as_str()));
     }
     response.body("receiver says no")
 }

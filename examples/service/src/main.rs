@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use clap::Parser;
-use electric_telemetry::{Report, ShutdownOutcome, Telemetry, TelemetryConfig};
+use electric_telemetry::{DeliveryError, Report, ShutdownOutcome, Telemetry, TelemetryConfig};
 
 use receiver::Receiver;
 use simulation::{Counts, Halt, Hub, Recorder, Replication};
@@ -155,11 +155,23 @@ async fn run(args: Args) -> ExitCode {
         }
     }
     // Before System::stop(): after it no asynchronous work, the final POST included, completes.
+    // The library logs what its outbox keeps; this line says what happened.
     match telemetry.shutdown().await {
         ShutdownOutcome::Delivered => tracing::info!("telemetry delivered its final report"),
         ShutdownOutcome::NotRunning => tracing::info!("telemetry was not running"),
-        // The library logs the reason itself.
-        _ => {}
+        ShutdownOutcome::NotDelivered(DeliveryError::Status { status, body_start })
+            if !(500..600).contains(&status) && !matches!(status, 408 | 429) =>
+        {
+            tracing::info!(
+                "telemetry stopped with reports its endpoint refused ({status} {body_start:?}); \
+                 they are kept in the outbox and tried again after the next start"
+            )
+        }
+        ShutdownOutcome::NotDelivered(e) => tracing::info!(
+            "telemetry stopped before its endpoint took every report ({e}); what it did not \
+             take is kept in the outbox and sent after the next start"
+        ),
+        _ => tracing::info!("telemetry stopped"),
     }
 
     say(&format!("simulated: {}", simulated.to_json()));

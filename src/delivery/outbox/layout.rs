@@ -2,10 +2,15 @@
 //!
 //! In an instance's directory (see `instance_dir.rs`):
 //! - `<seq>-<report_id>.json`: one pending report, written atomically (temporary file, then
-//!   rename; the fsync follows on a thread of its own). Beside the report's own fields it may
-//!   hold `outbox_absorbed`, the `report_id` of a dropped report whose count it now carries:
-//!   a file of that id still in the directory is a removal a kill interrupted, and is deleted
-//!   at the next start without being counted again. What is sent is the report alone.
+//!   rename; the fsync follows on a thread of its own). The file is the report's body, the
+//!   exact bytes it is sent as, serialised once when it was queued: a report read back after
+//!   a restart goes out byte for byte as its first attempt did. A file may begin with
+//!   `{"outbox_absorbed":"<id>",` before the body's own fields: the `report_id` of a dropped
+//!   report whose count it now carries; a file of that id still in the directory is a
+//!   removal a kill interrupted, and is deleted at the next start without being counted
+//!   again. What is sent is the body alone. Files of earlier builds (the marker anywhere in
+//!   the object, or a version 1 report) are read too, and rewritten in this form once read
+//!   (see [`read_report`]).
 //! - `dropped_reports`: drops not riding on a report yet (plus what reports held only in
 //!   memory stand for), rewritten in place; after the count it may say `absorbs <id>` (the
 //!   same meaning as `outbox_absorbed`) or `handed-to <id>`: the count is moving onto a new
@@ -51,29 +56,102 @@ pub(super) fn report_file(dir: &Path, seq: u64, report: &Report) -> PathBuf {
     dir.join(format!("{seq:020}-{}.json", report.report_id))
 }
 
-/// Writes a report file (atomically): the report, and the dropped report it absorbed.
-pub(super) fn write_report(
-    path: &Path,
-    report: &Report,
-    absorbed: Option<Uuid>,
-) -> std::io::Result<()> {
-    let mut value = serde_json::to_value(report).map_err(std::io::Error::other)?;
-    if let (Some(id), Some(fields)) = (absorbed, value.as_object_mut()) {
-        fields.insert(ABSORBED.into(), id.to_string().into());
-    }
-    let body = serde_json::to_vec(&value).map_err(std::io::Error::other)?;
-    write_then_sync(path, &body)
+/// A report's body: its compact JSON, as it is sent.
+pub(super) fn encode(report: &Report) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(report)
 }
 
-/// Reads a report file: the report, and the dropped report it absorbed, if it says.
-pub(super) fn read_report(path: &Path, limit: u64) -> Option<(Report, Option<Uuid>)> {
+/// What a report file holds, as [`read_report`] reads it.
+#[derive(Debug, Clone)]
+pub(super) struct Stored {
+    pub report: Report,
+    /// The bytes the report is sent as.
+    pub body: Vec<u8>,
+    /// The dropped report whose count it carries, if the file names one.
+    pub absorbed: Option<Uuid>,
+    /// The file is of an earlier build's form (or version): `body` is what it is now, and the
+    /// file should be rewritten so.
+    pub rewrite: bool,
+}
+
+/// The start of a file that names the dropped report it absorbed; the id and `",` follow.
+const ABSORBED_PREFIX: &[u8] = b"{\"outbox_absorbed\":\"";
+
+/// Writes a report file (atomically): the report's `body`, and the dropped report it absorbed.
+pub(super) fn write_report(
+    path: &Path,
+    body: &[u8],
+    absorbed: Option<Uuid>,
+) -> std::io::Result<()> {
+    match (absorbed, body.strip_prefix(b"{")) {
+        (Some(id), Some(fields)) if fields.first().is_some_and(|b| *b != b'}') => {
+            let mut file = Vec::with_capacity(body.len() + 64);
+            file.extend_from_slice(ABSORBED_PREFIX);
+            file.extend_from_slice(id.to_string().as_bytes());
+            file.extend_from_slice(b"\",");
+            file.extend_from_slice(fields);
+            write_then_sync(path, &file)
+        }
+        _ => write_then_sync(path, body),
+    }
+}
+
+/// Reads a report file: the report, the bytes it is sent as, and the dropped report it
+/// absorbed, if it says. A version 1 report (an older build's: no `recovered`, no
+/// `after_unclean_stop`) is upgraded to version 2 here, both fields `false`; its upgraded
+/// bytes are its body from then on.
+pub(super) fn read_report(path: &Path, limit: u64) -> Option<Stored> {
     let bytes = read_regular(path, limit).ok()?;
-    let mut value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let absorbed = match value.as_object_mut()?.remove(ABSORBED) {
-        None => None,
-        Some(id) => Some(id.as_str()?.parse().ok()?),
+    let (mut body, absorbed) = match bytes.strip_prefix(ABSORBED_PREFIX) {
+        Some(rest) => {
+            let id = std::str::from_utf8(rest.get(..36)?).ok()?.parse().ok()?;
+            let fields = rest.get(36..)?.strip_prefix(b"\",")?;
+            let mut body = Vec::with_capacity(fields.len() + 1);
+            body.push(b'{');
+            body.extend_from_slice(fields);
+            (body, Some(id))
+        }
+        None => (bytes, None),
     };
-    Some((serde_json::from_value(value).ok()?, absorbed))
+    let mut rewrite = false;
+    let mut report: Report = match serde_json::from_slice(&body) {
+        Ok(report) => report,
+        Err(_) => {
+            // An earlier build's file: the marker among the report's fields.
+            let mut value: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            let marker = value.as_object_mut()?.remove(ABSORBED)?;
+            if absorbed.is_some() {
+                return None;
+            }
+            let report: Report = serde_json::from_value(value).ok()?;
+            body = encode(&report).ok()?;
+            rewrite = true;
+            return Some(Stored {
+                report: upgrade(report, &mut body, &mut rewrite)?,
+                body,
+                absorbed: Some(marker.as_str()?.parse().ok()?),
+                rewrite,
+            });
+        }
+    };
+    report = upgrade(report, &mut body, &mut rewrite)?;
+    Some(Stored {
+        report,
+        body,
+        absorbed,
+        rewrite,
+    })
+}
+
+/// A version 1 report as version 2 (whose new envelope fields read as `false` when absent),
+/// re-encoded into `body`; any other version as it is.
+fn upgrade(mut report: Report, body: &mut Vec<u8>, rewrite: &mut bool) -> Option<Report> {
+    if report.report_version == 1 {
+        report.report_version = 2;
+        *body = encode(&report).ok()?;
+        *rewrite = true;
+    }
+    Some(report)
 }
 
 /// What a count file says beside its count, about one report file.
@@ -132,11 +210,6 @@ pub(super) fn prune_corrupt(dir: &Path) {
     for path in &corrupt[..excess] {
         let _ = fs::remove_file(path);
     }
-}
-
-/// Size of a report's JSON, for the byte bound.
-pub(super) fn json_len(report: &Report) -> u64 {
-    serde_json::to_vec(report).map_or(0, |b| b.len() as u64)
 }
 
 #[cfg(test)]

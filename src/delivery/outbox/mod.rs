@@ -9,12 +9,17 @@
 //!
 //! Every report is accounted for, whatever the disk does and wherever a kill lands:
 //! delivered, on disk, or counted in a later report's `dropped_reports`, once.
+//! - Each report is serialised once, when it is queued: its body is the bytes its file holds
+//!   and every attempt sends, before and after a restart (see `layout.rs`). A report that has
+//!   been tried, or was read back from disk, is never changed again (a receiver that kept an
+//!   earlier attempt must see the same bytes under the same `report_id`).
 //! - The outbox is bounded by a number of reports and a number of bytes. Past either bound
 //!   the oldest report that is not being sent right now is dropped, and the loss is folded
-//!   into the report after it. A report the endpoint refuses for good is counted the same way.
-//!   The report that takes the count is written (naming the one it absorbs) before the
+//!   into the first later report not yet tried, or kept in the count file for the next report
+//!   queued. The report that takes the count is written (naming the one it absorbs) before the
 //!   dropped one is removed, so a kill in between counts nothing twice and loses nothing
-//!   (`startup.rs` finishes the removal).
+//!   (`startup.rs` finishes the removal). A report the endpoint refuses is kept, parked until
+//!   the sender tries it again (see `sender.rs`); only the bounds drop it.
 //! - A report that cannot be written (a full or failing disk) is kept in memory and sent, and
 //!   counted as dropped if the process ends before it is delivered: `<outbox>/dropped_reports`
 //!   always holds the drops not yet riding on a report on disk plus what the reports held only
@@ -42,13 +47,16 @@ use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+use tokio::time::Instant;
+
 use uuid::Uuid;
 
 use super::instance_dir::Held;
 use crate::files::storage::{warn_unusable, write_then_sync};
 use crate::report::wire::Report;
 use layout::{
-    report_file, rewrite_count, write_report, CountMark, CARRY_FILE, RUNNING_FILE, UNCLEAN_FILE,
+    encode, report_file, rewrite_count, write_report, CountMark, CARRY_FILE, RUNNING_FILE,
+    UNCLEAN_FILE,
 };
 
 pub use layout::outbox_dir;
@@ -62,8 +70,15 @@ pub(crate) struct Pending {
     /// Order of arrival, across restarts.
     pub seq: u64,
     pub report: Report,
-    /// Size of the report's JSON, for the byte bound.
+    /// The bytes the report is sent as, and its file holds.
+    body: Vec<u8>,
+    /// Size of `body`, for the byte bound.
     bytes: u64,
+    /// Tried once, or read back from disk: `body` never changes again.
+    sealed: bool,
+    /// Refused by the endpoint: not tried again before then (in memory only: after a
+    /// restart every report is due).
+    parked_until: Option<Instant>,
     /// Whether the report's file holds it as it is now.
     on_disk: bool,
     /// The dropped report whose count this one took last, named in its file.
@@ -183,25 +198,40 @@ impl Outbox {
     /// Queues a report (on disk first), dropping the oldest ones past the bounds.
     /// `in_flight` is the report being sent now, which is never dropped.
     pub(crate) fn push(&mut self, mut report: Report, in_flight: Option<u64>) {
+        report.dropped_reports = report.dropped_reports.saturating_add(self.carry);
+        report.after_unclean_stop |= self.unclean;
+        let body = match encode(&report) {
+            Ok(body) => body,
+            Err(e) => {
+                // Never happens with these types; if it did, the report could never be sent.
+                tracing::warn!(
+                    error = %e,
+                    "telemetry could not encode a report; it is counted in the next report's \
+                     dropped_reports"
+                );
+                self.carry = report.dropped_reports.saturating_add(1);
+                return self.sync_counter();
+            }
+        };
         if self.carry > 0 && self.dir().is_some() {
             // Said before the report's file exists: a kill on either side of its write
             // leaves the count in exactly one place.
             self.mark = Some(CountMark::HandedTo(report.report_id));
             self.sync_counter();
         }
-        report.dropped_reports = report
-            .dropped_reports
-            .saturating_add(std::mem::take(&mut self.carry));
+        self.carry = 0;
         let unclean = std::mem::take(&mut self.unclean);
-        report.after_unclean_stop |= unclean;
         let window_ended = report.timestamp.clone();
         let seq = self.next_seq;
         self.next_seq = self.next_seq.saturating_add(1);
-        let bytes = layout::json_len(&report);
+        let bytes = body.len() as u64;
         let mut pending = Pending {
             seq,
             report,
+            body,
             bytes,
+            sealed: false,
+            parked_until: None,
             on_disk: false,
             absorbed: None,
         };
@@ -233,6 +263,7 @@ impl Outbox {
     }
 
     /// The oldest report.
+    #[cfg(test)]
     pub(crate) fn front(&self) -> Option<&Pending> {
         self.queue.front()
     }
@@ -247,6 +278,35 @@ impl Outbox {
         self.carry
     }
 
+    /// The first report due at `now` (not parked, or parked until then): its sequence number,
+    /// `report_id` and body, to be sent as they are. From now on the report never changes.
+    pub(crate) fn take_due(&mut self, now: Instant) -> Option<(u64, String, Vec<u8>)> {
+        let due = self
+            .queue
+            .iter_mut()
+            .find(|p| p.parked_until.is_none_or(|until| until <= now))?;
+        due.sealed = true;
+        due.parked_until = None;
+        Some((due.seq, due.report.report_id.to_string(), due.body.clone()))
+    }
+
+    /// The endpoint refused report `seq`: kept, and not due again before `until`.
+    pub(crate) fn park(&mut self, seq: u64, until: Instant) {
+        if let Some(p) = self.queue.iter_mut().find(|p| p.seq == seq) {
+            p.parked_until = Some(until);
+        }
+    }
+
+    /// Makes every report due now (a flush tries them all).
+    pub(crate) fn unpark_all(&mut self) {
+        self.queue.iter_mut().for_each(|p| p.parked_until = None);
+    }
+
+    /// When the first parked report is due again, if any is parked.
+    pub(crate) fn next_unpark(&self) -> Option<Instant> {
+        self.queue.iter().filter_map(|p| p.parked_until).min()
+    }
+
     /// The report `seq` was delivered: forget it.
     pub(crate) fn delivered(&mut self, seq: u64) {
         if let Some(i) = self.queue.iter().position(|p| p.seq == seq) {
@@ -256,8 +316,9 @@ impl Outbox {
         }
     }
 
-    /// The endpoint refused report `seq` for good: drop it and count the loss.
-    pub(crate) fn refused(&mut self, seq: u64) {
+    /// Drops report `seq` and counts the loss, as the bounds do.
+    #[cfg(test)]
+    pub(crate) fn drop_seq(&mut self, seq: u64) {
         if let Some(i) = self.queue.iter().position(|p| p.seq == seq) {
             self.drop_at(i);
             self.sync_counter();
@@ -284,20 +345,30 @@ impl Outbox {
         }
     }
 
-    /// Drops the report at `i`, folding it (and what it carried) into the next report, or
-    /// into the count file if none follows. What takes the count is on disk, naming the
-    /// dropped report, before the dropped report's file is removed.
+    /// Drops the report at `i`, folding it (and what it carried) into the first later report
+    /// not yet tried (whose body may still change), or into the count file if there is none.
+    /// What takes the count is on disk, naming the dropped report, before the dropped
+    /// report's file is removed.
     fn drop_at(&mut self, i: usize) {
         let lost = self.queue[i].report.dropped_reports.saturating_add(1);
         let gone_id = self.queue[i].report.report_id;
         let gone_on_disk = self.queue[i].on_disk;
-        if i + 1 < self.queue.len() {
-            let next = &mut self.queue[i + 1];
-            next.report.dropped_reports = next.report.dropped_reports.saturating_add(lost);
+        let taker = (i + 1..self.queue.len()).find(|&j| !self.queue[j].sealed);
+        let taken = taker.and_then(|j| {
+            let mut report = self.queue[j].report.clone();
+            report.dropped_reports = report.dropped_reports.saturating_add(lost);
+            encode(&report).ok().map(|body| (j, report, body))
+        });
+        if let Some((j, report, body)) = taken {
+            self.bytes = self.bytes - self.queue[j].bytes + body.len() as u64;
+            let next = &mut self.queue[j];
+            next.bytes = body.len() as u64;
+            next.report = report;
+            next.body = body;
             next.absorbed = gone_on_disk.then_some(gone_id);
             let next = next.clone();
             let written = self.write(&next);
-            self.queue[i + 1].on_disk = written;
+            self.queue[j].on_disk = written;
             if !gone_on_disk {
                 // The count file counted the dropped one as held in memory.
                 self.sync_counter();
@@ -333,7 +404,7 @@ impl Outbox {
         let Some(path) = self.dir().map(|d| report_file(d, p.seq, &p.report)) else {
             return false;
         };
-        match write_report(&path, &p.report, p.absorbed) {
+        match write_report(&path, &p.body, p.absorbed) {
             Ok(()) => true,
             Err(e) => {
                 self.warn_disk("keep a report in the outbox", &path, &e);

@@ -20,7 +20,7 @@
 
 use actix::prelude::*;
 
-use super::layout::{write_report, OLD_RECOVERY_FILE, RECOVERY_FILE};
+use super::layout::{encode, write_report, OLD_RECOVERY_FILE, RECOVERY_FILE};
 use super::Outbox;
 use crate::report::wire::Report;
 
@@ -47,7 +47,10 @@ impl Outbox {
         let Some(path) = self.dir().map(|d| d.join(RECOVERY_FILE)) else {
             return;
         };
-        if let Err(e) = write_report(&path, window, None) {
+        let written = encode(window)
+            .map_err(std::io::Error::other)
+            .and_then(|body| write_report(&path, &body, None));
+        if let Err(e) = written {
             self.warn_disk("keep the current window in its recovery file", &path, &e);
         }
     }

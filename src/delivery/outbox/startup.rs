@@ -20,13 +20,13 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use super::layout::{
-    self, parse_count, prune_corrupt, read_report, report_file, CountMark, CARRY_FILE,
-    OLD_RECOVERY_FILE, READ_LIMIT, RECOVERY_FILE, RUNNING_FILE, UNCLEAN_FILE, UNQUEUED_FILE,
+    parse_count, prune_corrupt, read_report, report_file, write_report, CountMark, Stored,
+    CARRY_FILE, OLD_RECOVERY_FILE, READ_LIMIT, RECOVERY_FILE, RUNNING_FILE, UNCLEAN_FILE,
+    UNQUEUED_FILE,
 };
 use super::{Outbox, Pending};
 use crate::delivery::instance_dir;
 use crate::files::storage::read_regular;
-use crate::report::wire::Report;
 
 /// What [`Outbox::load`] found on disk.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -40,8 +40,8 @@ pub(crate) struct Loaded {
 /// What one directory held (see [`Outbox::scan`]).
 #[derive(Default)]
 struct Leftovers {
-    reports: Vec<(u64, Report, PathBuf)>,
-    recovery: Option<(Report, PathBuf)>,
+    reports: Vec<(u64, Stored, PathBuf)>,
+    recovery: Option<(Stored, PathBuf)>,
     /// A run marker or an earlier unclean-stop flag.
     unclean: bool,
     carry: u64,
@@ -70,9 +70,9 @@ impl Outbox {
         let mine = self.scan(&own, &mut loaded);
         let mut found = mine.reports.clone();
         found.sort_by_key(|(seq, _, _)| *seq);
-        for (seq, report, _) in found {
+        for (seq, stored, path) in found {
             self.next_seq = self.next_seq.max(seq.saturating_add(1));
-            self.enqueue(seq, report, true);
+            self.enqueue(seq, stored, &path);
         }
         // Queued after this directory's own reports, in the order their windows ran.
         let mut taken_over = Vec::new();
@@ -117,8 +117,8 @@ impl Outbox {
         let foreign = own.as_deref() != Some(from);
         if foreign {
             left.reports.sort_by_key(|(seq, _, _)| *seq);
-            for (_, report, path) in std::mem::take(&mut left.reports) {
-                self.adopt(report, &path);
+            for (_, stored, path) in std::mem::take(&mut left.reports) {
+                self.adopt(stored, &path);
             }
             taken_over.push(from.join(CARRY_FILE));
             taken_over.push(from.join(UNCLEAN_FILE));
@@ -129,6 +129,7 @@ impl Outbox {
             Some((window, path)) => {
                 // A report of the same window is queued: the recovery file is a part of it.
                 let superseded = self.queue.iter().any(|p| {
+                    let window = &window.report;
                     p.report.report_id == window.report_id
                         || (p.report.last_reported == window.last_reported
                             && p.report.data.environment.electric_instance_id
@@ -152,28 +153,40 @@ impl Outbox {
     }
 
     /// Moves the report file at `path` into this instance's directory, queued last.
-    fn adopt(&mut self, report: Report, path: &Path) {
+    fn adopt(&mut self, stored: Stored, path: &Path) {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.saturating_add(1);
         let Some(dir) = self.dir() else {
             return;
         };
-        let to = report_file(dir, seq, &report);
+        let to = report_file(dir, seq, &stored.report);
         match fs::rename(path, &to) {
-            Ok(()) => self.enqueue(seq, report, true),
+            Ok(()) => self.enqueue(seq, stored, &to),
             // Left where it is, for a later start: never sent from two places.
             Err(e) => self.warn_disk("take over a report left by an earlier run", path, &e),
         }
     }
 
-    fn enqueue(&mut self, seq: u64, report: Report, on_disk: bool) {
-        let bytes = layout::json_len(&report);
+    /// Queues a report read from its file at `path`, sealed: it goes out as the bytes it was
+    /// read as. A file of an earlier build's form is rewritten first (same report, same
+    /// count marker), so that every later start reads the same bytes.
+    fn enqueue(&mut self, seq: u64, stored: Stored, path: &Path) {
+        if stored.rewrite {
+            if let Err(e) = write_report(path, &stored.body, stored.absorbed) {
+                // Read again at the next start, and upgraded to the same bytes.
+                self.warn_disk("rewrite a report of an earlier version", path, &e);
+            }
+        }
+        let bytes = stored.body.len() as u64;
         self.bytes += bytes;
         self.queue.push_back(Pending {
             seq,
-            report,
+            report: stored.report,
+            body: stored.body,
             bytes,
-            on_disk,
+            sealed: true,
+            parked_until: None,
+            on_disk: true,
             absorbed: None,
         });
     }
@@ -227,11 +240,10 @@ impl Outbox {
                 RUNNING_FILE | UNCLEAN_FILE => left.unclean = true,
                 RECOVERY_FILE | OLD_RECOVERY_FILE => match read_report(&path, limit) {
                     // Of two (an upgrade between), the later window.
-                    Some((window, _)) => {
-                        let later = left
-                            .recovery
-                            .as_ref()
-                            .is_none_or(|(kept, _)| kept.timestamp < window.timestamp);
+                    Some(window) => {
+                        let later = left.recovery.as_ref().is_none_or(|(kept, _)| {
+                            kept.report.timestamp < window.report.timestamp
+                        });
                         if later {
                             if let Some((_, older)) = left.recovery.replace((window, path)) {
                                 let _ = fs::remove_file(older);
@@ -250,9 +262,9 @@ impl Outbox {
                     if let Some(stem) = name.strip_suffix(".json") {
                         let seq = stem.split('-').next().and_then(|s| s.parse::<u64>().ok());
                         match (seq, read_report(&path, limit)) {
-                            (Some(seq), Some((report, took))) => {
-                                absorbed.extend(took);
-                                left.reports.push((seq, report, path));
+                            (Some(seq), Some(stored)) => {
+                                absorbed.extend(stored.absorbed);
+                                left.reports.push((seq, stored, path));
                             }
                             _ => corrupt.push((path, true)),
                         }
@@ -261,15 +273,19 @@ impl Outbox {
             }
         }
         // A drop a kill cut short: the next report (or the count file) carries it already.
-        left.reports.retain(|(_, report, path)| {
-            let counted = absorbed.contains(&report.report_id);
+        left.reports.retain(|(_, stored, path)| {
+            let counted = absorbed.contains(&stored.report.report_id);
             if counted {
                 let _ = fs::remove_file(path);
             }
             !counted
         });
         for (n, id) in handed {
-            if !left.reports.iter().any(|(_, r, _)| r.report_id == id) {
+            if !left
+                .reports
+                .iter()
+                .any(|(_, r, _)| r.report.report_id == id)
+            {
                 left.carry = left.carry.saturating_add(n);
             }
         }

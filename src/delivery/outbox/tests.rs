@@ -26,7 +26,7 @@ fn a_drop_count_with_no_report_to_carry_it_survives_a_restart() {
     outbox.load();
     outbox.push(report(), None);
     let seq = outbox.front().unwrap().seq;
-    outbox.refused(seq);
+    outbox.drop_seq(seq);
     assert_eq!((outbox.len(), outbox.carry()), (0, 1));
 
     let mut restarted = Outbox::new(Some(dir.path().to_owned()), BOUNDS);
@@ -177,7 +177,7 @@ fn a_dropped_report_whose_count_is_carried_is_not_counted_again() {
     let gone = outbox.queue[0].clone();
     let gone_file = report_file(dir.path(), gone.seq, &gone.report);
     let kept = fs::read(&gone_file).unwrap();
-    outbox.refused(gone.seq);
+    outbox.drop_seq(gone.seq);
     assert_eq!(outbox.queue[0].report.dropped_reports, 1);
     // As if killed before the removal.
     fs::write(&gone_file, kept).unwrap();

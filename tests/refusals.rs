@@ -1,0 +1,163 @@
+//! A refusal is curable: a receiver that answers 404 (a wrong path) or 422 for a while loses
+//! no report. The refused report is kept in the outbox and tried again at most once per
+//! report interval, without holding up the reports behind it; the outage is one WARN naming
+//! the status and the receiver's reason, and one line when it ends. Also: what the receiver
+//! says about the report versions it accepts.
+
+mod common;
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use actix::prelude::*;
+use common::{accepted, eventually, outbox_status_when, seed_report, LogCapture, Receiver};
+use electric_telemetry::internals::*;
+use electric_telemetry::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn logs() -> &'static LogCapture {
+    static CAPTURE: OnceLock<LogCapture> = OnceLock::new();
+    CAPTURE.get_or_init(|| LogCapture::install("warn,electric_telemetry=info"))
+}
+
+/// The crate's lines at `level` about the endpoint at `url` (each test has its own port).
+fn lines_about(level: &str, url: &str) -> Vec<String> {
+    let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
+    logs()
+        .lines(level)
+        .into_iter()
+        .filter(|l| l.contains(&format!("127.0.0.1:{port}")))
+        .collect()
+}
+
+fn start_sender(url: &str, storage: &Path, interval: Duration) -> (Addr<Sender>, ArbiterHandle) {
+    let config = TelemetryConfig::builder()
+        .url(url)
+        .storage_dir(storage)
+        .interval(interval)
+        .request_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .retry_initial_backoff(Duration::from_millis(20))
+        .retry_max_backoff(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let arbiter = Arbiter::new().handle();
+    let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&config));
+    (sender, arbiter)
+}
+
+fn report(ops: u64) -> Report {
+    let mut r = seed_report();
+    r.report_id = uuid::Uuid::new_v4();
+    r.data.usage.operations_from_pg = ops;
+    r
+}
+
+#[actix_rt::test]
+async fn a_receiver_answering_404_for_a_while_loses_no_report() {
+    logs();
+    let receiver = Receiver::start();
+    receiver.answer_with(404);
+    let storage = tempfile::tempdir().unwrap();
+    let interval = Duration::from_secs(1);
+    let (sender, _) = start_sender(&receiver.url, storage.path(), interval);
+    let queued: Vec<Report> = (1..=3).map(report).collect();
+    for r in &queued {
+        sender.send(Deliver(r.clone())).await.unwrap();
+    }
+    // Each is tried once at its normal pace, refused, and kept.
+    assert!(eventually(WAIT, || receiver.received().len() >= 3).await);
+    let status = sender.send(GetOutboxStatus).await.unwrap();
+    assert_eq!(status.pending, 3, "every refused report is kept");
+    assert_eq!(status.dropped_not_yet_reported, 0);
+    // Tried again, but at most once per report interval each.
+    actix_rt::time::sleep(Duration::from_millis(2500)).await;
+    let refused = receiver.received();
+    for r in &queued {
+        let tries: Vec<_> = refused
+            .iter()
+            .filter(|x| x.idempotency_key == Some(r.report_id.to_string()))
+            .collect();
+        assert!(
+            (2..=4).contains(&tries.len()),
+            "{} tries in 2.5 s",
+            tries.len()
+        );
+        for pair in tries.windows(2) {
+            let gap = pair[1].at - pair[0].at;
+            assert!(
+                gap >= Duration::from_millis(950),
+                "tried again after {gap:?}"
+            );
+        }
+    }
+    // The receiver is fixed.
+    receiver.answer_with(200);
+    assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 3).await);
+    assert!(
+        outbox_status_when(&sender, |s| s.pending == 0)
+            .await
+            .pending
+            == 0
+    );
+    let received = receiver.received();
+    let delivered = accepted(&received);
+    assert_eq!(delivered, queued, "every report, in order, none dropped");
+    assert!(delivered.iter().all(|r| r.dropped_reports == 0));
+    for r in &queued {
+        let twice = received
+            .iter()
+            .filter(|x| x.status == 200 && x.idempotency_key == Some(r.report_id.to_string()))
+            .count();
+        assert_eq!(twice, 1, "delivered exactly once");
+    }
+    assert!(eventually(WAIT, || !lines_about(" INFO ", &receiver.url).is_empty()).await);
+    let warns = lines_about(" WARN ", &receiver.url);
+    assert_eq!(warns.len(), 1, "one warning for the outage: {warns:#?}");
+    assert!(warns[0].contains("404"), "{}", warns[0]);
+    assert!(
+        warns[0].contains("receiver says no"),
+        "the receiver's reason: {}",
+        warns[0]
+    );
+    let recovered: Vec<_> = lines_about(" INFO ", &receiver.url)
+        .into_iter()
+        .filter(|l| l.contains("telemetry reaches its endpoint again"))
+        .collect();
+    assert_eq!(recovered.len(), 1, "{recovered:#?}");
+    receiver.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_receiver_that_knows_a_newer_report_version_is_logged_once() {
+    logs();
+    let receiver = Receiver::start();
+    receiver.answer_header("Checkpoint-Report-Versions", "2, 3");
+    let storage = tempfile::tempdir().unwrap();
+    let (sender, _) = start_sender(&receiver.url, storage.path(), Duration::from_secs(3600));
+    for n in 1..=3 {
+        sender.send(Deliver(report(n))).await.unwrap();
+    }
+    assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 3).await);
+    assert!(
+        outbox_status_when(&sender, |s| s.pending == 0)
+            .await
+            .pending
+            == 0
+    );
+    let said: Vec<String> = logs()
+        .lines(" INFO ")
+        .into_iter()
+        .filter(|l| l.contains("newer report version"))
+        .collect();
+    assert_eq!(said.len(), 1, "once per process: {said:#?}");
+    assert!(said[0].contains("newest=3"), "{}", said[0]);
+    assert!(
+        said[0].contains(&format!("sent={REPORT_VERSION}")),
+        "{}",
+        said[0]
+    );
+    receiver.stop().await;
+}

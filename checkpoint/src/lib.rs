@@ -1,15 +1,16 @@
 //! `checkpoint`: the receiver of electric-telemetry reports, the other half of the system.
 //!
-//! It accepts a report only if it is valid against `electric_telemetry::REPORT_SCHEMA` (the
-//! constant the reporter itself exports, compiled at start) with a `report_version` derived from
-//! `electric_telemetry::REPORT_VERSION`; stores it durably before answering 2xx (SQLite or
+//! It accepts a report only if its `report_version` is a published one and it is valid against
+//! that version's frozen schema from the wire crate (`electric_telemetry_report::SCHEMAS`,
+//! compiled at start, objects opened for a later release's added fields, see [`validate`]);
+//! stores it durably before answering 2xx (SQLite or
 //! Postgres, [`store`]); and answers the two questions telemetry exists for, how many
 //! applications use the sync service and what volume of data they sync ([`overview`]), as JSON
 //! and as a page ([`page`]). [`server`] ties them together over HTTP.
 //!
-//! It depends on the library only through `Report`, `REPORT_SCHEMA` and `REPORT_VERSION`, and
-//! reads reports as JSON values, so that envelope fields a newer schema adds (such as
-//! `recovered`) are read when present and never required.
+//! It depends on the reporter only through the wire crate (`electric-telemetry-report`: no
+//! actix, TLS or sysinfo), and reads reports as JSON values, so that fields a later release
+//! adds are kept and never required.
 
 pub mod auth;
 pub mod metrics;

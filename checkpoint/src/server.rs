@@ -5,8 +5,8 @@
 //! - `413` when the body is over the limit (64 KiB by default), from `Content-Length` or while
 //!   reading;
 //! - `400` when the body is not JSON, its `report_version` is not one of
-//!   [`crate::validate::ACCEPTED_VERSIONS`] (the message lists them), it does not match
-//!   `REPORT_SCHEMA` (the message names the first violation and where), or an
+//!   [`crate::validate::ACCEPTED_VERSIONS`] (the message lists them), it does not match its
+//!   version's schema (the message names the first violation and where), or an
 //!   `Idempotency-Key` header differs from its `report_id` (version and schema refusals are
 //!   kept in the quarantine, [`crate::quarantine`]);
 //! - `202 {"status":"quarantined"}` when it is valid but implausible
@@ -20,7 +20,9 @@
 //! writes to the database fail (a real write at most once a second, and the writer's last
 //! batch), so a load balancer sends reports elsewhere until the disk has room again.
 //!
-//! Error bodies are JSON `{"error": "..."}`. A 2xx is only ever sent after the commit: a
+//! Every ingest answer carries [`VERSIONS_HEADER`] (`Checkpoint-Report-Versions: 2`): the
+//! report versions this receiver accepts. Error bodies are JSON `{"error": "..."}`. A 2xx is
+//! only ever sent after the commit: a
 //! connection whose commit or rollback failed is closed, never reused (see
 //! [`Store::ingest_batch`]), and the receiver recovers by itself once writes succeed again. On a
 //! graceful stop the server stops accepting connections, lets requests in flight finish (each

@@ -94,8 +94,10 @@ pub struct Report {
     /// Usage events shed since the last report because the collector's event queue (or, for
     /// event types without a compact form, its mailbox) was full: counted, never silent.
     pub dropped_events: u64,
-    /// Earlier reports dropped without delivery since the last delivered one: past the
-    /// outbox's bound, or refused for good by the endpoint (counted, never silent).
+    /// Earlier reports dropped without delivery since the last delivered one, past the
+    /// outbox's bound (counted, never silent). Reporters before the one that keeps refused
+    /// reports (see the CHANGELOG) also counted reports the endpoint refused; the frozen
+    /// schema's description still names both.
     pub dropped_reports: u64,
     /// This report's window was restored from its recovery file after the previous process
     /// stopped without a clean shutdown (killed, crashed): it ends where the file was written

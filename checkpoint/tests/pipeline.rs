@@ -295,3 +295,58 @@ async fn the_binary_stops_cleanly_on_sigterm_and_summary_reads_what_it_stored() 
     assert!(String::from_utf8_lossy(&summary.stderr).contains("no database at"));
     assert!(!missing.exists(), "summary created no database");
 }
+
+/// A rolling upgrade in one receiver: the real reporter sending the current version, and a
+/// report from a later release that added optional fields in every object. Both are accepted
+/// and the answers are exact for both.
+#[actix_rt::test]
+async fn a_rolling_upgrade_counts_the_current_and_a_later_release_exactly() {
+    for b in backends("rolling_upgrade").await {
+        let running = start(&b.db).await;
+        let storage = tempfile::tempdir().unwrap();
+        let telemetry = Telemetry::start(
+            reporter_to(&running, storage.path())
+                .shutdown_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        telemetry.record(ReplicatedFromPg::new(3, 30));
+        let now = chrono::Utc::now();
+        let mut later = seed();
+        later["report_id"] = json!(uuid::Uuid::new_v4().to_string());
+        later["timestamp"] = json!(now.to_rfc3339());
+        later["last_reported"] = json!((now - chrono::Duration::hours(4)).to_rfc3339());
+        later["data"]["environment"]["electric_cluster_uuid"] =
+            json!("d4669de0-b37f-4a3e-9d39-fa6a0f0a4711");
+        later["data"]["electric_version"] = json!("9.0.0");
+        later["data"]["usage"]["operations_from_pg"] = json!(1000);
+        later["data"]["usage"]["shapes_active"] = json!(4);
+        later["data"]["environment"]["os"]["version"] = json!("6.1");
+        later["data"]["resources"]["used_memory"]["p99"] = json!(1);
+        later["data"]["deployment"] = json!({"kind": "container"});
+        later["sent_by"] = json!("a later release");
+        let http = client();
+        let answer = post(&http, &running, &later).await;
+        assert_eq!(answer.status, 201, "{}: {answer:?}", b.name);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while running.store().raw_count().await.unwrap() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(Instant::now() < deadline, "{}: no report arrived", b.name);
+        }
+        telemetry.record(ReplicatedFromPg::new(1, 7));
+        telemetry.shutdown().await;
+        let o = overview(&http, &running, 2, &today()).await;
+        assert_eq!(o.applications, 2, "{}", b.name);
+        assert_eq!(o.totals["operations_from_pg"], 30 + 7 + 1000, "{}", b.name);
+        assert_eq!(o.totals["transactions_from_pg"], 3 + 1 + 2, "{}", b.name);
+        let versions: Vec<&str> = o
+            .by_electric_version
+            .iter()
+            .map(|s| s.value.as_str())
+            .collect();
+        assert!(versions.contains(&"9.0.0"), "{}: {versions:?}", b.name);
+        running.stop().await;
+        b.finish().await;
+    }
+}

@@ -3,24 +3,30 @@
 //! The contract of the JSON (fields may be added, none removed or renamed):
 //! - `days`, `from`, `until`: the window, whole UTC days, both ends included;
 //! - `applications`: distinct `electric_cluster_uuid`s active in the window (a cluster is
-//!   active when its first reported day is not after the window and its last not before it);
-//!   `new_applications` (first seen in the window) + `returning_applications` = `applications`;
-//! - `instances`: distinct (cluster, `electric_instance_id`) pairs active in the window, and
-//!   `instances_per_application` their distribution;
+//!   active when at least one of its reports counts on a day of the window);
+//!   `new_applications` (first active day, over everything stored, in the window) +
+//!   `returning_applications` = `applications`;
+//! - `instances`: distinct (cluster, `electric_instance_id`) pairs whose first-to-last reported
+//!   days overlap the window, and `instances_per_application` their distribution;
+//!   `peak_instances`: the most instances active on one day of the window;
 //! - `by_electric_version`, `by_pg_version`, `by_os` (`family/name`), `by_arch`: active
-//!   clusters by their latest reported value;
+//!   clusters by their value as of the window (their latest report counting in it);
 //! - `totals`: every usage counter of the payload summed over the window's reports, keyed
 //!   exactly as in `data.usage` ([`crate::validate::COUNTERS`]). `distinct_clients` and
 //!   `distinct_users` are sums of per-window estimates: a client connected in three windows
 //!   counts three times;
 //! - `completeness`: reports stored, `dropped_events` and `dropped_reports` summed as reported,
 //!   `duplicates_refused`, `missed_windows` (reports whose `last_reported` is not the
-//!   `timestamp` of the report received before from the same instance), and the counts of
-//!   reports flagged `recovered` / `after_unclean_stop` (0 while reports lack those fields);
+//!   `timestamp` of the report received before from the same instance, sent by a process whose
+//!   uptime covers the gap), `clock_skewed` (reports counted on the day received because their
+//!   `timestamp` was not believed), and the counts of reports flagged `recovered` /
+//!   `after_unclean_stop` (0 while reports lack those fields);
 //! - `per_day`: one entry per day of the window, oldest first, with the same figures per day
-//!   (`applications` there: clusters that sent a report dated that day).
+//!   (`applications` there: clusters with a report counting that day; `new_applications`:
+//!   clusters whose first active day it is; `partial` for the receiver's current day).
 //!
-//! Reports are counted on the UTC day of their `timestamp` (the end of their window).
+//! A report counts on the UTC day of its `timestamp` when that is believed (see
+//! [`crate::validate::Accepted::clock_skewed`]), else on the day it was received.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +42,9 @@ pub struct Overview {
     pub until: String,
     pub applications: u64,
     pub instances: u64,
+    /// The most instances active on one day of the window.
+    #[serde(default)]
+    pub peak_instances: u64,
     pub new_applications: u64,
     pub returning_applications: u64,
     pub instances_per_application: Vec<Bucket>,
@@ -73,6 +82,10 @@ pub struct Completeness {
     pub missed_windows: u64,
     pub recovered: u64,
     pub after_unclean_stop: u64,
+    /// Reports whose `timestamp` was not believed (before 2023, more than an hour after the
+    /// receiver got them, or before their own `last_reported`): counted on the day received.
+    #[serde(default)]
+    pub clock_skewed: u64,
 }
 
 impl Completeness {
@@ -84,6 +97,7 @@ impl Completeness {
         self.missed_windows = self.missed_windows.saturating_add(o.missed_windows);
         self.recovered = self.recovered.saturating_add(o.recovered);
         self.after_unclean_stop = self.after_unclean_stop.saturating_add(o.after_unclean_stop);
+        self.clock_skewed = self.clock_skewed.saturating_add(o.clock_skewed);
     }
 }
 
@@ -97,6 +111,9 @@ pub struct Day {
     pub reports: u64,
     pub totals: BTreeMap<String, u64>,
     pub completeness: Completeness,
+    /// The receiver's current UTC day (or later): still filling up.
+    #[serde(default)]
+    pub partial: bool,
 }
 
 impl Day {
@@ -109,6 +126,7 @@ impl Day {
             reports: 0,
             totals: COUNTERS.iter().map(|c| ((*c).to_owned(), 0)).collect(),
             completeness: Completeness::default(),
+            partial: false,
         }
     }
 }
@@ -117,8 +135,9 @@ pub(crate) fn notes() -> BTreeMap<String, String> {
     [
         ("distinct_clients", "sum of per-window estimates (exact up to 1 024 ids per window, then HyperLogLog): a client seen in several windows counts once per window"),
         ("distinct_users", "sum of per-window estimates, like distinct_clients"),
-        ("day", "reports count on the UTC day of their timestamp"),
-        ("missed_windows", "reports whose last_reported is not the timestamp of the previous report received from the same instance"),
+        ("day", "reports count on the UTC day of their timestamp, or on the day received when that timestamp is not believed (before 2023, more than an hour ahead, or before its last_reported: see clock_skewed)"),
+        ("applications", "clusters with at least one report counting on a day of the window"),
+        ("missed_windows", "reports whose last_reported is not the timestamp of the previous report received from the same instance, from a process whose uptime covers the gap (a restart is not a loss)"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

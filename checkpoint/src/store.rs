@@ -60,12 +60,13 @@ use crate::overview::{Bucket, Completeness, Day, Overview, Share};
 use crate::validate::{Accepted, COUNTERS};
 
 /// Rolled-up figures besides the usage counters, in column order after them.
-const EXTRA: [&str; 5] = [
+const EXTRA: [&str; 6] = [
     "dropped_events",
     "dropped_reports",
     "missed_windows",
     "recovered",
     "after_unclean_stop",
+    "clock_skewed",
 ];
 
 /// The largest BIGINT; sums stop there.
@@ -313,6 +314,14 @@ fn sat(table: &str, col: &str) -> String {
     )
 }
 
+/// The report being written is the cluster-day's latest so far.
+const DAY_NEWER: &str =
+    "(cluster_days.latest_ts IS NULL OR excluded.latest_ts >= cluster_days.latest_ts)";
+
+fn day_latest(col: &str) -> String {
+    format!("{col} = CASE WHEN {DAY_NEWER} THEN excluded.{col} ELSE cluster_days.{col} END")
+}
+
 fn latest(col: &str) -> String {
     format!(
         "{col} = CASE WHEN excluded.latest_ts >= clusters.latest_ts THEN excluded.{col} \
@@ -387,18 +396,33 @@ impl Sql {
                  claimed_prev_ts = excluded.claimed_prev_ts \
                  RETURNING cluster_uuid, instance_id, reports, prev_ts, prev_day",
             ),
+            // Beside the sums, the attributes of the cluster's latest report of the day, by the
+            // clusters table's rules: what "versions as of a period" reads. A row from before
+            // migration 5 has no latest_ts: the first report after it sets them.
             upsert_cluster_days: Multi::new(
                 backend,
                 &format!(
-                    "INSERT INTO cluster_days (cluster_uuid, day, reports, instances, {cols})"
+                    "INSERT INTO cluster_days (cluster_uuid, day, reports, instances, {cols}, \
+                     latest_ts, electric_version, pg_version, os_family, os_name, arch)"
                 ),
-                &format!("(?, ?, 1, ?, {params})"),
+                &format!("(?, ?, 1, ?, {params}, ?, ?, ?, ?, ?, ?)"),
                 &format!(
                     "ON CONFLICT (cluster_uuid, day) DO UPDATE SET \
                      reports = cluster_days.reports + 1, \
-                     instances = cluster_days.instances + excluded.instances, {} \
+                     instances = cluster_days.instances + excluded.instances, {}, \
+                     {}, {}, {}, {}, \
+                     pg_version = CASE WHEN {newer} \
+                       THEN COALESCE(excluded.pg_version, cluster_days.pg_version) \
+                       ELSE COALESCE(cluster_days.pg_version, excluded.pg_version) END, \
+                     latest_ts = CASE WHEN {newer} THEN excluded.latest_ts \
+                       ELSE cluster_days.latest_ts END \
                      RETURNING cluster_uuid, day, reports",
                     sats("cluster_days"),
+                    day_latest("electric_version"),
+                    day_latest("os_family"),
+                    day_latest("os_name"),
+                    day_latest("arch"),
+                    newer = DAY_NEWER,
                 ),
             ),
             upsert_days: Multi::new(
@@ -450,6 +474,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "0004_instances_claimed_prev_ts.sql",
         include_str!("../migrations/0004_instances_claimed_prev_ts.sql"),
+    ),
+    (
+        5,
+        "0005_activity_by_day.sql",
+        include_str!("../migrations/0005_activity_by_day.sql"),
     ),
 ];
 
@@ -746,7 +775,10 @@ impl Store {
                 let r = reports[i];
                 let (instance_reports, prev_ts, prev_day) =
                     returned(&at, &(r.cluster_uuid.clone(), r.instance_id.clone()))?;
-                missed[i] = instance_reports > 1 && prev_ts != Some(r.last_reported_us);
+                // A gap in the same process: a restart (a fixed instance id, uptime no longer
+                // than the window) is not a lost report.
+                missed[i] =
+                    instance_reports > 1 && prev_ts != Some(r.last_reported_us) && r.same_process();
                 // First report of this instance on this day.
                 instance_new_today[i] = match prev_day {
                     None => true,
@@ -762,6 +794,7 @@ impl Store {
                 missed[i] as i64,
                 r.recovered as i64,
                 r.after_unclean_stop as i64,
+                r.clock_skewed as i64,
             ]
         };
 
@@ -778,7 +811,12 @@ impl Store {
                 for v in r.counters.iter().chain(extra(i).iter()) {
                     q = q.bind(*v);
                 }
-                q
+                q.bind(r.timestamp_us)
+                    .bind(&r.electric_version)
+                    .bind(r.pg_version.clone())
+                    .bind(&r.os_family)
+                    .bind(&r.os_name)
+                    .bind(&r.arch)
             })
             .await?;
             let mut at = std::collections::HashMap::with_capacity(round.len());
@@ -931,61 +969,85 @@ impl Store {
         let from = until - chrono::Days::new(u64::from(days) - 1);
         let (from_s, until_s) = (day_text(from), day_text(until));
         let pool = &self.pool;
-        // A cluster (instance) is active in the window when its first reported day is not
-        // after the window and its last is not before it.
+        // An instance is active in the window when its first reported day is not after the
+        // window and its last not before it (instance ids are not kept per day).
         let active = "last_day >= $1 AND first_day <= $2";
-        let count = |sql: String| {
-            let (f, u) = (from_s.clone(), until_s.clone());
-            async move {
-                let n: i64 = sqlx::query(&sql)
-                    .bind(f)
-                    .bind(u)
-                    .fetch_one(pool)
-                    .await?
-                    .try_get(0)?;
-                Ok::<u64, StoreError>(n as u64)
-            }
-        };
-        let applications = count(format!("SELECT COUNT(*) FROM clusters WHERE {active}")).await?;
-        let new_applications = count(format!(
-            "SELECT COUNT(*) FROM clusters WHERE {active} AND first_day >= $1"
+        // A cluster is active when at least one of its reports counts on a day of the window:
+        // it has a cluster-day row there. One row per active cluster: its latest day in the
+        // window, whose attributes are its latest report's there (versions as of the window;
+        // a row from before migration 5 has none and shows the cluster's latest instead).
+        let as_of =
+            |col: &str| format!("CASE WHEN d.latest_ts IS NULL THEN c.{col} ELSE d.{col} END");
+        let rows = sqlx::query(&format!(
+            "SELECT c.first_day, {}, {}, {}, {}, {} FROM clusters c \
+             JOIN cluster_days d ON d.cluster_uuid = c.cluster_uuid \
+             WHERE c.last_day >= $1 AND c.first_day <= $2 \
+             AND d.day = (SELECT MAX(x.day) FROM cluster_days x \
+               WHERE x.cluster_uuid = c.cluster_uuid AND x.day >= $1 AND x.day <= $2)",
+            as_of("electric_version"),
+            as_of("pg_version"),
+            as_of("os_family"),
+            as_of("os_name"),
+            as_of("arch"),
         ))
+        .bind(&from_s)
+        .bind(&until_s)
+        .fetch_all(pool)
         .await?;
-        let shares = |expr: &'static str| {
-            let (f, u) = (from_s.clone(), until_s.clone());
-            async move {
-                let rows = sqlx::query(&format!(
-                    "SELECT {expr} AS v, COUNT(*) AS n FROM clusters WHERE {active} \
-                     GROUP BY {expr}"
-                ))
-                .bind(f)
-                .bind(u)
-                .fetch_all(pool)
-                .await?;
-                let mut shares = rows
-                    .iter()
-                    .map(|r| {
-                        let value: Option<String> = r.try_get(0)?;
-                        let n: i64 = r.try_get(1)?;
-                        Ok(Share {
-                            value: value.unwrap_or_else(|| "(unknown)".to_owned()),
-                            applications: n as u64,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()?;
-                // Ordered here, not by the database's collation, so both databases agree.
-                shares.sort_by(|a, b| {
-                    b.applications
-                        .cmp(&a.applications)
-                        .then_with(|| a.value.cmp(&b.value))
-                });
-                Ok::<_, StoreError>(shares)
+        let mut applications = 0u64;
+        let mut new_applications = 0u64;
+        let mut tallies: [BTreeMap<String, u64>; 4] = Default::default();
+        for r in &rows {
+            let first_day: String = r.try_get(0)?;
+            let text = |i: usize| -> Result<String, StoreError> {
+                let v: Option<String> = r.try_get(i)?;
+                Ok(v.unwrap_or_else(|| "(unknown)".to_owned()))
+            };
+            applications += 1;
+            new_applications += u64::from(first_day >= from_s);
+            let values = [
+                text(1)?,
+                text(2)?,
+                format!("{}/{}", text(3)?, text(4)?),
+                text(5)?,
+            ];
+            for (tally, value) in tallies.iter_mut().zip(values) {
+                *tally.entry(value).or_default() += 1;
             }
+        }
+        let shares = |tally: BTreeMap<String, u64>| {
+            let mut shares: Vec<Share> = tally
+                .into_iter()
+                .map(|(value, applications)| Share {
+                    value,
+                    applications,
+                })
+                .collect();
+            // Ordered here, not by the database's collation, so both databases agree.
+            shares.sort_by(|a, b| {
+                b.applications
+                    .cmp(&a.applications)
+                    .then_with(|| a.value.cmp(&b.value))
+            });
+            shares
         };
-        let by_electric_version = shares("electric_version").await?;
-        let by_pg_version = shares("pg_version").await?;
-        let by_os = shares("os_family || '/' || os_name").await?;
-        let by_arch = shares("arch").await?;
+        let [ev, pg, os, arch] = tallies;
+        let (by_electric_version, by_pg_version, by_os, by_arch) =
+            (shares(ev), shares(pg), shares(os), shares(arch));
+        // New per day: clusters whose first active day it is, so the days add up to the window.
+        let rows = sqlx::query(
+            "SELECT first_day, COUNT(*) FROM clusters WHERE first_day >= $1 AND first_day <= $2 \
+             GROUP BY first_day",
+        )
+        .bind(&from_s)
+        .bind(&until_s)
+        .fetch_all(pool)
+        .await?;
+        let mut new_by_day: BTreeMap<String, u64> = BTreeMap::new();
+        for r in &rows {
+            let n: i64 = r.try_get(1)?;
+            new_by_day.insert(r.try_get(0)?, n as u64);
+        }
         let rows = sqlx::query(&format!(
             "SELECT n, COUNT(*) FROM (SELECT cluster_uuid, COUNT(*) AS n FROM instances \
              WHERE {active} GROUP BY cluster_uuid) per_cluster GROUP BY n ORDER BY n"
@@ -1018,9 +1080,14 @@ impl Store {
         let mut per_day = Vec::with_capacity(days as usize);
         let mut totals = Day::empty(String::new()).totals;
         let mut completeness = Completeness::default();
+        let today = day_text(Utc::now().date_naive());
+        let mut peak_instances = 0u64;
         for i in 0..u64::from(days) {
             let day = day_text(from + chrono::Days::new(i));
-            let d = stored.remove(&day).unwrap_or_else(|| Day::empty(day));
+            let mut d = stored.remove(&day).unwrap_or_else(|| Day::empty(day));
+            d.new_applications = new_by_day.get(&d.day).copied().unwrap_or(0);
+            d.partial = d.day >= today;
+            peak_instances = peak_instances.max(d.instances);
             for (k, v) in &d.totals {
                 let t = totals.entry(k.clone()).or_insert(0);
                 *t = t.saturating_add(*v);
@@ -1034,6 +1101,7 @@ impl Store {
             until: until_s,
             applications,
             instances,
+            peak_instances,
             new_applications,
             returning_applications: applications.saturating_sub(new_applications),
             instances_per_application,
@@ -1083,6 +1151,7 @@ fn day_row(r: &AnyRow) -> Result<Day, StoreError> {
     d.completeness.missed_windows = get(at + 2)?;
     d.completeness.recovered = get(at + 3)?;
     d.completeness.after_unclean_stop = get(at + 4)?;
+    d.completeness.clock_skewed = get(at + 5)?;
     Ok(d)
 }
 
@@ -1192,6 +1261,7 @@ mod migration_tests {
             216,
             "29d29a7fa1a54487",
         ),
+        ("0005_activity_by_day.sql", 866, "6f09e4a6001f99ed"),
     ];
 
     #[test]

@@ -41,7 +41,8 @@ pub struct Accepted {
     pub instance_id: String,
     /// The report's `timestamp`, microseconds since the epoch.
     pub timestamp_us: i64,
-    /// The UTC day (`YYYY-MM-DD`) of `timestamp`: the day the report's usage is counted on.
+    /// The UTC day (`YYYY-MM-DD`) the report's usage is counted on: the day of `timestamp`, or
+    /// the day it was received when `timestamp` is not believed ([`Accepted::clock_skewed`]).
     pub day: String,
     /// The report's `last_reported`, microseconds since the epoch.
     pub last_reported_us: i64,
@@ -58,10 +59,31 @@ pub struct Accepted {
     pub recovered: bool,
     /// The optional envelope flag `after_unclean_stop` (absent counts as false).
     pub after_unclean_stop: bool,
+    /// `timestamp` is before [`BELIEVED_FROM_US`], more than [`BELIEVED_AHEAD_US`] after the
+    /// receiver got the report, or before the report's own `last_reported`: the report counts
+    /// on the day it was received (and in `completeness.clock_skewed`).
+    pub clock_skewed: bool,
+    /// `data.resources.uptime`: seconds since telemetry started in the sending process.
+    pub uptime_s: i64,
     /// The report as canonical compact JSON (re-serialised: keys sorted, no whitespace), what
     /// is stored; never the body as received.
     pub body: String,
 }
+
+impl Accepted {
+    /// Whether the sending process ran through the whole window: its uptime is longer than
+    /// the window. The first report after a restart (even with a fixed instance id) has an
+    /// uptime no longer than its window, which began when that process started.
+    pub fn same_process(&self) -> bool {
+        let window = self.timestamp_us.saturating_sub(self.last_reported_us);
+        self.uptime_s.saturating_mul(1_000_000) > window
+    }
+}
+
+/// Reports dated before 2023-01-01T00:00:00Z count on the day they were received.
+pub const BELIEVED_FROM_US: i64 = 1_672_531_200 * 1_000_000;
+/// Reports dated more than an hour after the receiver got them count on the day received.
+pub const BELIEVED_AHEAD_US: i64 = 3_600 * 1_000_000;
 
 /// Why a body was refused: the message names what was wrong and what is accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -240,7 +262,7 @@ impl Validator {
             };
             return Err(refused(error, text));
         }
-        let report = extract(&value, version, text.clone());
+        let report = extract(&value, version, text.clone(), now_us);
         match self.rules.check(&report, now_us) {
             Ok(()) => Ok(report),
             Err(error) => Err(refused(error, text)),
@@ -382,12 +404,22 @@ fn first_violation(error: &boon::ValidationError<'_, '_>) -> String {
     format!("at {at}: {}", e.kind)
 }
 
-fn extract(v: &Value, version: u64, body: String) -> Accepted {
+fn extract(v: &Value, version: u64, body: String, now_us: i64) -> Accepted {
     let env = &v["data"]["environment"];
     let usage = &v["data"]["usage"];
     let text = |x: &Value| x.as_str().unwrap_or_default().to_owned();
     let (timestamp_us, day) = time_of(v["timestamp"].as_str().unwrap_or_default());
     let (last_reported_us, _) = time_of(v["last_reported"].as_str().unwrap_or_default());
+    let clock_skewed = timestamp_us < BELIEVED_FROM_US
+        || timestamp_us > now_us.saturating_add(BELIEVED_AHEAD_US)
+        || timestamp_us < last_reported_us;
+    let day = if clock_skewed {
+        DateTime::from_timestamp_micros(now_us)
+            .map(|t| t.date_naive().format("%Y-%m-%d").to_string())
+            .unwrap_or(day)
+    } else {
+        day
+    };
     let cluster = text(&env["electric_cluster_uuid"]);
     // Ids are grouped in one spelling; the raw body keeps the sender's.
     let cluster_uuid = uuid::Uuid::parse_str(&cluster)
@@ -415,6 +447,8 @@ fn extract(v: &Value, version: u64, body: String) -> Accepted {
         dropped_reports: saturating_count(&v["dropped_reports"]),
         recovered: v.get("recovered").and_then(Value::as_bool) == Some(true),
         after_unclean_stop: v.get("after_unclean_stop").and_then(Value::as_bool) == Some(true),
+        clock_skewed,
+        uptime_s: saturating_count(&v["data"]["resources"]["uptime"]),
         body,
     }
 }

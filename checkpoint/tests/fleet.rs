@@ -1,5 +1,6 @@
 //! A generated fleet (200 clusters × 1–5 instances over 30 days, with late starters, early
-//! leavers, restarts, lost reports, retried duplicates and version upgrades; a seeded RNG)
+//! leavers, restarts (half of them keeping a fixed instance id), lost reports, silent
+//! stretches of days, retried duplicates and version upgrades; a seeded RNG)
 //! is sent over HTTP, and the overview must equal what this test computes on its own from
 //! the reports it sent, for several windows, on SQLite and (when configured) Postgres.
 
@@ -25,6 +26,8 @@ struct Sent {
     day: String,
     timestamp: DateTime<Utc>,
     last_reported: DateTime<Utc>,
+    /// Seconds since the sending process started (`data.resources.uptime`).
+    uptime: i64,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -64,6 +67,11 @@ fn generate(rng: &mut fastrand::Rng) -> Vec<Sent> {
         let pg = pgs[rng.usize(..pgs.len())];
         let arch = arches[rng.usize(..arches.len())];
         let (family, name) = oses[rng.usize(..oses.len())];
+        // A tenth of the clusters go silent for a few days (nothing arrives), then resume.
+        let silent = (rng.u8(..100) < 10).then(|| {
+            let from = origin + Span::days(rng.i64(2..DAYS - 6));
+            (from, from + Span::days(rng.i64(2..6)))
+        });
         // 1 to 5 instances, most clusters small (it keeps the test's run time down).
         for _ in 0..[1, 1, 1, 2, 2, 3, 4, 5][rng.usize(..8)] {
             let mut instance = format!("inst-{}", rng.u64(..));
@@ -105,10 +113,13 @@ fn generate(rng: &mut fastrand::Rng) -> Vec<Sent> {
                 r["resources"] = r["data"]["resources"].take();
                 r["data"]["resources"] = r["resources"].take();
                 r.as_object_mut().unwrap().remove("resources");
+                let uptime = (ts - began).num_seconds();
+                r["data"]["resources"]["uptime"] = json!(uptime);
                 for c in COUNTERS {
                     r["data"]["usage"][c] = json!(rng.u64(0..50_000));
                 }
-                let lost = !first && rng.u8(..100) < 3;
+                let lost = (!first && rng.u8(..100) < 3)
+                    || silent.is_some_and(|(from, to)| ts >= from && ts < to);
                 let entry = |at: i64, report: Value| Sent {
                     at,
                     report,
@@ -117,6 +128,7 @@ fn generate(rng: &mut fastrand::Rng) -> Vec<Sent> {
                     day: ts.format("%Y-%m-%d").to_string(),
                     timestamp: ts,
                     last_reported: window_start,
+                    uptime,
                 };
                 if !lost {
                     if rng.u8(..100) < 4 {
@@ -131,8 +143,11 @@ fn generate(rng: &mut fastrand::Rng) -> Vec<Sent> {
                 first = false;
                 window_start = ts;
                 if rng.u8(..100) < 2 {
-                    // A restart: a new instance id whose first window begins at its start.
-                    instance = format!("inst-{}", rng.u64(..));
+                    // A restart: its first window begins at its start. Half keep their id
+                    // (a fixed ELECTRIC_INSTANCE_ID): their uptime tells the gap is no loss.
+                    if rng.bool() {
+                        instance = format!("inst-{}", rng.u64(..));
+                    }
                     began = ts + Span::minutes(rng.i64(1..120));
                     window_start = began;
                     first = true;
@@ -144,6 +159,9 @@ fn generate(rng: &mut fastrand::Rng) -> Vec<Sent> {
     sent.sort_by_key(|s| s.at);
     sent
 }
+
+/// A report's (timestamp, electric_version, os, arch).
+type Attributes = (DateTime<Utc>, String, String, String);
 
 /// The overview, computed from what was sent, by the documented definitions.
 fn oracle(sent: &[Sent], days: u32, until: &str) -> Overview {
@@ -158,9 +176,9 @@ fn oracle(sent: &[Sent], days: u32, until: &str) -> Overview {
     let mut cluster_span: HashMap<String, (String, String)> = HashMap::new();
     let mut instance_span: HashMap<(String, String), (String, String)> = HashMap::new();
     let mut prev_ts: HashMap<(String, String), DateTime<Utc>> = HashMap::new();
-    // cluster -> (timestamp, version, os, arch) of its latest report; latest known pg_version
-    let mut latest: HashMap<String, (DateTime<Utc>, String, String, String)> = HashMap::new();
-    let mut latest_pg: HashMap<String, (DateTime<Utc>, Option<String>)> = HashMap::new();
+    // (cluster, day) -> (timestamp, version, os, arch) of its latest report that day; its pg_version
+    let mut latest: HashMap<(String, String), Attributes> = HashMap::new();
+    let mut latest_pg: HashMap<(String, String), String> = HashMap::new();
     let empty = |d: &str| {
         let mut day = serde_json::from_value::<Day>(json!({
             "day": d, "applications": 0, "instances": 0, "new_applications": 0, "reports": 0,
@@ -190,12 +208,11 @@ fn oracle(sent: &[Sent], days: u32, until: &str) -> Overview {
         d.completeness.dropped_reports += s.report["dropped_reports"].as_u64().unwrap();
         let key = (s.cluster.clone(), s.instance.clone());
         if let Some(p) = prev_ts.insert(key.clone(), s.timestamp) {
-            if p != s.last_reported {
+            // A gap in one process's run; a restart (uptime no longer than its window) is not.
+            let window = (s.timestamp - s.last_reported).num_seconds();
+            if p != s.last_reported && s.uptime > window {
                 d.completeness.missed_windows += 1;
             }
-        }
-        if !cluster_span.contains_key(&s.cluster) {
-            d.new_applications += 1;
         }
         let span = cluster_span
             .entry(s.cluster.clone())
@@ -225,29 +242,46 @@ fn oracle(sent: &[Sent], days: u32, until: &str) -> Overview {
             ),
             env["arch"].as_str().unwrap().to_owned(),
         );
-        let l = latest.entry(s.cluster.clone()).or_insert(attrs.clone());
+        // The cluster's latest report of each day (the later one on a tie, in arrival order).
+        let l = latest
+            .entry((s.cluster.clone(), s.day.clone()))
+            .or_insert(attrs.clone());
         if attrs.0 >= l.0 {
             *l = attrs;
         }
+        // Each cluster has one pg_version (null in some first reports): known on a day when
+        // any of its reports that day has it.
         if let Some(pg) = env["pg_version"].as_str() {
-            let l = latest_pg
-                .entry(s.cluster.clone())
-                .or_insert((s.timestamp, None));
-            if s.timestamp >= l.0 || l.1.is_none() {
-                *l = (s.timestamp, Some(pg.to_owned()));
-            }
+            latest_pg.insert((s.cluster.clone(), s.day.clone()), pg.to_owned());
         }
     }
     for (day, d) in per_day.iter_mut() {
         d.applications = day_clusters.get(day).map_or(0, |s| s.len() as u64);
         d.instances = day_instances.get(day).map_or(0, |s| s.len() as u64);
     }
+    // New on a day: the cluster's first active day (over everything sent) is that day.
+    for (c, span) in &cluster_span {
+        let _ = c;
+        if let Some(d) = per_day.get_mut(&span.0) {
+            d.new_applications += 1;
+        }
+    }
     let active = |span: &(String, String)| span.1 >= from && span.0.as_str() <= until;
-    let clusters: BTreeSet<&String> = cluster_span
-        .iter()
-        .filter(|(_, span)| active(span))
-        .map(|(c, _)| c)
-        .collect();
+    // A cluster is active when one of its reports counts on a day of the window; its
+    // attributes are those of its latest day there.
+    let mut last_day_in_window: BTreeMap<&String, &String> = BTreeMap::new();
+    for (day, cs) in &day_clusters {
+        if in_window(day) {
+            for c in cs {
+                let e = last_day_in_window.entry(c).or_insert(day);
+                if day > *e {
+                    *e = day;
+                }
+            }
+        }
+    }
+    let clusters: BTreeSet<&String> = last_day_in_window.keys().copied().collect();
+    let at = |c: &String| (c.clone(), last_day_in_window[c].clone());
     let new_applications = clusters
         .iter()
         .filter(|c| in_window(&cluster_span[**c].0))
@@ -306,6 +340,7 @@ fn oracle(sent: &[Sent], days: u32, until: &str) -> Overview {
         until: until.to_owned(),
         applications: clusters.len() as u64,
         instances: per_cluster.values().sum(),
+        peak_instances: days_list.iter().map(|d| d.instances).max().unwrap_or(0),
         new_applications,
         returning_applications: clusters.len() as u64 - new_applications,
         instances_per_application: buckets
@@ -315,15 +350,15 @@ fn oracle(sent: &[Sent], days: u32, until: &str) -> Overview {
                 applications,
             })
             .collect(),
-        by_electric_version: shares(&|c| latest[c].1.clone()),
+        by_electric_version: shares(&|c| latest[&at(c)].1.clone()),
         by_pg_version: shares(&|c| {
             latest_pg
-                .get(c)
-                .and_then(|p| p.1.clone())
+                .get(&at(c))
+                .cloned()
                 .unwrap_or_else(|| "(unknown)".to_owned())
         }),
-        by_os: shares(&|c| latest[c].2.clone()),
-        by_arch: shares(&|c| latest[c].3.clone()),
+        by_os: shares(&|c| latest[&at(c)].2.clone()),
+        by_arch: shares(&|c| latest[&at(c)].3.clone()),
         totals,
         completeness,
         per_day: days_list,

@@ -445,3 +445,70 @@ async fn a_report_with_fields_from_a_later_release_is_accepted_stored_and_counte
         b.finish().await;
     }
 }
+
+/// A clock not believed: a report dated five hours ahead of the receiver, one dated 2022, and
+/// one dated before its own `last_reported` count on the day they were received, flagged in
+/// `completeness.clock_skewed`; today is partial; `peak_instances` is the most instances on
+/// one day.
+#[actix_rt::test]
+async fn reports_with_clocks_not_believed_count_on_the_day_received() {
+    for b in backends("clock_skew").await {
+        let running = start(&b.db).await;
+        let http = client();
+        let now = chrono::Utc::now();
+        let today = now.format("%Y-%m-%d").to_string();
+        let cases = [
+            (now + chrono::Duration::hours(5), chrono::Duration::hours(4)),
+            (
+                chrono::DateTime::parse_from_rfc3339("2022-06-01T12:00:00Z")
+                    .unwrap()
+                    .to_utc(),
+                chrono::Duration::hours(4),
+            ),
+        ];
+        for (i, (ts, window)) in cases.iter().enumerate() {
+            let mut r = common::report_for(&format!("0000000{i}-0000-4000-8000-000000000000"));
+            r["timestamp"] = json!(ts.to_rfc3339());
+            r["last_reported"] = json!((*ts - *window).to_rfc3339());
+            r["data"]["usage"]["operations_from_pg"] = json!(10 + i);
+            let answer = post(&http, &running, &r).await;
+            assert_eq!(answer.status, 201, "{}: {answer:?}", b.name);
+        }
+        // And one the reporter dated an hour ago: believed.
+        let mut fine = common::report_for("00000009-0000-4000-8000-000000000000");
+        fine["timestamp"] = json!((now - chrono::Duration::minutes(1)).to_rfc3339());
+        fine["last_reported"] = json!((now - chrono::Duration::hours(4)).to_rfc3339());
+        assert_eq!(post(&http, &running, &fine).await.status, 201);
+        let o = overview(&http, &running, 1, &today).await;
+        // A report dated a minute ago may fall on yesterday just after midnight.
+        let believed_today = (now - chrono::Duration::minutes(1))
+            .format("%Y-%m-%d")
+            .to_string()
+            == today;
+        assert_eq!(
+            o.applications,
+            2 + u64::from(believed_today),
+            "{}: {o:?}",
+            b.name
+        );
+        assert_eq!(o.completeness.clock_skewed, 2, "{}", b.name);
+        assert_eq!(
+            o.totals["operations_from_pg"],
+            10 + 11 + u64::from(believed_today),
+            "{}",
+            b.name
+        );
+        assert!(o.per_day[0].partial, "{}: today is partial", b.name);
+        assert_eq!(o.peak_instances, o.per_day[0].instances, "{}", b.name);
+        assert!(o.peak_instances >= 2, "{}", b.name);
+        let past = overview(&http, &running, 3, "2022-06-02").await;
+        assert_eq!(
+            past.applications, 0,
+            "{}: not counted on its own date",
+            b.name
+        );
+        assert!(past.per_day.iter().all(|d| !d.partial), "{}", b.name);
+        running.stop().await;
+        b.finish().await;
+    }
+}

@@ -121,15 +121,15 @@ pub(crate) fn post(
 }
 
 /// The receiver's reason as logs may show it: the first [`ERROR_BODY_SHOWN`] bytes of its
-/// body, as text, with control characters (a terminal's escapes, line breaks) and bytes that
-/// are not UTF-8 each shown as one space, every occurrence of one of `secrets` (see
+/// body, as text, with control characters (a terminal's escapes, line breaks), the
+/// [`invisible`] ones and bytes that are not UTF-8 each shown as one space, every occurrence of one of `secrets` (see
 /// [`secrets_of`]) as `***`, and no surrounding whitespace. Secrets are hidden before the cut,
 /// so that none shows in part at the end either.
 fn printable_start(body: &[u8], secrets: &[String]) -> String {
     let mut text: String = String::from_utf8_lossy(body)
         .chars()
         .map(|c| {
-            if c.is_control() || c == char::REPLACEMENT_CHARACTER {
+            if c.is_control() || invisible(c) || c == char::REPLACEMENT_CHARACTER {
                 ' '
             } else {
                 c
@@ -146,6 +146,22 @@ fn printable_start(body: &[u8], secrets: &[String]) -> String {
         cut -= 1;
     }
     text[..cut].trim().to_owned()
+}
+
+/// Characters that are not control characters but still move or hide text in a log line:
+/// Unicode's line and paragraph separators, direction marks, embeddings, overrides and
+/// isolates (text that reads other than it is), zero-width characters and the soft hyphen.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
 }
 
 /// What of `url` may be a credential, as a receiver could echo it: its query, and each of the
@@ -264,6 +280,11 @@ mod tests {
         let cut = format!("{}é", "y".repeat(199));
         assert_eq!(printable_start(cut.as_bytes(), &[]), "y".repeat(199));
         assert_eq!(printable_start(b"", &[]), "");
+        // Text that moves, hides or reverses what follows it is no printable text either.
+        assert_eq!(
+            printable_start("ok\u{2028}Injected\u{202e}txt.exe\u{200b}!".as_bytes(), &[]),
+            "ok Injected txt.exe !"
+        );
     }
 
     #[test]

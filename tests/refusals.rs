@@ -161,3 +161,49 @@ async fn a_receiver_that_knows_a_newer_report_version_is_logged_once() {
     );
     receiver.stop().await;
 }
+
+/// A receiver (or a proxy before it) whose refusal echoes the request target, query and all:
+/// the token the URL's query carries, which logs never show (`url_for_logs`), must not reach
+/// the WARN through the receiver's reason either, whole or cut at the 200 bytes shown.
+#[actix_rt::test]
+async fn a_refusal_that_echoes_the_urls_token_never_shows_it() {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    logs();
+    let server = HttpServer::new(|| {
+        App::new().default_service(web::to(|req: HttpRequest| async move {
+            HttpResponse::NotFound().body(format!("no route for POST {}", req.uri()))
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let port = server.addrs()[0].port();
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    let token = "tok3n-0123456789abcdef";
+    // A long path puts the token across the 200th byte of the reason, too.
+    for path in ["in", &"p".repeat(170)] {
+        let url = format!("http://127.0.0.1:{port}/{path}?token={token}&v=2");
+        let storage = tempfile::tempdir().unwrap();
+        let (sender, arbiter) = start_sender(&url, storage.path(), Duration::from_secs(3600));
+        sender.send(Deliver(report(1))).await.unwrap();
+        let shown = format!("127.0.0.1:{port}/{path}");
+        assert!(
+            eventually(WAIT, || lines_about(" WARN ", &url)
+                .iter()
+                .any(|l| l.contains("refused") && l.contains(&shown)))
+            .await
+        );
+        let status = sender.send(GetOutboxStatus).await.unwrap();
+        assert_eq!(status.pending, 1, "kept");
+        for line in logs().lines("") {
+            for part in [token, &token[..8], &token[token.len() - 8..]] {
+                assert!(!line.contains(part), "the token shows: {line}");
+            }
+        }
+        arbiter.stop();
+    }
+    handle.stop(false).await;
+}

@@ -497,3 +497,59 @@ async fn retry_after_zero_never_turns_into_a_retry_storm() {
     );
     receiver.stop().await;
 }
+
+/// An outbox file as builds before byte-for-byte bodies wrote one that had absorbed a dropped
+/// report's count: the report as a JSON value (keys sorted) with `outbox_absorbed` among its
+/// fields (`layout.rs` of those builds: `to_value`, insert the marker, `to_vec`).
+fn as_an_earlier_build_wrote_it(report: &Report, absorbed: uuid::Uuid) -> Vec<u8> {
+    let mut value = serde_json::to_value(report).unwrap();
+    value
+        .as_object_mut()
+        .unwrap()
+        .insert("outbox_absorbed".into(), absorbed.to_string().into());
+    serde_json::to_vec(&value).unwrap()
+}
+
+#[actix_rt::test]
+async fn an_earlier_builds_absorbed_marker_is_honoured_and_never_sent() {
+    // A kill between an earlier build's two steps of a drop: the report that took the count
+    // (naming the dropped one) is on disk, and the dropped one's file is still there.
+    let storage = tempfile::tempdir().unwrap();
+    let outbox = outbox_dir(storage.path());
+    std::fs::create_dir_all(&outbox).unwrap();
+    let dropped = report(5);
+    let mut taker = report(7);
+    taker.dropped_reports = 1;
+    std::fs::write(
+        outbox.join(format!("{:020}-{}.json", 0, dropped.report_id)),
+        serde_json::to_vec(&dropped).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        outbox.join(format!("{:020}-{}.json", 1, taker.report_id)),
+        as_an_earlier_build_wrote_it(&taker, dropped.report_id),
+    )
+    .unwrap();
+
+    let receiver = Receiver::start();
+    let (sender, arbiter) = start_sender(config(&receiver.url, storage.path()));
+    assert!(drained(&sender).await);
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    let received = receiver.received();
+    let delivered = accepted(&received);
+    assert_eq!(
+        delivered.iter().map(|r| r.report_id).collect::<Vec<_>>(),
+        [taker.report_id],
+        "the dropped report is counted in the taker's dropped_reports, so it is never sent too"
+    );
+    assert_eq!(delivered[0].dropped_reports, 1);
+    for r in &received {
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(
+            !text.contains("outbox_absorbed"),
+            "the outbox's own marker never reaches the endpoint: {text}"
+        );
+    }
+    arbiter.stop();
+    receiver.stop().await;
+}

@@ -548,6 +548,9 @@ struct EdgeContext {
     edge: std::sync::Arc<Edge>,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     fired: std::rc::Rc<std::cell::Cell<bool>>,
+    /// An ingest request on an address that serves ingest: its answer, whoever gives it (the
+    /// handler, or the edge before or instead of it), names the accepted versions.
+    ingest: bool,
 }
 
 /// Routes by listener, checks the token, caps connections per source and puts a deadline on
@@ -617,6 +620,7 @@ fn edge_before(
         edge: edge.clone(),
         metrics,
         fired: fired.clone(),
+        ingest: ingest && on_answers != Some(true),
     };
     if let Some(res) = early {
         return (Err(req.into_response(res)), context);
@@ -650,6 +654,12 @@ async fn edge_after(
             })),
         );
         res = res.into_response(timeout);
+    }
+    if context.ingest {
+        res.headers_mut().insert(
+            header::HeaderName::from_static(VERSIONS_HEADER),
+            versions_value(),
+        );
     }
     if let Some(m) = &context.metrics {
         let reason = res
@@ -741,24 +751,19 @@ fn too_many(seconds: u64, message: String) -> HttpResponse {
 /// newer version than it sends.
 pub const VERSIONS_HEADER: &str = "checkpoint-report-versions";
 
-async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> HttpResponse {
+/// [`VERSIONS_HEADER`]'s value: the accepted versions, e.g. `2`.
+fn versions_value() -> header::HeaderValue {
     static VERSIONS: std::sync::LazyLock<header::HeaderValue> = std::sync::LazyLock::new(|| {
         header::HeaderValue::from_str(&crate::validate::accepted_versions())
             .expect("version numbers are a valid header value")
     });
-    let mut answer = ingest_answer(req, body, state).await;
-    answer.headers_mut().insert(
-        header::HeaderName::from_static(VERSIONS_HEADER),
-        VERSIONS.clone(),
-    );
-    answer
+    VERSIONS.clone()
 }
 
-async fn ingest_answer(
-    req: HttpRequest,
-    mut body: web::Payload,
-    state: web::Data<State>,
-) -> HttpResponse {
+/// An ingest answer; [`VERSIONS_HEADER`] is put on it at the edge (`edge_after`), which also
+/// gives the answers that never reach here (408 at the body deadline, 429 for a source's
+/// connections).
+async fn ingest(req: HttpRequest, mut body: web::Payload, state: web::Data<State>) -> HttpResponse {
     use actix_web::http::StatusCode;
     if let Err(refused) = source_admits(&req, &state) {
         return source_refused(refused);

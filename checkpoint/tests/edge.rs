@@ -419,3 +419,71 @@ async fn metrics_count_outcomes_and_reasons_in_prometheus_text() {
     assert!(!text.contains("127.0.0.1"));
     running.stop().await;
 }
+
+/// Writes `request` on a connection of its own and reads the answer's head.
+async fn raw_answer_head(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buf).await.unwrap() {
+                0 => break,
+                n => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("answered");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    text.split("\r\n\r\n").next().unwrap().to_ascii_lowercase()
+}
+
+/// Every ingest answer names the versions the receiver accepts, those the edge gives before
+/// or instead of the handler's (408 at the body deadline, 429 for a source's connections)
+/// as well as 413 and 415.
+#[actix_rt::test]
+async fn every_ingest_answer_names_the_accepted_versions() {
+    let (_dir, db) = db();
+    let running = start_with(&db, |c| {
+        c.body_timeout = Duration::from_millis(300);
+        c.body_limit = 1024;
+        c.source_connections = 1;
+    })
+    .await;
+    let addr = running.addr();
+    let versions = "checkpoint-report-versions: 2";
+    let cases: [(&str, &[u8]); 3] = [
+        (
+            "http/1.1 415",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        ),
+        (
+            "http/1.1 413",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n{",
+        ),
+        (
+            "http/1.1 408",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 900\r\nConnection: close\r\n\r\n{",
+        ),
+    ];
+    for (status, request) in cases {
+        let head = raw_answer_head(addr, request).await;
+        assert!(head.starts_with(status), "{head}");
+        assert!(head.contains(versions), "{status}: {head}");
+        // The receiver notices the closed connection before the next case.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One connection held open: the second from the same source is over the limit.
+    let _held = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let head = raw_answer_head(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 429"), "{head}");
+    assert!(head.contains(versions), "429: {head}");
+    running.stop().await;
+}

@@ -63,6 +63,9 @@ pub(crate) fn post(
         .post(url)
         .insert_header((header::CONTENT_TYPE, "application/json"))
         .insert_header(("Idempotency-Key", report_id));
+    // A receiver's answer may echo the request target: what the URL's query holds must not
+    // show through the reason when the URL itself is shown without it (`url_for_logs`).
+    let secrets = secrets_of(url);
     let attempt = async move {
         let mut response = match request.send_body(body).await {
             Ok(response) => response,
@@ -92,7 +95,7 @@ pub(crate) fn post(
             .unwrap_or_default();
         let error = DeliveryError::Status {
             status: status.as_u16(),
-            body_start: printable_start(&body),
+            body_start: printable_start(&body, &secrets),
         };
         let attempt = match verdict {
             // A redirect is not followed (it could lead anywhere); its Retry-After means nothing.
@@ -118,21 +121,95 @@ pub(crate) fn post(
 }
 
 /// The receiver's reason as logs may show it: the first [`ERROR_BODY_SHOWN`] bytes of its
-/// body, as text, with control characters (a terminal's escapes, line breaks) and bytes that
-/// are not UTF-8 each shown as one space, and no surrounding whitespace.
-fn printable_start(body: &[u8]) -> String {
-    let shown = &body[..body.len().min(ERROR_BODY_SHOWN)];
-    let text: String = String::from_utf8_lossy(shown)
+/// body, as text, with control characters (a terminal's escapes, line breaks), the
+/// [`invisible`] ones and bytes that are not UTF-8 each shown as one space, every occurrence of one of `secrets` (see
+/// [`secrets_of`]) as `***`, and no surrounding whitespace. Secrets are hidden before the cut,
+/// so that none shows in part at the end either.
+fn printable_start(body: &[u8], secrets: &[String]) -> String {
+    let mut text: String = String::from_utf8_lossy(body)
         .chars()
         .map(|c| {
-            if c.is_control() || c == char::REPLACEMENT_CHARACTER {
+            if c.is_control() || invisible(c) || c == char::REPLACEMENT_CHARACTER {
                 ' '
             } else {
                 c
             }
         })
         .collect();
-    text.trim().to_owned()
+    for secret in secrets {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), "***");
+        }
+    }
+    let mut cut = text.len().min(ERROR_BODY_SHOWN);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text[..cut].trim().to_owned()
+}
+
+/// Characters that are not control characters but still move or hide text in a log line:
+/// Unicode's line and paragraph separators, direction marks, embeddings, overrides and
+/// isolates (text that reads other than it is), zero-width characters and the soft hyphen.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// What of `url` may be a credential, as a receiver could echo it: its query, and each of the
+/// query's parameter values of 4 bytes or more (a `v=2` is no secret, and hiding every `2`
+/// would garble the reason), as sent and percent-decoded; longest first.
+fn secrets_of(url: &str) -> Vec<String> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    let mut secrets = vec![query.to_owned()];
+    for pair in query.split('&') {
+        let value = pair.split_once('=').map_or(pair, |(_, v)| v);
+        secrets.push(value.to_owned());
+        secrets.push(percent_decoded(value));
+    }
+    secrets.retain(|s| s.len() >= 4);
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    secrets
+}
+
+/// `text` with `%XX` escapes (and `+`) decoded, lossily.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The newest version a `Checkpoint-Report-Versions` header lists (`2`, `2, 3`). A malformed
@@ -192,17 +269,40 @@ mod tests {
 
     #[test]
     fn the_receivers_reason_is_cut_to_200_bytes_of_printable_text() {
-        assert_eq!(printable_start(b"no such path\n"), "no such path");
+        assert_eq!(printable_start(b"no such path\n", &[]), "no such path");
         assert_eq!(
-            printable_start(b"bad\x1b[31m red\r\nInjected: line\x00\xff!"),
+            printable_start(b"bad\x1b[31m red\r\nInjected: line\x00\xff!", &[]),
             "bad [31m red  Injected: line  !"
         );
         let long = "x".repeat(500);
-        assert_eq!(printable_start(long.as_bytes()).len(), 200);
+        assert_eq!(printable_start(long.as_bytes(), &[]).len(), 200);
         // A character cut at byte 200 becomes a space, trimmed.
         let cut = format!("{}é", "y".repeat(199));
-        assert_eq!(printable_start(cut.as_bytes()), "y".repeat(199));
-        assert_eq!(printable_start(b""), "");
+        assert_eq!(printable_start(cut.as_bytes(), &[]), "y".repeat(199));
+        assert_eq!(printable_start(b"", &[]), "");
+        // Text that moves, hides or reverses what follows it is no printable text either.
+        assert_eq!(
+            printable_start("ok\u{2028}Injected\u{202e}txt.exe\u{200b}!".as_bytes(), &[]),
+            "ok Injected txt.exe !"
+        );
+    }
+
+    #[test]
+    fn the_receivers_reason_never_shows_what_the_urls_query_holds() {
+        let secrets = secrets_of("https://t.example/in?token=a%2Bb-secret&v=2#frag");
+        assert_eq!(
+            secrets,
+            ["token=a%2Bb-secret&v=2", "a%2Bb-secret", "a+b-secret"]
+        );
+        assert_eq!(
+            printable_start(
+                b"no route: /in?token=a%2Bb-secret&v=2 (a+b-secret)",
+                &secrets
+            ),
+            "no route: /in?*** (***)"
+        );
+        assert!(secrets_of("https://t.example/in").is_empty());
+        assert!(secrets_of("https://t.example/in?v=2").is_empty());
     }
 
     #[test]

@@ -37,7 +37,8 @@
 //! one warning, later failures are debug lines, and the end of the outage (the outbox empty
 //! again) is one info line saying how many reports went out. The first refusal of an outage
 //! is one warning too, naming the status and the receiver's reason (the first 200 bytes of
-//! its answer, printable text only). An answer whose `Checkpoint-Report-Versions` header
+//! its answer, printable text only, with what the URL's query holds hidden should the answer
+//! echo it). An answer whose `Checkpoint-Report-Versions` header
 //! lists a version newer than [`REPORT_VERSION`] is one info line per process.
 
 use std::sync::atomic::{AtomicBool, Ordering};

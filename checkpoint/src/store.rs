@@ -965,7 +965,23 @@ impl Store {
             .await
     }
 
-    async fn overview_now(&self, days: u32, until: NaiveDate) -> Result<Overview, StoreError> {
+    /// The answers per calendar period (see [`crate::activity`]).
+    pub async fn activity(
+        &self,
+        period: crate::activity::Period,
+        periods: u32,
+        until: NaiveDate,
+    ) -> Result<crate::activity::Activity, StoreError> {
+        let periods = periods.clamp(1, crate::activity::MAX_PERIODS);
+        self.run(move |s| async move { crate::activity::compute(&s, period, periods, until).await })
+            .await
+    }
+
+    pub(crate) async fn overview_now(
+        &self,
+        days: u32,
+        until: NaiveDate,
+    ) -> Result<Overview, StoreError> {
         let from = until - chrono::Days::new(u64::from(days) - 1);
         let (from_s, until_s) = (day_text(from), day_text(until));
         let pool = &self.pool;
@@ -978,12 +994,16 @@ impl Store {
         // a row from before migration 5 has none and shows the cluster's latest instead).
         let as_of =
             |col: &str| format!("CASE WHEN d.latest_ts IS NULL THEN c.{col} ELSE d.{col} END");
+        // Grouped in the database: one row per combination of attributes, not per cluster.
         let rows = sqlx::query(&format!(
-            "SELECT c.first_day, {}, {}, {}, {}, {} FROM clusters c \
+            "SELECT is_new, ev, pg, osf, osn, arch, COUNT(*) FROM (SELECT \
+             CASE WHEN c.first_day >= $1 THEN 1 ELSE 0 END AS is_new, {} AS ev, {} AS pg, \
+             {} AS osf, {} AS osn, {} AS arch FROM clusters c \
              JOIN cluster_days d ON d.cluster_uuid = c.cluster_uuid \
              WHERE c.last_day >= $1 AND c.first_day <= $2 \
              AND d.day = (SELECT MAX(x.day) FROM cluster_days x \
-               WHERE x.cluster_uuid = c.cluster_uuid AND x.day >= $1 AND x.day <= $2)",
+               WHERE x.cluster_uuid = c.cluster_uuid AND x.day >= $1 AND x.day <= $2)) active \
+             GROUP BY is_new, ev, pg, osf, osn, arch",
             as_of("electric_version"),
             as_of("pg_version"),
             as_of("os_family"),
@@ -998,13 +1018,17 @@ impl Store {
         let mut new_applications = 0u64;
         let mut tallies: [BTreeMap<String, u64>; 4] = Default::default();
         for r in &rows {
-            let first_day: String = r.try_get(0)?;
+            let is_new: i64 = r.try_get(0)?;
+            let n: i64 = r.try_get(6)?;
+            let n = n.max(0) as u64;
             let text = |i: usize| -> Result<String, StoreError> {
                 let v: Option<String> = r.try_get(i)?;
                 Ok(v.unwrap_or_else(|| "(unknown)".to_owned()))
             };
-            applications += 1;
-            new_applications += u64::from(first_day >= from_s);
+            applications += n;
+            if is_new == 1 {
+                new_applications += n;
+            }
             let values = [
                 text(1)?,
                 text(2)?,
@@ -1012,7 +1036,7 @@ impl Store {
                 text(5)?,
             ];
             for (tally, value) in tallies.iter_mut().zip(values) {
-                *tally.entry(value).or_default() += 1;
+                *tally.entry(value).or_default() += n;
             }
         }
         let shares = |tally: BTreeMap<String, u64>| {

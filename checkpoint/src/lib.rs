@@ -12,6 +12,7 @@
 //! actix, TLS or sysinfo), and reads reports as JSON values, so that fields a later release
 //! adds are kept and never required.
 
+pub mod activity;
 pub mod auth;
 pub mod metrics;
 pub mod overview;

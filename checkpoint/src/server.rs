@@ -402,6 +402,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
                 edge_after(context, answer)
             })
             .route("/api/overview", web::get().to(overview_json))
+            .route("/api/activity", web::get().to(activity_json))
             .route("/metrics", web::get().to(metrics_text))
             .route(
                 "/healthz",
@@ -989,6 +990,52 @@ async fn overview_json(q: web::Query<Window>, state: web::Data<State>) -> HttpRe
             error(
                 actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
                 "the overview could not be read",
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Periods {
+    period: Option<String>,
+    periods: Option<String>,
+    until: Option<String>,
+}
+
+/// `GET /api/activity?period=day|week|month|quarter&periods=K&until=D`: see [`crate::activity`].
+async fn activity_json(q: web::Query<Periods>, state: web::Data<State>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let period = match crate::activity::Period::parse(q.period.as_deref().unwrap_or("week")) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let max = crate::activity::MAX_PERIODS;
+    let periods = match q.periods.as_deref() {
+        None | Some("") => 12,
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("periods must be a whole number from 1 to {max}, got {s:?}"),
+                )
+            }
+        },
+    };
+    let until = match window(&Window {
+        days: None,
+        until: q.until.clone(),
+    }) {
+        Ok((_, until)) => until,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match state.store.activity(period, periods, until).await {
+        Ok(a) => HttpResponse::Ok().json(a),
+        Err(e) => {
+            tracing::error!(error = %e, "activity failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the activity could not be read",
             )
         }
     }

@@ -51,7 +51,13 @@ async fn the_answers_need_the_token_and_ingest_does_not() {
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
         )
     };
-    for path in ["/", "/api/overview?days=3", "/metrics", "/api/anything"] {
+    for path in [
+        "/",
+        "/api/overview?days=3",
+        "/api/activity?period=month",
+        "/metrics",
+        "/api/anything",
+    ] {
         let (status, body, challenge) = get(&format!("{base}{path}"), None).await;
         assert_eq!(status, 401, "{path}: {body}");
         assert!(challenge.unwrap_or_default().starts_with("Basic"), "{path}");

@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use checkpoint::activity::{Activity, PeriodFigures, Spread, Volume};
 use checkpoint::overview::{Bucket, Completeness, Day, Share};
 use checkpoint::{Overview, COUNTERS};
 use chrono::{DateTime, Duration as Span, TimeZone, Utc};
@@ -366,6 +367,126 @@ fn oracle(sent: &[Sent], days: u32, until: &str) -> Overview {
     }
 }
 
+/// `/api/activity` computed from what was sent: calendar periods (ISO weeks from Monday,
+/// months), each with the overview of its days (by [`oracle`]) and its lifecycle and volume
+/// per application, computed here from the reports.
+fn activity_oracle(sent: &[Sent], period: &str, periods: usize, until: &str) -> Activity {
+    use chrono::{Datelike, NaiveDate};
+    let day = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
+    let until = NaiveDate::parse_from_str(until, "%Y-%m-%d").unwrap();
+    // (start, end) of the period holding `d`.
+    let bounds = |d: NaiveDate| -> (NaiveDate, NaiveDate) {
+        match period {
+            "day" => (d, d),
+            "week" => {
+                let start = d - chrono::Days::new(d.weekday().num_days_from_monday().into());
+                (start, start + chrono::Days::new(6))
+            }
+            "month" => {
+                let start = NaiveDate::from_ymd_opt(d.year(), d.month(), 1).unwrap();
+                let next = if d.month() == 12 {
+                    NaiveDate::from_ymd_opt(d.year() + 1, 1, 1).unwrap()
+                } else {
+                    NaiveDate::from_ymd_opt(d.year(), d.month() + 1, 1).unwrap()
+                };
+                (start, next.pred_opt().unwrap())
+            }
+            _ => unreachable!(),
+        }
+    };
+    let mut list = vec![bounds(until)];
+    while list.len() < periods + 1 {
+        let before = list[0].0.pred_opt().unwrap();
+        list.insert(0, bounds(before));
+    }
+    // What each cluster did, from the reports stored (the first copy of each).
+    let mut seen = HashSet::new();
+    let mut first_day: HashMap<&str, &str> = HashMap::new();
+    let mut by_day: Vec<(&str, &str, u64, u64)> = Vec::new();
+    for s in sent {
+        if !seen.insert(s.report["report_id"].as_str().unwrap()) {
+            continue;
+        }
+        let e = first_day.entry(&s.cluster).or_insert(&s.day);
+        if s.day.as_str() < *e {
+            *e = &s.day;
+        }
+        let usage = &s.report["data"]["usage"];
+        by_day.push((
+            &s.cluster,
+            &s.day,
+            usage["operations_from_pg"].as_u64().unwrap(),
+            usage["operations_sent_to_clients"].as_u64().unwrap(),
+        ));
+    }
+    let volumes = |(start, end): (NaiveDate, NaiveDate)| {
+        let (start, end) = (day(start), day(end));
+        let mut v: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for (c, d, pg, sent) in &by_day {
+            if **d >= *start && **d <= *end {
+                let e = v.entry(c).or_default();
+                e.0 += pg;
+                e.1 += sent;
+            }
+        }
+        v
+    };
+    let spread = |mut v: Vec<u64>| -> Spread {
+        if v.is_empty() {
+            return Spread::default();
+        }
+        v.sort();
+        let n = v.len();
+        let nearest = |p: f64| v[((p * n as f64).ceil() as usize).max(1) - 1];
+        let total: u64 = v.iter().sum();
+        let top: u64 = v.iter().rev().take(10).sum();
+        Spread {
+            median: nearest(0.5),
+            p90: nearest(0.9),
+            max: v[n - 1],
+            top10_share: if total == 0 {
+                0.0
+            } else {
+                top as f64 / total as f64
+            },
+        }
+    };
+    let mut out = Vec::new();
+    for w in list.windows(2) {
+        let (prev, now) = (volumes(w[0]), volumes(w[1]));
+        let (start, end) = w[1];
+        let o = oracle(sent, ((end - start).num_days() + 1) as u32, &day(end));
+        let new = now
+            .keys()
+            .filter(|c| first_day[**c] >= day(start).as_str())
+            .count() as u64;
+        let returning = now.keys().filter(|c| prev.contains_key(*c)).count() as u64;
+        out.push(PeriodFigures {
+            start: day(start),
+            end: day(end),
+            partial: false,
+            applications: now.len() as u64,
+            new,
+            returning,
+            resurrected: now.len() as u64 - new - returning,
+            dormant: prev.keys().filter(|c| !now.contains_key(*c)).count() as u64,
+            instances: o.instances,
+            peak_instances: o.peak_instances,
+            totals: o.totals,
+            completeness: o.completeness,
+            by_electric_version: o.by_electric_version,
+            volume_per_application: Volume {
+                operations_from_pg: spread(now.values().map(|v| v.0).collect()),
+                operations_sent_to_clients: spread(now.values().map(|v| v.1).collect()),
+            },
+        });
+    }
+    Activity {
+        period: period.to_owned(),
+        periods: out,
+    }
+}
+
 #[actix_rt::test]
 async fn a_generated_fleet_gives_the_overview_computed_independently() {
     let sent = generate(&mut fastrand::Rng::with_seed(11));
@@ -458,6 +579,40 @@ async fn a_generated_fleet_gives_the_overview_computed_independently() {
             }
             assert_eq!(got, want, "{what}");
         }
+        for (period, periods, until) in [
+            ("week", 5, "2026-02-08"),
+            ("month", 2, "2026-02-15"),
+            ("day", 12, "2026-01-20"),
+        ] {
+            let url = format!(
+                "http://{addr}/api/activity?period={period}&periods={periods}&until={until}"
+            );
+            // A fresh client each time: computing the oracle takes long enough for the
+            // receiver to close an idle keep-alive connection.
+            let mut res = client().get(url).send().await.unwrap();
+            assert_eq!(res.status().as_u16(), 200, "{}", b.name);
+            let got: Activity = res.json().limit(1 << 22).await.unwrap();
+            let want = activity_oracle(&sent, period, periods, until);
+            let what = format!("{}: {period} x{periods} until {until}", b.name);
+            assert_eq!(got.periods.len(), periods, "{what}");
+            for (g, w) in got.periods.iter().zip(&want.periods) {
+                assert_eq!(
+                    (g.applications, g.new, g.returning, g.resurrected, g.dormant),
+                    (w.applications, w.new, w.returning, w.resurrected, w.dormant),
+                    "{what}: lifecycle of {}",
+                    w.start
+                );
+                assert_eq!(g, w, "{what}: {}", w.start);
+            }
+            assert_eq!(got, want, "{what}");
+        }
+        let days = activity_oracle(&sent, "day", 12, "2026-01-20");
+        assert!(
+            days.periods.iter().any(|p| p.resurrected > 0)
+                && days.periods.iter().any(|p| p.dormant > 0),
+            "the fleet has resurrected and dormant clusters"
+        );
+        let http = client();
         let all = overview(&http, &running, 30, "2026-01-30").await;
         assert!(all.completeness.missed_windows > 0, "the fleet has gaps");
         assert!(

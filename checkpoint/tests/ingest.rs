@@ -512,3 +512,52 @@ async fn reports_with_clocks_not_believed_count_on_the_day_received() {
         b.finish().await;
     }
 }
+
+/// `/api/activity`'s parameters: what is wrong is named with what is accepted, never a guess.
+#[actix_rt::test]
+async fn activity_refuses_bad_parameters_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cp.db").display().to_string();
+    let running = start(&db).await;
+    let http = client();
+    for (query, named) in [
+        ("period=year", "period must be day, week, month or quarter"),
+        (
+            "period=week&periods=0",
+            "periods must be a whole number from 1 to 120",
+        ),
+        (
+            "period=week&periods=121",
+            "periods must be a whole number from 1 to 120",
+        ),
+        (
+            "period=week&periods=abc",
+            "periods must be a whole number from 1 to 120",
+        ),
+        ("period=month&until=2026-13-01", "until must be a date like"),
+    ] {
+        let mut res = http
+            .get(format!("http://{}/api/activity?{query}", running.addr()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 400, "{query}");
+        let body: Value = res.json().await.unwrap();
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(named), "{query}: {error}");
+    }
+    // The defaults: twelve ISO weeks up to today's.
+    let mut res = http
+        .get(format!("http://{}/api/activity", running.addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let body: Value = res.json().limit(1 << 20).await.unwrap();
+    assert_eq!(body["period"], "week");
+    let periods = body["periods"].as_array().unwrap();
+    assert_eq!(periods.len(), 12);
+    assert_eq!(periods[11]["partial"], true);
+    assert_eq!(periods[0]["partial"], false);
+    running.stop().await;
+}

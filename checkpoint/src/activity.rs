@@ -14,8 +14,9 @@
 //!   the largest, and the share of the total held by the 10 largest;
 //! - `partial`: the period holds the receiver's current day (or is later).
 //!
-//! `new + returning + resurrected = applications`, always. Computed from the rollups (the
-//! `cluster_days` rows of the periods), never from raw reports.
+//! `new + returning + resurrected = applications`, always. `GET /api/retention` ([`Cohort`])
+//! groups clusters by the week or month of their first active day. Both are computed from the
+//! rollups (the `cluster_days` rows of the periods), never from raw reports.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -245,5 +246,74 @@ pub(crate) async fn compute(
     Ok(Activity {
         period: period.name().to_owned(),
         periods: out,
+    })
+}
+
+/// One cohort of `GET /api/retention`: the clusters whose first active day is in the period
+/// starting `cohort`, and how many of them were active in it and in each later period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cohort {
+    pub cohort: String,
+    pub size: u64,
+    /// `active[k]`: how many of the cohort were active `k` periods after its own (`active[0]`
+    /// is `size`); up to the period holding `until`.
+    pub active: Vec<u64>,
+}
+
+/// The answer of `GET /api/retention`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub period: String,
+    pub cohorts: Vec<Cohort>,
+}
+
+/// `cohorts` cohorts of kind `period` (week or month), the last one holding `until`.
+pub(crate) async fn retention(
+    store: &Store,
+    period: Period,
+    cohorts: u32,
+    until: NaiveDate,
+) -> Result<Retention, StoreError> {
+    let mut starts = vec![period.start_of(until)];
+    for _ in 1..cohorts.max(1) {
+        let first = starts[0];
+        starts.insert(0, period.previous(first));
+    }
+    let mut sets = Vec::with_capacity(starts.len());
+    for &start in &starts {
+        let end = period.next(start) - Days::new(1);
+        sets.push(active(store, start, end).await?);
+    }
+    // Each cluster's first active day, for the clusters first active in these periods.
+    let rows = sqlx::query(
+        "SELECT cluster_uuid, first_day FROM clusters WHERE first_day >= $1 AND first_day <= $2",
+    )
+    .bind(day_text(starts[0]))
+    .bind(day_text(until))
+    .fetch_all(store.pool())
+    .await?;
+    let mut members: Vec<Vec<String>> = vec![Vec::new(); starts.len()];
+    for r in &rows {
+        let cluster: String = r.try_get(0)?;
+        let first: String = r.try_get(1)?;
+        if let Some(i) = starts.iter().rposition(|s| day_text(*s) <= first) {
+            members[i].push(cluster);
+        }
+    }
+    let cohorts = starts
+        .iter()
+        .enumerate()
+        .map(|(i, start)| Cohort {
+            cohort: day_text(*start),
+            size: members[i].len() as u64,
+            active: sets[i..]
+                .iter()
+                .map(|set| members[i].iter().filter(|c| set.contains_key(*c)).count() as u64)
+                .collect(),
+        })
+        .collect();
+    Ok(Retention {
+        period: period.name().to_owned(),
+        cohorts,
     })
 }

@@ -403,6 +403,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
             })
             .route("/api/overview", web::get().to(overview_json))
             .route("/api/activity", web::get().to(activity_json))
+            .route("/api/retention", web::get().to(retention_json))
             .route("/metrics", web::get().to(metrics_text))
             .route(
                 "/healthz",
@@ -1036,6 +1037,58 @@ async fn activity_json(q: web::Query<Periods>, state: web::Data<State>) -> HttpR
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the activity could not be read",
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Cohorts {
+    period: Option<String>,
+    cohorts: Option<String>,
+    until: Option<String>,
+}
+
+/// `GET /api/retention?period=week|month&cohorts=K&until=D`: see [`crate::activity::Cohort`].
+async fn retention_json(q: web::Query<Cohorts>, state: web::Data<State>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let period = match q.period.as_deref().unwrap_or("week") {
+        "week" => crate::activity::Period::Week,
+        "month" => crate::activity::Period::Month,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("period must be week or month, got {other:?}"),
+            )
+        }
+    };
+    let max = crate::activity::MAX_PERIODS;
+    let cohorts = match q.cohorts.as_deref() {
+        None | Some("") => 12,
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cohorts must be a whole number from 1 to {max}, got {s:?}"),
+                )
+            }
+        },
+    };
+    let until = match window(&Window {
+        days: None,
+        until: q.until.clone(),
+    }) {
+        Ok((_, until)) => until,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match state.store.retention(period, cohorts, until).await {
+        Ok(r) => HttpResponse::Ok().json(r),
+        Err(e) => {
+            tracing::error!(error = %e, "retention failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the retention could not be read",
             )
         }
     }

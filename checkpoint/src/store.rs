@@ -977,6 +977,20 @@ impl Store {
             .await
     }
 
+    /// Retention cohorts (see [`crate::activity::retention`]).
+    pub async fn retention(
+        &self,
+        period: crate::activity::Period,
+        cohorts: u32,
+        until: NaiveDate,
+    ) -> Result<crate::activity::Retention, StoreError> {
+        let cohorts = cohorts.clamp(1, crate::activity::MAX_PERIODS);
+        self.run(
+            move |s| async move { crate::activity::retention(&s, period, cohorts, until).await },
+        )
+        .await
+    }
+
     pub(crate) async fn overview_now(
         &self,
         days: u32,

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use checkpoint::activity::{Activity, PeriodFigures, Spread, Volume};
+use checkpoint::activity::{Activity, Cohort, PeriodFigures, Retention, Spread, Volume};
 use checkpoint::overview::{Bucket, Completeness, Day, Share};
 use checkpoint::{Overview, COUNTERS};
 use chrono::{DateTime, Duration as Span, TimeZone, Utc};
@@ -487,6 +487,54 @@ fn activity_oracle(sent: &[Sent], period: &str, periods: usize, until: &str) -> 
     }
 }
 
+/// `/api/retention?period=week` computed from what was sent: ISO-week cohorts by first active
+/// day, and how many of each were active in each later week.
+fn retention_oracle(sent: &[Sent], cohorts: usize, until: &str) -> Retention {
+    use chrono::{Datelike, NaiveDate};
+    let monday = |d: NaiveDate| d - chrono::Days::new(d.weekday().num_days_from_monday().into());
+    let date = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+    let last = monday(date(until));
+    let starts: Vec<NaiveDate> = (0..cohorts)
+        .rev()
+        .map(|k| last - chrono::Days::new(7 * k as u64))
+        .collect();
+    let mut first: HashMap<&str, NaiveDate> = HashMap::new();
+    let mut weeks: HashSet<(&str, NaiveDate)> = HashSet::new();
+    for s in sent {
+        let d = date(&s.day);
+        let e = first.entry(&s.cluster).or_insert(d);
+        *e = (*e).min(d);
+        weeks.insert((&s.cluster, monday(d)));
+    }
+    Retention {
+        period: "week".to_owned(),
+        cohorts: starts
+            .iter()
+            .map(|start| {
+                let members: Vec<&str> = first
+                    .iter()
+                    .filter(|(_, f)| monday(**f) == *start && **f <= date(until))
+                    .map(|(c, _)| *c)
+                    .collect();
+                Cohort {
+                    cohort: start.format("%Y-%m-%d").to_string(),
+                    size: members.len() as u64,
+                    active: starts
+                        .iter()
+                        .filter(|later| *later >= start)
+                        .map(|later| {
+                            members
+                                .iter()
+                                .filter(|c| weeks.contains(&(**c, *later)))
+                                .count() as u64
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+    }
+}
+
 #[actix_rt::test]
 async fn a_generated_fleet_gives_the_overview_computed_independently() {
     let sent = generate(&mut fastrand::Rng::with_seed(11));
@@ -606,6 +654,19 @@ async fn a_generated_fleet_gives_the_overview_computed_independently() {
             }
             assert_eq!(got, want, "{what}");
         }
+        let mut res = client()
+            .get(format!(
+                "http://{addr}/api/retention?period=week&cohorts=5&until=2026-02-01"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{}", b.name);
+        let got: Retention = res.json().await.unwrap();
+        let want = retention_oracle(&sent, 5, "2026-02-01");
+        assert_eq!(got, want, "{}: retention", b.name);
+        assert!(want.cohorts.iter().all(|c| c.active[0] == c.size));
+        assert!(want.cohorts[0].size > 50 && want.cohorts.iter().skip(1).any(|c| c.size > 0));
         let days = activity_oracle(&sent, "day", 12, "2026-01-20");
         assert!(
             days.periods.iter().any(|p| p.resurrected > 0)

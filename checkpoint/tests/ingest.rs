@@ -513,7 +513,8 @@ async fn reports_with_clocks_not_believed_count_on_the_day_received() {
     }
 }
 
-/// `/api/activity`'s parameters: what is wrong is named with what is accepted, never a guess.
+/// `/api/activity`'s and `/api/retention`'s parameters: what is wrong is named with what is
+/// accepted, never a guess.
 #[actix_rt::test]
 async fn activity_refuses_bad_parameters_by_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -535,9 +536,16 @@ async fn activity_refuses_bad_parameters_by_name() {
             "periods must be a whole number from 1 to 120",
         ),
         ("period=month&until=2026-13-01", "until must be a date like"),
+        ("retention:period=day", "period must be week or month"),
+        (
+            "retention:cohorts=0",
+            "cohorts must be a whole number from 1 to 120",
+        ),
+        ("retention:until=yesterday", "until must be a date like"),
     ] {
+        let (api, query) = query.split_once(':').unwrap_or(("activity", query));
         let mut res = http
-            .get(format!("http://{}/api/activity?{query}", running.addr()))
+            .get(format!("http://{}/api/{api}?{query}", running.addr()))
             .send()
             .await
             .unwrap();

@@ -977,7 +977,7 @@ impl Store {
             .await
     }
 
-    /// Retention cohorts (see [`crate::activity::retention`]).
+    /// Retention cohorts (see [`crate::activity::Cohort`]).
     pub async fn retention(
         &self,
         period: crate::activity::Period,

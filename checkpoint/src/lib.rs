@@ -14,6 +14,7 @@
 
 pub mod activity;
 pub mod auth;
+pub mod export;
 pub mod metrics;
 pub mod overview;
 pub mod page;

@@ -36,6 +36,18 @@ enum Command {
     /// that now pass, each exactly once.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Print the stored raw reports counted on --from to --until (what raw retention still
+    /// holds) as NDJSON on stdout, one report per line, oldest day first.
+    Export {
+        #[command(flatten)]
+        db: QuarantineDb,
+        /// The first day (YYYY-MM-DD, UTC); today by default.
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// The last day (YYYY-MM-DD, UTC); today by default.
+        #[arg(long)]
+        until: Option<chrono::NaiveDate>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,6 +288,7 @@ fn main() -> ExitCode {
             Some(Command::Summary(s)) => summary(s).await.map_err(Failure::from),
             Some(Command::Backup(b)) => backup(b).await,
             Some(Command::Quarantine(q)) => quarantine(q).await,
+            Some(Command::Export { db, from, until }) => export(&db.db, from, until).await,
             None => serve(cli.serve).await,
         }
     });
@@ -394,6 +407,39 @@ async fn open_existing(db: &str) -> Result<checkpoint::Store, Failure> {
     checkpoint::Store::open(db, 1)
         .await
         .map_err(|e| Failure(1, format!("{}: {e}", checkpoint::store::redacted(db))))
+}
+
+async fn export(
+    db: &str,
+    from: Option<chrono::NaiveDate>,
+    until: Option<chrono::NaiveDate>,
+) -> Result<(), Failure> {
+    use std::io::Write;
+    let today = chrono::Utc::now().date_naive();
+    let (from, until) = (from.unwrap_or(today), until.unwrap_or(today));
+    if from > until {
+        return Err(Failure(
+            2,
+            format!("--from {from} is after --until {until}"),
+        ));
+    }
+    let store = open_existing(db).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut cursor = None;
+    loop {
+        let rows = checkpoint::export::raw_page(&store, from, until, cursor)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (_, _, body) in &rows {
+            writeln!(out, "{body}").map_err(|e| format!("cannot write: {e}"))?;
+        }
+        if (rows.len() as i64) < checkpoint::export::PAGE {
+            break;
+        }
+        cursor = rows.last().map(|(d, id, _)| (d.clone(), id.clone()));
+    }
+    out.flush()
+        .map_err(|e| Failure(1, format!("cannot write: {e}")))
 }
 
 async fn quarantine(q: QuarantineCommand) -> Result<(), Failure> {

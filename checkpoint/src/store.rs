@@ -480,6 +480,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0005_activity_by_day.sql",
         include_str!("../migrations/0005_activity_by_day.sql"),
     ),
+    (
+        6,
+        "0006_reports_by_day.sql",
+        include_str!("../migrations/0006_reports_by_day.sql"),
+    ),
 ];
 
 /// A migration's statements: its SQL without `--` comment lines, split at `;` (no migration
@@ -1300,6 +1305,7 @@ mod migration_tests {
             "29d29a7fa1a54487",
         ),
         ("0005_activity_by_day.sql", 866, "6f09e4a6001f99ed"),
+        ("0006_reports_by_day.sql", 147, "287d56c845978af3"),
     ];
 
     #[test]

@@ -55,6 +55,10 @@ async fn the_answers_need_the_token_and_ingest_does_not() {
         "/",
         "/api/overview?days=3",
         "/api/activity?period=month",
+        "/api/retention",
+        "/api/per_day.csv",
+        "/api/activity.csv",
+        "/api/reports.ndjson",
         "/metrics",
         "/api/anything",
     ] {

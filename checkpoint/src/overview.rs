@@ -21,6 +21,8 @@
 //!   uptime covers the gap), `clock_skewed` (reports counted on the day received because their
 //!   `timestamp` was not believed), and the counts of reports flagged `recovered` /
 //!   `after_unclean_stop` (0 while reports lack those fields);
+//! - `previous`: the headline figures (`applications`, `new_applications`, `instances`,
+//!   `peak_instances`, `totals`, `completeness`) of the window of the same length just before;
 //! - `per_day`: one entry per day of the window, oldest first, with the same figures per day
 //!   (`applications` there: clusters with a report counting that day; `new_applications`:
 //!   clusters whose first active day it is; `partial` for the receiver's current day).
@@ -56,6 +58,39 @@ pub struct Overview {
     pub completeness: Completeness,
     pub per_day: Vec<Day>,
     pub notes: BTreeMap<String, String>,
+    /// The headline figures of the window of the same length just before this one, to compare
+    /// with (absent in a `previous` itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Box<Previous>>,
+}
+
+/// The headline figures of the preceding window (see [`Overview::previous`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Previous {
+    pub from: String,
+    pub until: String,
+    pub applications: u64,
+    pub new_applications: u64,
+    pub instances: u64,
+    pub peak_instances: u64,
+    pub totals: BTreeMap<String, u64>,
+    pub completeness: Completeness,
+}
+
+impl Previous {
+    /// The headline figures of `o`.
+    pub fn of(o: &Overview) -> Previous {
+        Previous {
+            from: o.from.clone(),
+            until: o.until.clone(),
+            applications: o.applications,
+            new_applications: o.new_applications,
+            instances: o.instances,
+            peak_instances: o.peak_instances,
+            totals: o.totals.clone(),
+            completeness: o.completeness.clone(),
+        }
+    }
 }
 
 /// `applications` clusters had `instances` instances active in the window.

@@ -97,6 +97,22 @@ fn share_table(title: &str, shares: &[Share], total: u64) -> String {
 }
 
 /// The whole page.
+/// `<small>` with the change against the previous window of the same length, if known.
+fn compared(now: u64, before: Option<u64>) -> String {
+    match before {
+        None => String::new(),
+        Some(b) if b == now => "<br><small>the same as the window before</small>".to_owned(),
+        Some(b) => {
+            let sign = if now > b { "+" } else { "−" };
+            format!(
+                "<br><small>{sign}{} against the window before ({})</small>",
+                grouped(now.abs_diff(b)),
+                grouped(b)
+            )
+        }
+    }
+}
+
 pub fn render(o: &Overview) -> String {
     let total = |k: &str| o.totals.get(k).copied().unwrap_or(0);
     let mut p = String::new();
@@ -116,15 +132,24 @@ figure{{margin:1rem 0}} figcaption{{font-weight:600}} small{{color:#666;font-wei
 <p>{from} to {until} (UTC days, both included). <a href="/api/overview?days={days}&amp;until={until}">This overview as JSON</a>.</p>
 <h2>How many applications</h2>
 <div class="cards">
-<div class="card"><b>{apps}</b>applications (clusters)</div>
-<div class="card"><b>{inst}</b>instances</div>
-<div class="card"><b>{new}</b>new</div>
+<div class="card"><b>{apps}</b>applications (clusters with a report in the window){apps_was}</div>
+<div class="card"><b>{peak}</b>peak instances on one day{peak_was}</div>
+<div class="card"><b>{new}</b>new (first active day in the window){new_was}</div>
 <div class="card"><b>{ret}</b>returning</div>
 </div>"#,
         apps = grouped(o.applications),
-        inst = grouped(o.instances),
+        peak = grouped(o.peak_instances),
         new = grouped(o.new_applications),
         ret = grouped(o.returning_applications),
+        apps_was = compared(o.applications, o.previous.as_ref().map(|p| p.applications)),
+        peak_was = compared(
+            o.peak_instances,
+            o.previous.as_ref().map(|p| p.peak_instances)
+        ),
+        new_was = compared(
+            o.new_applications,
+            o.previous.as_ref().map(|p| p.new_applications)
+        ),
         days = o.days,
         from = escape(&o.from),
         until = escape(&o.until),

@@ -964,10 +964,17 @@ impl Store {
     }
 
     /// The answers for the `days` days ending with `until` (inclusive, UTC).
+    /// With the headline figures of the window of the same length just before (`previous`).
     pub async fn overview(&self, days: u32, until: NaiveDate) -> Result<Overview, StoreError> {
         let days = days.max(1);
-        self.run(move |s| async move { s.overview_now(days, until).await })
-            .await
+        self.run(move |s| async move {
+            let mut o = s.overview_now(days, until).await?;
+            let before = until - chrono::Days::new(u64::from(days));
+            let p = s.overview_now(days, before).await?;
+            o.previous = Some(Box::new(crate::overview::Previous::of(&p)));
+            Ok(o)
+        })
+        .await
     }
 
     /// The answers per calendar period (see [`crate::activity`]).
@@ -1156,6 +1163,7 @@ impl Store {
             completeness,
             per_day,
             notes: crate::overview::notes(),
+            previous: None,
         })
     }
 }

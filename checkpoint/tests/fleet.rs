@@ -9,7 +9,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use checkpoint::activity::{Activity, Cohort, PeriodFigures, Retention, Spread, Volume};
-use checkpoint::overview::{Bucket, Completeness, Day, Share};
+use checkpoint::overview::{Bucket, Completeness, Day, Previous, Share};
 use checkpoint::{Overview, COUNTERS};
 use chrono::{DateTime, Duration as Span, TimeZone, Utc};
 use common::{backends, client, overview, seed, start_with};
@@ -364,7 +364,19 @@ fn oracle(sent: &[Sent], days: u32, until: &str) -> Overview {
         completeness,
         per_day: days_list,
         notes: BTreeMap::new(),
+        previous: None,
     }
+}
+
+/// [`oracle`] with the window of the same length just before as `previous`.
+fn oracle_compared(sent: &[Sent], days: u32, until: &str) -> Overview {
+    let mut o = oracle(sent, days, until);
+    let until_d = chrono::NaiveDate::parse_from_str(until, "%Y-%m-%d").unwrap();
+    let before = (until_d - chrono::Days::new(u64::from(days)))
+        .format("%Y-%m-%d")
+        .to_string();
+    o.previous = Some(Box::new(Previous::of(&oracle(sent, days, &before))));
+    o
 }
 
 /// `/api/activity` computed from what was sent: calendar periods (ISO weeks from Monday,
@@ -607,7 +619,7 @@ async fn a_generated_fleet_gives_the_overview_computed_independently() {
             let mut got = overview(&http, &running, days, until).await;
             assert!(got.notes.contains_key("distinct_clients"));
             got.notes.clear();
-            let want = oracle(&sent, days, until);
+            let want = oracle_compared(&sent, days, until);
             let what = format!("{}: days={days} until={until}", b.name);
             assert_eq!(got.applications, want.applications, "{what}: applications");
             assert_eq!(got.instances, want.instances, "{what}: instances");

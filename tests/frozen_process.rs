@@ -5,51 +5,18 @@
 //! when it wakes. The scheduler hands reports to an actor that keeps them (no socket, so
 //! paused time is safe).
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
 use actix::prelude::*;
+use common::paused::{settle, Kept};
 use electric_telemetry::internals::*;
 use electric_telemetry::*;
 use tokio::time::{advance, pause};
 
 const MS: Duration = Duration::from_millis(1);
 const INTERVAL: Duration = Duration::from_secs(30);
-
-/// Keeps every report handed to it.
-#[derive(Clone, Default)]
-struct Kept(Arc<Mutex<Vec<Report>>>);
-
-impl Actor for Kept {
-    type Context = Context<Self>;
-}
-
-impl Handler<Deliver> for Kept {
-    type Result = ();
-    fn handle(&mut self, Deliver(report): Deliver, _: &mut Context<Self>) {
-        self.0.lock().unwrap().push(report);
-    }
-}
-
-impl Handler<Flush> for Kept {
-    type Result = Result<(), DeliveryError>;
-    fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
-        Ok(())
-    }
-}
-
-impl Kept {
-    fn reports(&self) -> Vec<Report> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-/// Lets every actor run what is ready now.
-async fn settle() {
-    for _ in 0..16 {
-        tokio::task::yield_now().await;
-    }
-}
 
 #[actix_rt::test]
 async fn missed_ticks_collapse_into_one_report_and_the_phase_is_kept() {

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::sender::{numbered_report, sender_config, start_sender};
 use common::{eventually, Receiver};
 use electric_telemetry::internals::*;
 use electric_telemetry::{ConfigError, TelemetryConfig};
@@ -378,19 +379,15 @@ fn child_reads_a_non_utf8_instance_id() {
 
 #[actix_rt::test]
 async fn a_non_utf8_storage_dir_holds_the_outbox_under_that_exact_name() {
-    use actix::prelude::*;
-    use electric_telemetry::internals::{outbox_dir, Deliver, Sender};
+    use electric_telemetry::internals::{outbox_dir, Deliver};
     let dir = tempfile::tempdir().unwrap();
     let storage = non_utf8(dir.path(), b"caf\xe9");
     let dead = format!("http://127.0.0.1:{}/checkpoint", common::free_port());
     let config = TelemetryConfig::builder()
         .url(dead)
         .storage_dir(&storage)
-        .retry_initial_backoff(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let arbiter = Arbiter::new().handle();
-    let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&config));
+        .retry_initial_backoff(Duration::from_secs(60));
+    let (sender, arbiter) = start_sender(config);
     sender.send(Deliver(common::seed_report())).await.unwrap();
     let outbox = outbox_dir(&storage);
     assert!(
@@ -414,8 +411,6 @@ async fn a_non_utf8_storage_dir_holds_the_outbox_under_that_exact_name() {
 
 // Item 8 ---------------------------------------------------------------------------------------
 
-use actix::Actor;
-
 /// A sender on its own Arbiter, with an audit file at `audit`, delivering to `url`.
 fn audited_sender(
     url: &str,
@@ -425,27 +420,11 @@ fn audited_sender(
     actix::Addr<electric_telemetry::internals::Sender>,
     actix::ArbiterHandle,
 ) {
-    let config = TelemetryConfig::builder()
-        .url(url)
-        .storage_dir(storage)
-        .audit_log(audit)
-        .audit_log_max_bytes(4096)
-        .retry_initial_backoff(Duration::from_millis(20))
-        .retry_max_backoff(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    let arbiter = actix::Arbiter::new().handle();
-    let sender = electric_telemetry::internals::Sender::start_in_arbiter(&arbiter, move |_| {
-        electric_telemetry::internals::Sender::new(&config)
-    });
-    (sender, arbiter)
-}
-
-fn numbered(n: u64) -> electric_telemetry::Report {
-    let mut r = common::seed_report();
-    r.report_id = uuid::Uuid::new_v4();
-    r.data.usage.operations_from_pg = n;
-    r
+    start_sender(
+        sender_config(url, storage)
+            .audit_log(audit)
+            .audit_log_max_bytes(4096),
+    )
 }
 
 #[actix_rt::test]
@@ -461,7 +440,7 @@ async fn an_audit_path_that_is_a_symlink_is_appended_to_and_never_renamed() {
     let (sender, arbiter) = audited_sender(&receiver.url, dir.path(), &link);
     for n in 1..=3 {
         sender
-            .send(electric_telemetry::internals::Deliver(numbered(n)))
+            .send(electric_telemetry::internals::Deliver(numbered_report(n)))
             .await
             .unwrap();
     }
@@ -495,7 +474,7 @@ async fn an_audit_path_that_is_a_fifo_never_blocks_the_sender() {
     // accepted report, and the others would never go out.
     for n in 1..=3 {
         sender
-            .send(electric_telemetry::internals::Deliver(numbered(n)))
+            .send(electric_telemetry::internals::Deliver(numbered_report(n)))
             .await
             .unwrap();
     }
@@ -524,7 +503,7 @@ async fn an_audit_path_that_is_a_fifo_never_blocks_the_sender() {
     // outbox's bound of 7 pending reports.
     for n in 4..=63 {
         sender
-            .send(electric_telemetry::internals::Deliver(numbered(n)))
+            .send(electric_telemetry::internals::Deliver(numbered_report(n)))
             .await
             .unwrap();
         common::outbox_status_when(&sender, |s| s.pending == 0).await;
@@ -563,7 +542,7 @@ async fn child_audits_into_its_own_stdout() {
     let (sender, arbiter) = audited_sender(&receiver.url, storage.path(), &audit);
     for n in 1..=3 {
         sender
-            .send(electric_telemetry::internals::Deliver(numbered(n)))
+            .send(electric_telemetry::internals::Deliver(numbered_report(n)))
             .await
             .unwrap();
     }

@@ -1,5 +1,7 @@
-//! What the integration tests share: the loopback receiver (`receiver.rs`), a server that cuts
-//! responses short, log capture, and small helpers.
+//! What the integration tests share: the recording loopback receiver (`receiver.rs`), the same
+//! receiver behind TLS with a self-signed certificate (`tls.rs`), a sender set up against a
+//! stand-in (`sender.rs`), paused-time stepping and an actor that keeps the scheduler's
+//! reports (`paused.rs`), a server that cuts responses short, log capture, and small helpers.
 #![allow(dead_code)] // Each test binary uses a different part of it.
 
 use std::sync::{Arc, Mutex};
@@ -7,7 +9,10 @@ use std::time::Duration;
 
 use electric_telemetry::{Report, Usage};
 
+pub mod paused;
 mod receiver;
+pub mod sender;
+pub mod tls;
 #[allow(unused_imports)] // Not every test binary uses the receiver.
 pub use receiver::*;
 

@@ -3,6 +3,9 @@
 //! report interval, without holding up the reports behind it; the outage is one WARN naming
 //! the status and the receiver's reason, and one line when it ends. Also: what the receiver
 //! says about the report versions it accepts.
+//!
+//! A binary of its own: it installs a global log subscriber (the sender logs from its own
+//! thread), shared by its tests, which tell their lines apart by the endpoint's port.
 
 mod common;
 

@@ -72,3 +72,22 @@ pub async fn pass_in_steps(duration: Duration, step: Duration) {
 pub async fn pass(duration: Duration) {
     pass_in_steps(duration, Duration::from_secs(1)).await;
 }
+
+/// A collector and a scheduler for `config` (not started yet: the caller has paused time)
+/// that hands its reports to a [`Kept`]; returns both, to record and to look.
+pub fn scheduler_with_kept(
+    config: &electric_telemetry::TelemetryConfig,
+) -> (Kept, Addr<electric_telemetry::Collector>) {
+    use electric_telemetry::{internals::Scheduler, Collector};
+    let kept = Kept::default();
+    let collector = Collector::new().start();
+    let addr = kept.clone().start();
+    Scheduler::new(
+        config,
+        collector.clone(),
+        addr.clone().recipient(),
+        addr.recipient(),
+    )
+    .start();
+    (kept, collector)
+}

@@ -1,11 +1,9 @@
 //! End to end through the public handle: recorded usage reaches a real receiver on loopback
 //! exactly, across several reports and the final flush; disabled telemetry sends nothing.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{accepted, env_of, eventually, free_port, sum_counters, Answer, Receiver};
+use crate::common::{accepted, env_of, eventually, free_port, sum_counters, Answer, Receiver};
 use electric_telemetry::internals::*;
 use electric_telemetry::*;
 

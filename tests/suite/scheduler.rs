@@ -4,13 +4,10 @@
 //! The scheduler hands reports to a `Recipient<Deliver>`; here that is an actor that keeps
 //! them, so no socket is involved and paused time is safe.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::paused::{pass, scheduler_with_kept, Kept};
 use actix::prelude::*;
-use common::paused::{pass, Kept};
-use electric_telemetry::internals::*;
 use electric_telemetry::*;
 use tokio::time::pause;
 
@@ -32,16 +29,7 @@ async fn start(config: TelemetryConfigBuilder) -> Rig {
         .spread_reports(false)
         .build()
         .unwrap();
-    let outbox = Kept::default();
-    let collector = Collector::new().start();
-    let outbox_addr = outbox.clone().start();
-    Scheduler::new(
-        &config,
-        collector.clone(),
-        outbox_addr.clone().recipient(),
-        outbox_addr.recipient(),
-    )
-    .start();
+    let (outbox, collector) = scheduler_with_kept(&config);
     // Let the scheduler's `started` arm its timers.
     tokio::task::yield_now().await;
     Rig {

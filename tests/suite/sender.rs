@@ -4,16 +4,14 @@
 //! exactly to what was queued, except what the test drops on purpose, which is counted in
 //! `dropped_reports`.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use actix::prelude::*;
-use common::sender::{numbered_report, sender_config, start_sender};
-use common::{
+use crate::common::sender::{numbered_report, sender_config, start_sender};
+use crate::common::{
     accepted, eventually, free_port, outbox_status_when, Answer, CuttingServer, Receiver,
 };
+use actix::prelude::*;
 use electric_telemetry::internals::*;
 use electric_telemetry::*;
 

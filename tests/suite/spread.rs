@@ -3,13 +3,11 @@
 //! phase derived from its ids, predictable from the documented formula, and a fleet started in
 //! the same second reports at different moments.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::env_of;
+use crate::common::paused::{pass_in_steps, Kept};
 use actix::prelude::*;
-use common::env_of;
-use common::paused::{pass_in_steps, Kept};
 use electric_telemetry::internals::*;
 use electric_telemetry::*;
 use tokio::time::{pause, Instant};

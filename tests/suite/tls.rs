@@ -1,13 +1,11 @@
 //! TLS: a local https server with a self-signed certificate is refused, unless that
 //! certificate is trusted through ELECTRIC_TELEMETRY_CA_FILE.
 
-mod common;
-
 use std::time::Duration;
 
-use common::sender::{sender_config, start_sender};
-use common::tls::HttpsReceiver;
-use common::{eventually, outbox_status_when, seed_report};
+use crate::common::sender::{sender_config, start_sender};
+use crate::common::tls::HttpsReceiver;
+use crate::common::{eventually, outbox_status_when, seed_report};
 use electric_telemetry::internals::*;
 use electric_telemetry::*;
 

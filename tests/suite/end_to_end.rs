@@ -13,7 +13,7 @@ fn config(receiver: &Receiver, storage: &tempfile::TempDir) -> TelemetryConfigBu
         .storage_dir(storage.path())
         .request_timeout(Duration::from_secs(2))
         .shutdown_timeout(Duration::from_secs(3))
-        // These tests count reports on a short real clock; spreading has tests/spread.rs.
+        // These tests count reports on a short real clock; spreading has tests/suite/spread.rs.
         .spread_reports(false)
 }
 

@@ -21,7 +21,7 @@ async fn missed_ticks_collapse_into_one_report_and_the_phase_is_kept() {
     let config = TelemetryConfig::builder()
         .first_report_in(INTERVAL)
         .interval(INTERVAL)
-        // The phase of each instance is tests/spread.rs's business; here ticks are predicted.
+        // The phase of each instance is tests/suite/spread.rs's business; here ticks are predicted.
         .spread_reports(false)
         .sample_every(Duration::from_secs(3600))
         .storage_dir(storage.path())
@@ -67,7 +67,7 @@ async fn a_stall_over_the_spread_first_report_and_the_lattice_gives_one_report()
         .interval(INTERVAL)
         .spread_reports(true)
         // Fixed ids, so the phase (and so this test) is the same at every run.
-        .instance_id("review-stall-1")
+        .instance_id("stalled-instance-1")
         .cluster_uuid(uuid::Uuid::from_u128(0x5eed))
         .sample_every(Duration::from_secs(3600))
         .storage_dir(storage.path())

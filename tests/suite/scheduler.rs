@@ -23,7 +23,7 @@ struct Rig {
 async fn start(config: TelemetryConfigBuilder) -> Rig {
     pause();
     let storage = tempfile::tempdir().unwrap();
-    // The exact schedule; spreading has tests of its own (tests/spread.rs).
+    // The exact schedule; spreading has tests of its own (tests/suite/spread.rs).
     let config = config
         .storage_dir(storage.path())
         .spread_reports(false)

@@ -229,9 +229,9 @@ async fn a_refused_report_is_kept_and_does_not_hold_up_the_next_one() {
     receiver.stop().await;
 }
 
-/// Means whose shortest decimal form does not read back exactly without care (the
-/// `3.1363636363636362` of issue 17): a report re-serialised after being read from disk
-/// could differ from its first attempt in the last digit.
+/// Means whose shortest decimal form does not read back exactly without care (such as
+/// `3.1363636363636362`): a report re-serialised after being read from disk could differ from
+/// its first attempt in the last digit.
 fn awkward_floats(mut r: Report) -> Report {
     let means = [
         3.1363636363636362,

@@ -95,7 +95,10 @@ async fn transient_statuses_are_retried_with_the_same_report_id_until_delivered(
 
 #[actix_rt::test]
 async fn a_redirect_is_not_followed_and_the_report_is_kept() {
+    // Each redirect names a real place to go: one that is followed would be seen there.
+    let elsewhere = Receiver::start();
     let receiver = Receiver::start();
+    receiver.answer_header("Location", &elsewhere.url);
     receiver.script([301, 307, 308].map(Answer::status));
     let storage = tempfile::tempdir().unwrap();
     let (sender, _) = start_sender(sender_config(&receiver.url, storage.path()));
@@ -107,6 +110,10 @@ async fn a_redirect_is_not_followed_and_the_report_is_kept() {
         4,
         "three redirects, each retried at the same URL"
     );
+    assert!(
+        elsewhere.received().is_empty(),
+        "no redirect was followed to its Location"
+    );
     assert!(received
         .iter()
         .all(|r| r.idempotency_key == received[0].idempotency_key));
@@ -115,6 +122,7 @@ async fn a_redirect_is_not_followed_and_the_report_is_kept() {
         0,
         "nothing was dropped"
     );
+    elsewhere.stop().await;
     receiver.stop().await;
 }
 

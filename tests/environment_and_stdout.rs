@@ -15,20 +15,15 @@ mod common;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::sender::{numbered_report, sender_config, start_sender};
+use common::non_utf8;
+use common::sender::{audited_sender, numbered_report};
 use common::{eventually, Receiver};
 use electric_telemetry::internals::*;
 use electric_telemetry::TelemetryConfig;
-
-/// A directory name that is not UTF-8 (Latin-1 "café"): valid on Linux, mangled by a lossy
-/// conversion into "caf\u{FFFD}".
-fn non_utf8(base: &Path, leaf: &[u8]) -> PathBuf {
-    base.join(OsStr::from_bytes(leaf))
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -130,22 +125,6 @@ fn child_reads_a_non_utf8_instance_id() {
 }
 
 // An audit path that is our own stdout -------------------------------------------------------
-
-/// A sender on its own Arbiter, with an audit file at `audit`, delivering to `url`.
-fn audited_sender(
-    url: &str,
-    storage: &Path,
-    audit: &Path,
-) -> (
-    actix::Addr<electric_telemetry::internals::Sender>,
-    actix::ArbiterHandle,
-) {
-    start_sender(
-        sender_config(url, storage)
-            .audit_log(audit)
-            .audit_log_max_bytes(4096),
-    )
-}
 
 /// Run only as the child of the test below, with stdout redirected to the file that is also
 /// its audit path, already past the rotation bound.

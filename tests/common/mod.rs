@@ -116,6 +116,14 @@ pub fn read_request_line_and_body(stream: &std::net::TcpStream) -> Option<(Strin
     Some((request_line?, body))
 }
 
+/// `base` joined with a name that is not UTF-8 (say Latin-1 "café", `b"caf\xe9"`): valid on
+/// Linux, mangled by a lossy conversion into "caf\u{FFFD}".
+#[cfg(unix)]
+pub fn non_utf8(base: &std::path::Path, leaf: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    base.join(std::ffi::OsStr::from_bytes(leaf))
+}
+
 /// A loopback port with nothing listening on it (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

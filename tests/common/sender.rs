@@ -30,6 +30,16 @@ pub fn start_sender(config: TelemetryConfigBuilder) -> (Addr<Sender>, ArbiterHan
     (sender, arbiter)
 }
 
+/// A sender on its own Arbiter delivering to `url`, with an audit file at `audit` that
+/// rotates past 4 KiB.
+pub fn audited_sender(url: &str, storage: &Path, audit: &Path) -> (Addr<Sender>, ArbiterHandle) {
+    start_sender(
+        sender_config(url, storage)
+            .audit_log(audit)
+            .audit_log_max_bytes(4096),
+    )
+}
+
 /// The seed report with a fresh id and `operations_from_pg` = `ops`, to tell reports apart.
 pub fn numbered_report(ops: u64) -> Report {
     let mut r = super::seed_report();

@@ -12,12 +12,13 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::common;
-use crate::common::sender::{numbered_report, sender_config, start_sender};
+use crate::common::non_utf8;
+use crate::common::sender::{audited_sender, numbered_report, start_sender};
 use crate::common::{eventually, Receiver};
 use electric_telemetry::internals::*;
 use electric_telemetry::{ConfigError, TelemetryConfig};
@@ -274,12 +275,6 @@ fn an_oversized_ca_file_is_refused_and_a_normal_one_accepted() {
 
 // Paths that are not UTF-8: used byte for byte ----------------------------------------------
 
-/// A directory name that is not UTF-8 (Latin-1 "café"): valid on Linux, mangled by a lossy
-/// conversion into "caf\u{FFFD}".
-fn non_utf8(base: &Path, leaf: &[u8]) -> PathBuf {
-    base.join(OsStr::from_bytes(leaf))
-}
-
 #[actix_rt::test]
 async fn a_non_utf8_storage_dir_holds_the_outbox_under_that_exact_name() {
     use electric_telemetry::internals::{outbox_dir, Deliver};
@@ -313,22 +308,6 @@ async fn a_non_utf8_storage_dir_holds_the_outbox_under_that_exact_name() {
 }
 
 // The audit path: a symlink or a FIFO is written through, never renamed or waited on ---------
-
-/// A sender on its own Arbiter, with an audit file at `audit`, delivering to `url`.
-fn audited_sender(
-    url: &str,
-    storage: &Path,
-    audit: &Path,
-) -> (
-    actix::Addr<electric_telemetry::internals::Sender>,
-    actix::ArbiterHandle,
-) {
-    start_sender(
-        sender_config(url, storage)
-            .audit_log(audit)
-            .audit_log_max_bytes(4096),
-    )
-}
 
 #[actix_rt::test]
 async fn an_audit_path_that_is_a_symlink_is_appended_to_and_never_renamed() {

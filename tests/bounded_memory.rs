@@ -1,7 +1,9 @@
 //! The collector's state stays under 1 MiB whatever it is fed: 100 000 distinct clients that
 //! never disconnect, as many continuing clients, distinct table counts, distinct row counts and
-//! memory samples, plus connect/disconnect churn. Measured with a counting allocator, so this
-//! file holds a single test (other tests would allocate in parallel).
+//! memory samples, plus connect/disconnect churn.
+//!
+//! A binary of its own, with a single test: it is measured with a counting global allocator,
+//! and any other test in the process would allocate in parallel and spoil the count.
 
 use std::alloc::{GlobalAlloc, Layout, System as SystemAlloc};
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};

@@ -16,10 +16,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use actix::prelude::*;
-use common::{
-    accepted, eventually, free_port, outbox_status_when, seed_report, LogCapture, Receiver,
-};
+use common::sender::{numbered_report, sender_config, start_sender};
+use common::{accepted, eventually, free_port, outbox_status_when, LogCapture, Receiver};
 use electric_telemetry::internals::*;
 use electric_telemetry::*;
 
@@ -162,30 +160,6 @@ fn mkfifo(path: &Path) {
     assert!(ok, "mkfifo {}", path.display());
 }
 
-fn sender_config(url: &str, storage: &Path) -> TelemetryConfigBuilder {
-    TelemetryConfig::builder()
-        .url(url)
-        .storage_dir(storage)
-        .request_timeout(Duration::from_millis(500))
-        .connect_timeout(Duration::from_millis(300))
-        .retry_initial_backoff(Duration::from_millis(20))
-        .retry_max_backoff(Duration::from_millis(100))
-}
-
-fn start_sender(config: TelemetryConfigBuilder) -> (Addr<Sender>, ArbiterHandle) {
-    let config = config.build().unwrap();
-    let arbiter = Arbiter::new().handle();
-    let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&config));
-    (sender, arbiter)
-}
-
-fn report(ops: u64) -> Report {
-    let mut r = seed_report();
-    r.report_id = uuid::Uuid::new_v4();
-    r.data.usage.operations_from_pg = ops;
-    r
-}
-
 fn dead_url() -> String {
     format!("http://127.0.0.1:{}/checkpoint", free_port())
 }
@@ -201,7 +175,7 @@ async fn reports_a_full_disk_could_not_keep_are_counted_after_a_restart() {
     first.send(GetOutboxStatus).await.unwrap();
     disk.fill();
     for n in 1..=3 {
-        first.send(Deliver(report(n))).await.unwrap();
+        first.send(Deliver(numbered_report(n))).await.unwrap();
     }
     assert_eq!(first.send(GetOutboxStatus).await.unwrap().pending, 3);
     // The process dies with the three reports in memory only.
@@ -211,7 +185,7 @@ async fn reports_a_full_disk_could_not_keep_are_counted_after_a_restart() {
     disk.unfill();
     let receiver = Receiver::start();
     let (second, _) = start_sender(sender_config(&receiver.url, disk.path()));
-    second.send(Deliver(report(10))).await.unwrap();
+    second.send(Deliver(numbered_report(10))).await.unwrap();
     assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 1).await);
     let delivered = accepted(&receiver.received());
     assert_eq!(delivered[0].data.usage.operations_from_pg, 10);
@@ -276,7 +250,7 @@ async fn a_fifo_named_like_a_report_never_blocks_the_sender() {
     mkfifo(&outbox.join("00000000000000000000-fifo.json"));
     let receiver = Receiver::start();
     let (sender, _) = start_sender(sender_config(&receiver.url, storage.path()));
-    let status = tokio::time::timeout(WAIT, sender.send(Deliver(report(5)))).await;
+    let status = tokio::time::timeout(WAIT, sender.send(Deliver(numbered_report(5)))).await;
     assert!(status.is_ok(), "the sender answers");
     assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 1).await);
     let delivered = accepted(&receiver.received());
@@ -322,7 +296,7 @@ fn write_unreadable_reports(dir: &Path, n: usize) {
 async fn one_delivery_counts(storage: &Path, ops: u64) -> u64 {
     let receiver = Receiver::start();
     let (sender, arbiter) = start_sender(sender_config(&receiver.url, storage));
-    sender.send(Deliver(report(ops))).await.unwrap();
+    sender.send(Deliver(numbered_report(ops))).await.unwrap();
     // Settled before the stop, so that no start sends an earlier start's report again.
     let status = outbox_status_when(&sender, |s| s.pending == 0).await;
     assert_eq!(status.pending, 0, "delivered");
@@ -370,7 +344,7 @@ async fn a_delivered_report_on_read_only_storage_is_not_sent_again_at_every_star
     };
     let dir = outbox_dir(disk.path());
     std::fs::create_dir_all(&dir).unwrap();
-    let stuck = report(42);
+    let stuck = numbered_report(42);
     std::fs::write(
         dir.join(format!("{:020}-{}.json", 0, stuck.report_id)),
         serde_json::to_vec(&stuck).unwrap(),
@@ -380,7 +354,7 @@ async fn a_delivered_report_on_read_only_storage_is_not_sent_again_at_every_star
     let receiver = Receiver::start();
     for _ in 0..2 {
         let (sender, arbiter) = start_sender(sender_config(&receiver.url, disk.path()));
-        sender.send(Deliver(report(1))).await.unwrap();
+        sender.send(Deliver(numbered_report(1))).await.unwrap();
         assert!(
             eventually(WAIT, || receiver.reports().iter().any(|r| r
                 .data

@@ -1,5 +1,7 @@
 //! Real processes on one storage dir: a service killed with SIGKILL, and two instances running
-//! side by side. The other process is this test binary run again as a child (the
+//! side by side.
+//!
+//! A binary of its own: the other process is this test binary run again as a child (the
 //! `child_service` test, which does its part only when `ET_CHILD` is set), against a real
 //! receiver on loopback in the parent.
 //!

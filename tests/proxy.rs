@@ -17,11 +17,12 @@ mod common;
 #[path = "common/proxy.rs"]
 mod test_proxy;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use common::sender::{sender_config, start_sender};
+use common::tls::HttpsReceiver;
 use common::{
     env_of, eventually, free_port, outbox_status_when, seed_report, LogCapture, Receiver,
 };
@@ -49,72 +50,17 @@ fn no_credentials_logged() {
     );
 }
 
+/// A sender's configuration for `url`, with time for a TLS handshake through the tunnel on a
+/// busy machine.
 fn config(url: &str, storage: &std::path::Path) -> TelemetryConfigBuilder {
-    TelemetryConfig::builder()
-        .url(url)
-        .storage_dir(storage)
+    sender_config(url, storage)
         .connect_timeout(Duration::from_secs(2))
         .request_timeout(Duration::from_secs(2))
-        .retry_initial_backoff(Duration::from_millis(20))
-        .retry_max_backoff(Duration::from_millis(50))
 }
 
-fn start_sender(config: TelemetryConfigBuilder) -> Addr<Sender> {
-    let config = config.build().unwrap();
-    Sender::start_in_arbiter(&Arbiter::new().handle(), move |_| Sender::new(&config))
-}
-
-/// An https receiver on 127.0.0.1 with a self-signed certificate for `name`.
-struct HttpsReceiver {
-    url: String,
-    cert_pem: String,
-    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
-    server: actix_web::dev::ServerHandle,
-}
-
-impl HttpsReceiver {
-    fn start(name: &str) -> Self {
-        let issued = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
-        let cert_pem = issued.cert.pem();
-        let cert = issued.cert.der().clone();
-        let key =
-            rustls::pki_types::PrivateKeyDer::try_from(issued.signing_key.serialize_der()).unwrap();
-        let ring = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ServerConfig::builder_with_provider(ring)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
-            .unwrap();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let kept = Arc::clone(&bodies);
-        let server = HttpServer::new(move || {
-            let kept = Arc::clone(&kept);
-            App::new().default_service(web::to(move |body: web::Bytes| {
-                kept.lock().unwrap().push(body.to_vec());
-                async { HttpResponse::Ok().finish() }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .bind_rustls_0_23(("127.0.0.1", 0), tls)
-        .unwrap();
-        let port = server.addrs()[0].port();
-        let server = server.run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
-        Self {
-            url: format!("https://127.0.0.1:{port}/checkpoint"),
-            cert_pem,
-            bodies,
-            server: handle,
-        }
-    }
-
-    fn received(&self) -> usize {
-        self.bodies.lock().unwrap().len()
-    }
+/// A sender on an Arbiter of its own (which goes on when the handle is dropped).
+fn start(config: TelemetryConfigBuilder) -> Addr<Sender> {
+    start_sender(config).0
 }
 
 #[actix_rt::test]
@@ -128,16 +74,15 @@ async fn https_goes_through_a_tunnel_with_tls_end_to_end() {
     let ca = storage.path().join("ca.pem");
     std::fs::write(&ca, format!("{}{}", right.cert_pem, wrong.cert_pem)).unwrap();
 
-    let sender = start_sender(
+    let sender = start(
         config(&right.url, &storage.path().join("a"))
             .ca_file(&ca)
             .proxy(&proxy.url),
     );
     let report = seed_report();
     sender.send(Deliver(report.clone())).await.unwrap();
-    assert!(eventually(WAIT, || right.received() == 1).await);
-    let body = right.bodies.lock().unwrap()[0].clone();
-    assert_eq!(serde_json::from_slice::<Report>(&body).unwrap(), report);
+    assert!(eventually(WAIT, || right.received().len() == 1).await);
+    assert_eq!(right.reports()[0], report);
     let port = right
         .url
         .split(':')
@@ -156,7 +101,7 @@ async fn https_goes_through_a_tunnel_with_tls_end_to_end() {
     );
 
     // Through the same tunnel, a certificate for another name is refused as it would be direct.
-    let refusing = start_sender(
+    let refusing = start(
         config(&wrong.url, &storage.path().join("b"))
             .ca_file(&ca)
             .proxy(&proxy.url),
@@ -168,13 +113,13 @@ async fn https_goes_through_a_tunnel_with_tls_end_to_end() {
         "{status:?}"
     );
     assert_eq!(
-        wrong.received(),
+        wrong.received().len(),
         0,
         "nothing went to a certificate for another name"
     );
     assert!(proxy.seen().len() >= 3, "the tunnel was opened each time");
-    right.server.stop(false).await;
-    wrong.server.stop(false).await;
+    right.receiver.stop().await;
+    wrong.receiver.stop().await;
 }
 
 #[actix_rt::test]
@@ -183,7 +128,7 @@ async fn http_goes_through_the_proxy_named_by_http_proxy() {
     let proxy = ConnectProxy::start();
     let receiver = Receiver::start();
     let storage = tempfile::tempdir().unwrap();
-    let sender = start_sender(
+    let sender = start(
         config(&receiver.url, storage.path())
             .with_env_from(env_of(&[
                 ("http_proxy", &proxy.url),
@@ -212,7 +157,7 @@ async fn no_proxy_and_none_send_direct_and_nothing_else_does() {
     let storage = tempfile::tempdir().unwrap();
     let deliver_with = |vars: Vec<(&'static str, String)>, dir: &str| {
         let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        start_sender(
+        start(
             config(&receiver.url, &storage.path().join(dir))
                 .with_env_from(env_of(&pairs))
                 .unwrap(),
@@ -262,7 +207,7 @@ async fn proxy_credentials_go_to_the_proxy_only_and_never_into_a_log() {
     let receiver = Receiver::start();
     let storage = tempfile::tempdir().unwrap();
     let with_credentials = format!("http://telemetry:{PASSWORD}@127.0.0.1:{}", proxy.port);
-    let sender = start_sender(
+    let sender = start(
         config(&receiver.url, storage.path())
             .with_env_from(env_of(&[("ALL_PROXY", &with_credentials)]))
             .unwrap(),
@@ -293,7 +238,7 @@ async fn a_407_keeps_the_report_and_is_explained_once_without_the_credentials() 
     proxy.require_basic("telemetry", "another-password");
     let receiver = Receiver::start();
     let storage = tempfile::tempdir().unwrap();
-    let sender = start_sender(config(&receiver.url, storage.path()).proxy(format!(
+    let sender = start(config(&receiver.url, storage.path()).proxy(format!(
         "http://telemetry:{PASSWORD}@127.0.0.1:{}",
         proxy.port
     )));
@@ -376,7 +321,7 @@ async fn a_proxy_refusing_the_tunnel_is_a_transient_failure() {
     let proxy = ConnectProxy::start();
     let receiver = Receiver::start();
     let storage = tempfile::tempdir().unwrap();
-    let sender = start_sender(config(&receiver.url, storage.path()).proxy(&proxy.url));
+    let sender = start(config(&receiver.url, storage.path()).proxy(&proxy.url));
     proxy.refuse_with(Some(403));
     sender.send(Deliver(seed_report())).await.unwrap();
     let status = outbox_status_when(&sender, |s| s.failed_attempts >= 2).await;

@@ -3,6 +3,9 @@
 //! report interval, without holding up the reports behind it; the outage is one WARN naming
 //! the status and the receiver's reason, and one line when it ends. Also: what the receiver
 //! says about the report versions it accepts.
+//!
+//! A binary of its own: it installs a global log subscriber (the sender logs from its own
+//! thread), shared by its tests, which tell their lines apart by the endpoint's port.
 
 mod common;
 
@@ -11,7 +14,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::{accepted, eventually, outbox_status_when, seed_report, LogCapture, Receiver};
+use common::sender::{numbered_report, sender_config};
+use common::{accepted, eventually, outbox_status_when, LogCapture, Receiver};
 use electric_telemetry::internals::*;
 use electric_telemetry::*;
 
@@ -32,27 +36,9 @@ fn lines_about(level: &str, url: &str) -> Vec<String> {
         .collect()
 }
 
+/// A sender for `url` whose refused reports are tried again once per `interval`.
 fn start_sender(url: &str, storage: &Path, interval: Duration) -> (Addr<Sender>, ArbiterHandle) {
-    let config = TelemetryConfig::builder()
-        .url(url)
-        .storage_dir(storage)
-        .interval(interval)
-        .request_timeout(Duration::from_millis(500))
-        .connect_timeout(Duration::from_millis(500))
-        .retry_initial_backoff(Duration::from_millis(20))
-        .retry_max_backoff(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    let arbiter = Arbiter::new().handle();
-    let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&config));
-    (sender, arbiter)
-}
-
-fn report(ops: u64) -> Report {
-    let mut r = seed_report();
-    r.report_id = uuid::Uuid::new_v4();
-    r.data.usage.operations_from_pg = ops;
-    r
+    common::sender::start_sender(sender_config(url, storage).interval(interval))
 }
 
 #[actix_rt::test]
@@ -63,7 +49,7 @@ async fn a_receiver_answering_404_for_a_while_loses_no_report() {
     let storage = tempfile::tempdir().unwrap();
     let interval = Duration::from_secs(1);
     let (sender, _) = start_sender(&receiver.url, storage.path(), interval);
-    let queued: Vec<Report> = (1..=3).map(report).collect();
+    let queued: Vec<Report> = (1..=3).map(numbered_report).collect();
     for r in &queued {
         sender.send(Deliver(r.clone())).await.unwrap();
     }
@@ -138,7 +124,7 @@ async fn a_receiver_that_knows_a_newer_report_version_is_logged_once() {
     let storage = tempfile::tempdir().unwrap();
     let (sender, _) = start_sender(&receiver.url, storage.path(), Duration::from_secs(3600));
     for n in 1..=3 {
-        sender.send(Deliver(report(n))).await.unwrap();
+        sender.send(Deliver(numbered_report(n))).await.unwrap();
     }
     assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 3).await);
     assert!(

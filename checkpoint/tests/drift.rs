@@ -9,7 +9,7 @@
 //!   fails here until the receiver sums it.
 //! - A report type that changes without the schema (a field the schema does not know) is
 //!   refused with 400 naming the field, which makes the real-pipeline test in `pipeline.rs`
-//!   fail; the library's own `tests/schema.rs` checks the types against the schema directly
+//!   fail; the library's own `tests/suite/schema.rs` checks the types against the schema directly
 //!   (both directions), so together the payload cannot drift from what the receiver accepts.
 
 mod common;

@@ -2,7 +2,7 @@
 //! not hand-written) are accepted and add up to what was recorded; a graceful stop loses no
 //! report that was answered 2xx; `checkpoint summary` prints the same numbers.
 //!
-//! Together with the library's `tests/schema.rs` (the Rust types and `REPORT_SCHEMA` cannot
+//! Together with the library's `tests/suite/schema.rs` (the Rust types and `REPORT_SCHEMA` cannot
 //! drift apart), this is the drift guard from the receiver's side: a field added to the
 //! reporter's types without the schema makes these real reports fail validation here.
 

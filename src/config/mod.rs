@@ -12,6 +12,7 @@
 mod builder;
 pub(crate) mod endpoint_url;
 mod env;
+pub(crate) mod no_proxy;
 pub(crate) mod proxy;
 
 pub use builder::TelemetryConfigBuilder;

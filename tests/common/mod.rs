@@ -1,5 +1,7 @@
-//! What the integration tests share: the loopback receiver (`receiver.rs`), a server that cuts
-//! responses short, log capture, and small helpers.
+//! What the integration tests share: the recording loopback receiver (`receiver.rs`), the same
+//! receiver behind TLS with a self-signed certificate (`tls.rs`), a sender set up against a
+//! stand-in (`sender.rs`), paused-time stepping and an actor that keeps the scheduler's
+//! reports (`paused.rs`), a server that cuts responses short, log capture, and small helpers.
 #![allow(dead_code)] // Each test binary uses a different part of it.
 
 use std::sync::{Arc, Mutex};
@@ -7,7 +9,10 @@ use std::time::Duration;
 
 use electric_telemetry::{Report, Usage};
 
+pub mod paused;
 mod receiver;
+pub mod sender;
+pub mod tls;
 #[allow(unused_imports)] // Not every test binary uses the receiver.
 pub use receiver::*;
 
@@ -109,6 +114,14 @@ pub fn read_request_line_and_body(stream: &std::net::TcpStream) -> Option<(Strin
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
     Some((request_line?, body))
+}
+
+/// `base` joined with a name that is not UTF-8 (say Latin-1 "café", `b"caf\xe9"`): valid on
+/// Linux, mangled by a lossy conversion into "caf\u{FFFD}".
+#[cfg(unix)]
+pub fn non_utf8(base: &std::path::Path, leaf: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    base.join(std::ffi::OsStr::from_bytes(leaf))
 }
 
 /// A loopback port with nothing listening on it (bound, then released).

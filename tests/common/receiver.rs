@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use electric_telemetry::Report;
 
@@ -58,8 +60,9 @@ impl Received {
     }
 }
 
+/// What a receiver was sent and how it answers; see [`Receiver::serve`].
 #[derive(Default)]
-struct State {
+pub struct State {
     received: Mutex<Vec<Received>>,
     /// Answers to give first, in order; then `status`.
     script: Mutex<VecDeque<Answer>>,
@@ -85,27 +88,54 @@ impl Receiver {
 
     /// Starts a receiver on 127.0.0.1:`port` that answers 200.
     pub fn start_on(port: u16) -> Self {
-        let state = Arc::new(State {
+        let state = Self::new_state();
+        let app_state = Arc::clone(&state);
+        let server = HttpServer::new(move || Self::app(Arc::clone(&app_state)))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .bind(("127.0.0.1", port))
+            .expect("bind a loopback port");
+        let port = server.addrs()[0].port();
+        Self::serve(
+            format!("http://127.0.0.1:{port}/checkpoint"),
+            state,
+            server.run(),
+        )
+    }
+
+    /// A new receiver's state: nothing received, answering 200.
+    pub fn new_state() -> Arc<State> {
+        Arc::new(State {
             status: AtomicU16::new(200),
             ..State::default()
-        });
-        let app_state = Arc::clone(&state);
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::from(Arc::clone(&app_state)))
-                .default_service(web::to(receive))
         })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .bind(("127.0.0.1", port))
-        .expect("bind a loopback port");
-        let port = server.addrs()[0].port();
-        let server = server.run();
+    }
+
+    /// The receiver's app over `state`, for a server bound some other way (the https one of
+    /// the tests, `tests/common/tls.rs`).
+    pub fn app(
+        state: Arc<State>,
+    ) -> App<
+        impl ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<impl MessageBody>,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+    > {
+        App::new()
+            .app_data(web::Data::from(state))
+            .default_service(web::to(receive))
+    }
+
+    /// Runs `server` (serving [`Receiver::app`] over `state`, at `url`) in the current System.
+    pub fn serve(url: String, state: Arc<State>, server: actix_web::dev::Server) -> Self {
         let handle = server.handle();
         actix_rt::spawn(server);
         Self {
-            url: format!("http://127.0.0.1:{port}/checkpoint"),
+            url,
             state,
             server: handle,
         }

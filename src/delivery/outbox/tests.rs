@@ -1,7 +1,7 @@
 //! The outbox's own tests: bounds, counts across restarts, recovery files, take-over.
 use std::fs;
 
-use super::layout::{parse_count, KEPT_CORRUPT, RECOVERY_FILE, RUNNING_FILE};
+use super::layout::{parse_count, CARRY_FILE, KEPT_CORRUPT, RECOVERY_FILE, RUNNING_FILE};
 use super::CountMark;
 use super::*;
 use crate::delivery::instance_dir;

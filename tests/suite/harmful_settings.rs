@@ -1,21 +1,25 @@
 //! Settings that used to do harm instead of failing: a URL whose port awc dropped, a CA file
 //! that was a device or a FIFO, a URL whose credentials were echoed or silently dropped, paths
-//! whose non-UTF-8 bytes were replaced. Each must now be refused at start with an error that
-//! names the variable, says what is accepted and shows no secret, or be used exactly as given.
+//! whose non-UTF-8 bytes were replaced, an audit path that was a symlink or a FIFO. Each must
+//! now be refused at start with an error that names the variable, says what is accepted and
+//! shows no secret, or be used exactly as given. The same read from a real process
+//! environment, and an audit path that is our own stdout, need a process of their own:
+//! `tests/environment_and_stdout.rs`.
 //!
 //! Unix only: FIFOs, symlinks, non-UTF-8 file names and `mkfifo` are what it is about.
 #![cfg(unix)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, Receiver};
+use crate::common;
+use crate::common::non_utf8;
+use crate::common::sender::{audited_sender, numbered_report, start_sender};
+use crate::common::{eventually, Receiver};
 use electric_telemetry::internals::*;
 use electric_telemetry::{ConfigError, TelemetryConfig};
 
@@ -48,7 +52,7 @@ fn mkfifo(path: &Path) {
     assert!(status.success(), "mkfifo {}", path.display());
 }
 
-// Item 5 ---------------------------------------------------------------------------------------
+// The endpoint URL: its port --------------------------------------------------------------
 
 #[test]
 fn a_url_with_a_port_that_is_not_1_to_65535_is_refused_naming_the_variable() {
@@ -84,7 +88,7 @@ fn a_url_with_a_port_that_is_not_1_to_65535_is_refused_naming_the_variable() {
     }
 }
 
-// Item 7 ---------------------------------------------------------------------------------------
+// The endpoint URL: never echoed with its secrets --------------------------------------------
 
 #[test]
 fn an_invalid_url_is_never_echoed_with_its_credentials_or_query() {
@@ -113,7 +117,7 @@ fn an_invalid_url_is_never_echoed_with_its_credentials_or_query() {
     );
 }
 
-// Item 10 --------------------------------------------------------------------------------------
+// The endpoint URL: credentials are refused, not dropped ------------------------------------
 
 #[actix_rt::test]
 async fn a_url_with_a_user_or_password_is_refused_and_nothing_reaches_the_endpoint() {
@@ -134,8 +138,6 @@ async fn a_url_with_a_user_or_password_is_refused_and_nothing_reaches_the_endpoi
     assert!(receiver.received().is_empty(), "nothing was sent");
     receiver.stop().await;
 }
-
-// URLs that look right -------------------------------------------------------------------------
 
 /// A raw HTTP/1.1 server on 127.0.0.1 that answers 200 and keeps each request line as sent.
 fn request_line_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
@@ -225,7 +227,7 @@ fn hosts_that_would_fail_every_attempt_are_refused_at_start_naming_the_variable(
     }
 }
 
-// Item 6 ---------------------------------------------------------------------------------------
+// The CA file: only a regular PEM file, bounded, never blocking ------------------------------
 
 #[test]
 fn a_ca_file_that_is_a_device_is_refused_without_reading_it() {
@@ -271,126 +273,19 @@ fn an_oversized_ca_file_is_refused_and_a_normal_one_accepted() {
     assert!(err.to_string().contains("larger than"), "{err}");
 }
 
-// Item 9 ---------------------------------------------------------------------------------------
-
-/// A directory name that is not UTF-8 (Latin-1 "café"): valid on Linux, mangled by a lossy
-/// conversion into "caf\u{FFFD}".
-fn non_utf8(base: &Path, leaf: &[u8]) -> PathBuf {
-    base.join(OsStr::from_bytes(leaf))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-/// Run only as the child of the test below, with its environment: reads the real process
-/// environment through `from_env` and checks every path byte for byte.
-#[test]
-fn child_reads_non_utf8_paths_from_its_environment() {
-    // An entry point for the parent test's child process: does nothing in a plain run.
-    if std::env::var_os("ET_CHILD").is_none() {
-        return;
-    }
-    let expected = |name: &str| unhex(&std::env::var(name).expect("run by the parent test"));
-    let config = TelemetryConfig::from_env().expect("non-UTF-8 paths are valid settings");
-    assert_eq!(
-        config.storage_dir().as_os_str().as_bytes(),
-        expected("EXPECT_STORAGE_DIR")
-    );
-    let audit = config.audit_log().expect("audit log set");
-    assert_eq!(audit.as_os_str().as_bytes(), expected("EXPECT_AUDIT_LOG"));
-    let ca = config.ca_file().expect("CA file set");
-    assert_eq!(ca.as_os_str().as_bytes(), expected("EXPECT_CA_FILE"));
-    // And the files are found where configured: the CA file was read at that exact path.
-    assert!(ca.is_file());
-}
-
-#[test]
-fn non_utf8_paths_from_the_environment_are_used_byte_for_byte() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = non_utf8(dir.path(), b"caf\xe9-storage");
-    let audit = non_utf8(dir.path(), b"caf\xe9-audit.jsonl");
-    let ca = non_utf8(dir.path(), b"caf\xe9-ca.pem");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    std::fs::write(&ca, cert.cert.pem()).unwrap();
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_reads_non_utf8_paths_from_its_environment",
-            "--test-threads=1",
-        ])
-        .env("ET_CHILD", "1")
-        .env_remove(ENV_TELEMETRY)
-        .env_remove(ENV_DO_NOT_TRACK)
-        .env_remove(ENV_URL)
-        .env(ENV_STORAGE_DIR, &storage)
-        .env(ENV_AUDIT_LOG, &audit)
-        .env(ENV_CA_FILE, &ca)
-        .env("EXPECT_STORAGE_DIR", hex(storage.as_os_str().as_bytes()))
-        .env("EXPECT_AUDIT_LOG", hex(audit.as_os_str().as_bytes()))
-        .env("EXPECT_CA_FILE", hex(ca.as_os_str().as_bytes()))
-        .output()
-        .expect("the test binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("1 passed"), "the child ran: {stdout}");
-}
-
-#[test]
-fn a_non_utf8_value_where_text_is_needed_is_an_error_naming_the_variable() {
-    // Through the process-environment path, in a child: no test here touches our own env.
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_reads_a_non_utf8_instance_id",
-            "--test-threads=1",
-        ])
-        .env("ET_CHILD", "1")
-        .env(ENV_INSTANCE_ID, OsStr::from_bytes(b"node-\xff"))
-        .output()
-        .expect("the test binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
-    assert!(stdout.contains("1 passed"), "the child ran: {stdout}");
-}
-
-#[test]
-fn child_reads_a_non_utf8_instance_id() {
-    // An entry point for the parent test's child process: does nothing in a plain run.
-    if std::env::var_os("ET_CHILD").is_none() {
-        return;
-    }
-    let err = TelemetryConfig::from_env().expect_err("a non-UTF-8 id is refused");
-    assert_eq!(err.setting, "ELECTRIC_INSTANCE_ID");
-    assert!(err.to_string().contains("UTF-8"), "{err}");
-}
+// Paths that are not UTF-8: used byte for byte ----------------------------------------------
 
 #[actix_rt::test]
 async fn a_non_utf8_storage_dir_holds_the_outbox_under_that_exact_name() {
-    use actix::prelude::*;
-    use electric_telemetry::internals::{outbox_dir, Deliver, Sender};
+    use electric_telemetry::internals::{outbox_dir, Deliver};
     let dir = tempfile::tempdir().unwrap();
     let storage = non_utf8(dir.path(), b"caf\xe9");
     let dead = format!("http://127.0.0.1:{}/checkpoint", common::free_port());
     let config = TelemetryConfig::builder()
         .url(dead)
         .storage_dir(&storage)
-        .retry_initial_backoff(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let arbiter = Arbiter::new().handle();
-    let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&config));
+        .retry_initial_backoff(Duration::from_secs(60));
+    let (sender, arbiter) = start_sender(config);
     sender.send(Deliver(common::seed_report())).await.unwrap();
     let outbox = outbox_dir(&storage);
     assert!(
@@ -412,41 +307,7 @@ async fn a_non_utf8_storage_dir_holds_the_outbox_under_that_exact_name() {
     arbiter.stop();
 }
 
-// Item 8 ---------------------------------------------------------------------------------------
-
-use actix::Actor;
-
-/// A sender on its own Arbiter, with an audit file at `audit`, delivering to `url`.
-fn audited_sender(
-    url: &str,
-    storage: &Path,
-    audit: &Path,
-) -> (
-    actix::Addr<electric_telemetry::internals::Sender>,
-    actix::ArbiterHandle,
-) {
-    let config = TelemetryConfig::builder()
-        .url(url)
-        .storage_dir(storage)
-        .audit_log(audit)
-        .audit_log_max_bytes(4096)
-        .retry_initial_backoff(Duration::from_millis(20))
-        .retry_max_backoff(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    let arbiter = actix::Arbiter::new().handle();
-    let sender = electric_telemetry::internals::Sender::start_in_arbiter(&arbiter, move |_| {
-        electric_telemetry::internals::Sender::new(&config)
-    });
-    (sender, arbiter)
-}
-
-fn numbered(n: u64) -> electric_telemetry::Report {
-    let mut r = common::seed_report();
-    r.report_id = uuid::Uuid::new_v4();
-    r.data.usage.operations_from_pg = n;
-    r
-}
+// The audit path: a symlink or a FIFO is written through, never renamed or waited on ---------
 
 #[actix_rt::test]
 async fn an_audit_path_that_is_a_symlink_is_appended_to_and_never_renamed() {
@@ -461,7 +322,7 @@ async fn an_audit_path_that_is_a_symlink_is_appended_to_and_never_renamed() {
     let (sender, arbiter) = audited_sender(&receiver.url, dir.path(), &link);
     for n in 1..=3 {
         sender
-            .send(electric_telemetry::internals::Deliver(numbered(n)))
+            .send(electric_telemetry::internals::Deliver(numbered_report(n)))
             .await
             .unwrap();
     }
@@ -495,7 +356,7 @@ async fn an_audit_path_that_is_a_fifo_never_blocks_the_sender() {
     // accepted report, and the others would never go out.
     for n in 1..=3 {
         sender
-            .send(electric_telemetry::internals::Deliver(numbered(n)))
+            .send(electric_telemetry::internals::Deliver(numbered_report(n)))
             .await
             .unwrap();
     }
@@ -524,7 +385,7 @@ async fn an_audit_path_that_is_a_fifo_never_blocks_the_sender() {
     // outbox's bound of 7 pending reports.
     for n in 4..=63 {
         sender
-            .send(electric_telemetry::internals::Deliver(numbered(n)))
+            .send(electric_telemetry::internals::Deliver(numbered_report(n)))
             .await
             .unwrap();
         common::outbox_status_when(&sender, |s| s.pending == 0).await;
@@ -547,59 +408,4 @@ async fn an_audit_path_that_is_a_fifo_never_blocks_the_sender() {
     drop(reader);
     arbiter.stop();
     receiver.stop().await;
-}
-
-/// Run only as the child of the test below, with stdout redirected to the file that is also
-/// its audit path, already past the rotation bound.
-#[actix_rt::test]
-async fn child_audits_into_its_own_stdout() {
-    // An entry point for the parent test's child process: does nothing in a plain run.
-    if std::env::var_os("ET_CHILD").is_none() {
-        return;
-    }
-    let audit = PathBuf::from(std::env::var_os("AUDIT_PATH").expect("run by the parent test"));
-    let storage = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start();
-    let (sender, arbiter) = audited_sender(&receiver.url, storage.path(), &audit);
-    for n in 1..=3 {
-        sender
-            .send(electric_telemetry::internals::Deliver(numbered(n)))
-            .await
-            .unwrap();
-    }
-    let accepted = || common::accepted(&receiver.received()).len();
-    assert!(eventually(Duration::from_secs(10), || accepted() == 3).await);
-    common::outbox_status_when(&sender, |s| s.pending == 0).await;
-    arbiter.stop();
-    receiver.stop().await;
-}
-
-#[test]
-fn an_audit_path_that_is_our_own_redirected_stdout_is_never_rotated() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("service.log");
-    std::fs::write(&log, "x".repeat(5000) + "\n").unwrap();
-    let stdout = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-    let status = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_audits_into_its_own_stdout",
-            "--test-threads=1",
-        ])
-        .env("ET_CHILD", "1")
-        .env("AUDIT_PATH", &log)
-        .stdout(stdout)
-        .status()
-        .expect("the test binary runs");
-    let text = std::fs::read_to_string(&log).unwrap();
-    let tail = &text[text.len().saturating_sub(600)..];
-    assert!(status.success(), "the child passed: ...{tail}");
-    assert!(
-        text.contains("1 passed"),
-        "the child ran, writing here: ...{tail}"
-    );
-    assert!(!dir.path().join("service.log.1").exists(), "never renamed");
-    // libtest's "test ... " has no newline yet when the first line is appended.
-    let audited = text.matches("{\"report_id\"").count();
-    assert_eq!(audited, 3, "each accepted report appended to the same file");
 }

@@ -1,11 +1,9 @@
 //! End to end through the public handle: recorded usage reaches a real receiver on loopback
 //! exactly, across several reports and the final flush; disabled telemetry sends nothing.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{accepted, env_of, eventually, free_port, sum_counters, Answer, Receiver};
+use crate::common::{accepted, env_of, eventually, free_port, sum_counters, Answer, Receiver};
 use electric_telemetry::internals::*;
 use electric_telemetry::*;
 
@@ -15,7 +13,7 @@ fn config(receiver: &Receiver, storage: &tempfile::TempDir) -> TelemetryConfigBu
         .storage_dir(storage.path())
         .request_timeout(Duration::from_secs(2))
         .shutdown_timeout(Duration::from_secs(3))
-        // These tests count reports on a short real clock; spreading has tests/spread.rs.
+        // These tests count reports on a short real clock; spreading has tests/suite/spread.rs.
         .spread_reports(false)
 }
 

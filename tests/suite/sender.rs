@@ -4,47 +4,18 @@
 //! exactly to what was queued, except what the test drops on purpose, which is counted in
 //! `dropped_reports`.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use actix::prelude::*;
-use common::{
-    accepted, eventually, free_port, outbox_status_when, seed_report, Answer, CuttingServer,
-    Receiver,
+use crate::common::sender::{numbered_report, sender_config, start_sender};
+use crate::common::{
+    accepted, eventually, free_port, outbox_status_when, Answer, CuttingServer, Receiver,
 };
+use actix::prelude::*;
 use electric_telemetry::internals::*;
 use electric_telemetry::*;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn config(url: &str, storage: &Path) -> TelemetryConfigBuilder {
-    TelemetryConfig::builder()
-        .url(url)
-        .storage_dir(storage)
-        .request_timeout(Duration::from_millis(500))
-        .connect_timeout(Duration::from_millis(500))
-        .retry_initial_backoff(Duration::from_millis(20))
-        .retry_max_backoff(Duration::from_millis(100))
-}
-
-/// A sender on its own Arbiter, as `Telemetry::start` runs it; stopping the Arbiter is as
-/// abrupt for the sender as a kill.
-fn start_sender(config: TelemetryConfigBuilder) -> (Addr<Sender>, ArbiterHandle) {
-    let config = config.build().unwrap();
-    let arbiter = Arbiter::new().handle();
-    let sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&config));
-    (sender, arbiter)
-}
-
-/// A report whose `operations_from_pg` is `ops`, with a fresh id.
-fn report(ops: u64) -> Report {
-    let mut r = seed_report();
-    r.report_id = uuid::Uuid::new_v4();
-    r.data.usage.operations_from_pg = ops;
-    r
-}
 
 fn ops(reports: &[Report]) -> Vec<u64> {
     reports
@@ -75,8 +46,8 @@ fn outbox_files(storage: &Path, ext: &str) -> usize {
 async fn a_2xx_answer_is_delivered_as_json_with_an_idempotency_key() {
     let receiver = Receiver::start();
     let storage = tempfile::tempdir().unwrap();
-    let (sender, _) = start_sender(config(&receiver.url, storage.path()));
-    let sent = report(1);
+    let (sender, _) = start_sender(sender_config(&receiver.url, storage.path()));
+    let sent = numbered_report(1);
     sender.send(Deliver(sent.clone())).await.unwrap();
     assert!(eventually(WAIT, || receiver.received().len() == 1).await);
     let first = &receiver.received()[0];
@@ -103,9 +74,9 @@ async fn transient_statuses_are_retried_with_the_same_report_id_until_delivered(
     let receiver = Receiver::start();
     receiver.script([500, 502, 503, 408].map(Answer::status));
     let storage = tempfile::tempdir().unwrap();
-    let (sender, _) = start_sender(config(&receiver.url, storage.path()));
-    sender.send(Deliver(report(5))).await.unwrap();
-    sender.send(Deliver(report(7))).await.unwrap();
+    let (sender, _) = start_sender(sender_config(&receiver.url, storage.path()));
+    sender.send(Deliver(numbered_report(5))).await.unwrap();
+    sender.send(Deliver(numbered_report(7))).await.unwrap();
     assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 2).await);
     let received = receiver.received();
     assert_eq!(received.len(), 6, "four failures, then both reports");
@@ -124,17 +95,24 @@ async fn transient_statuses_are_retried_with_the_same_report_id_until_delivered(
 
 #[actix_rt::test]
 async fn a_redirect_is_not_followed_and_the_report_is_kept() {
+    // Each redirect names a real place to go: one that is followed would be seen there.
+    let elsewhere = Receiver::start();
     let receiver = Receiver::start();
+    receiver.answer_header("Location", &elsewhere.url);
     receiver.script([301, 307, 308].map(Answer::status));
     let storage = tempfile::tempdir().unwrap();
-    let (sender, _) = start_sender(config(&receiver.url, storage.path()));
-    sender.send(Deliver(report(5))).await.unwrap();
+    let (sender, _) = start_sender(sender_config(&receiver.url, storage.path()));
+    sender.send(Deliver(numbered_report(5))).await.unwrap();
     assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 1).await);
     let received = receiver.received();
     assert_eq!(
         received.len(),
         4,
         "three redirects, each retried at the same URL"
+    );
+    assert!(
+        elsewhere.received().is_empty(),
+        "no redirect was followed to its Location"
     );
     assert!(received
         .iter()
@@ -144,6 +122,7 @@ async fn a_redirect_is_not_followed_and_the_report_is_kept() {
         0,
         "nothing was dropped"
     );
+    elsewhere.stop().await;
     receiver.stop().await;
 }
 
@@ -154,9 +133,9 @@ async fn retry_after_in_seconds_is_honoured() {
     let storage = tempfile::tempdir().unwrap();
     // The backoff alone would retry within 100 ms; the endpoint asks for 1 s.
     let (sender, _) = start_sender(
-        config(&receiver.url, storage.path()).retry_max_backoff(Duration::from_secs(5)),
+        sender_config(&receiver.url, storage.path()).retry_max_backoff(Duration::from_secs(5)),
     );
-    sender.send(Deliver(report(3))).await.unwrap();
+    sender.send(Deliver(numbered_report(3))).await.unwrap();
     assert!(eventually(WAIT, || receiver.received().len() == 2).await);
     let received = receiver.received();
     let gap = received[1].at - received[0].at;
@@ -174,8 +153,8 @@ async fn a_hanging_endpoint_times_out_and_the_report_is_retried() {
         ..Answer::default()
     }]);
     let storage = tempfile::tempdir().unwrap();
-    let (sender, _) = start_sender(config(&receiver.url, storage.path()));
-    sender.send(Deliver(report(9))).await.unwrap();
+    let (sender, _) = start_sender(sender_config(&receiver.url, storage.path()));
+    sender.send(Deliver(numbered_report(9))).await.unwrap();
     assert!(eventually(WAIT, || receiver.received().len() >= 2).await);
     let received = receiver.received();
     // The first attempt was accepted by the server but never answered in time: the retry
@@ -190,9 +169,9 @@ async fn a_refused_connection_is_retried_until_the_endpoint_comes_up() {
     let port = free_port();
     let storage = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}/checkpoint");
-    let (sender, _) = start_sender(config(&url, storage.path()));
+    let (sender, _) = start_sender(sender_config(&url, storage.path()));
     for n in 1..=3 {
-        sender.send(Deliver(report(n))).await.unwrap();
+        sender.send(Deliver(numbered_report(n))).await.unwrap();
     }
     let failed = outbox_status_when(&sender, |s| s.failed_attempts >= 3)
         .await
@@ -214,8 +193,8 @@ async fn a_refused_connection_is_retried_until_the_endpoint_comes_up() {
 async fn a_connection_cut_mid_response_is_retried() {
     let server = CuttingServer::start(2);
     let storage = tempfile::tempdir().unwrap();
-    let (sender, _) = start_sender(config(&server.url, storage.path()));
-    sender.send(Deliver(report(4))).await.unwrap();
+    let (sender, _) = start_sender(sender_config(&server.url, storage.path()));
+    sender.send(Deliver(numbered_report(4))).await.unwrap();
     assert!(eventually(WAIT, || server.reports().len() == 1).await);
     assert_eq!(ops(&server.reports()), [4]);
     assert!(eventually(WAIT, || outbox_files(storage.path(), "json") == 0).await);
@@ -228,12 +207,13 @@ async fn a_refused_report_is_kept_and_does_not_hold_up_the_next_one() {
     let storage = tempfile::tempdir().unwrap();
     // A long report interval: the refused report is not tried again within the test, unless
     // flushed.
-    let (sender, _) =
-        start_sender(config(&receiver.url, storage.path()).interval(Duration::from_secs(3600)));
-    let first = report(1);
+    let (sender, _) = start_sender(
+        sender_config(&receiver.url, storage.path()).interval(Duration::from_secs(3600)),
+    );
+    let first = numbered_report(1);
     sender.send(Deliver(first.clone())).await.unwrap();
     assert!(eventually(WAIT, || receiver.received().len() == 1).await);
-    sender.send(Deliver(report(2))).await.unwrap();
+    sender.send(Deliver(numbered_report(2))).await.unwrap();
     assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 1).await);
     let delivered = accepted(&receiver.received());
     assert_eq!(
@@ -257,9 +237,9 @@ async fn a_refused_report_is_kept_and_does_not_hold_up_the_next_one() {
     receiver.stop().await;
 }
 
-/// Means whose shortest decimal form does not read back exactly without care (the
-/// `3.1363636363636362` of issue 17): a report re-serialised after being read from disk
-/// could differ from its first attempt in the last digit.
+/// Means whose shortest decimal form does not read back exactly without care (such as
+/// `3.1363636363636362`): a report re-serialised after being read from disk could differ from
+/// its first attempt in the last digit.
 fn awkward_floats(mut r: Report) -> Report {
     let means = [
         3.1363636363636362,
@@ -283,8 +263,10 @@ async fn a_report_read_from_disk_after_a_restart_is_sent_byte_for_byte() {
     let receiver = Receiver::start();
     receiver.answer_with(503);
     let storage = tempfile::tempdir().unwrap();
-    let (first, arbiter) = start_sender(config(&receiver.url, storage.path()));
-    let queued: Vec<Report> = (1..=5).map(|n| awkward_floats(report(n))).collect();
+    let (first, arbiter) = start_sender(sender_config(&receiver.url, storage.path()));
+    let queued: Vec<Report> = (1..=5)
+        .map(|n| awkward_floats(numbered_report(n)))
+        .collect();
     for r in &queued {
         first.send(Deliver(r.clone())).await.unwrap();
     }
@@ -295,7 +277,7 @@ async fn a_report_read_from_disk_after_a_restart_is_sent_byte_for_byte() {
     let before = receiver.received();
     receiver.answer_with(200);
 
-    let (second, _) = start_sender(config(&receiver.url, storage.path()));
+    let (second, _) = start_sender(sender_config(&receiver.url, storage.path()));
     assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 5).await);
     assert!(drained(&second).await);
     let after = receiver.received();
@@ -338,12 +320,12 @@ async fn past_the_retention_bound_the_oldest_reports_are_dropped_and_counted() {
     let url = format!("http://127.0.0.1:{port}/checkpoint");
     // 3 h of 1 h reports, plus a final one: 4 reports at most.
     let (sender, _) = start_sender(
-        config(&url, storage.path())
+        sender_config(&url, storage.path())
             .interval(Duration::from_secs(3600))
             .outbox_retention(Duration::from_secs(3 * 3600)),
     );
     for n in 1..=7 {
-        sender.send(Deliver(report(n))).await.unwrap();
+        sender.send(Deliver(numbered_report(n))).await.unwrap();
     }
     assert_eq!(pending(&sender).await, 4);
     assert_eq!(outbox_files(storage.path(), "json"), 4);
@@ -362,10 +344,11 @@ async fn the_byte_bound_drops_the_oldest_reports_too() {
     let port = free_port();
     let storage = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}/checkpoint");
-    let one = serde_json::to_vec(&report(1)).unwrap().len() as u64;
-    let (sender, _) = start_sender(config(&url, storage.path()).outbox_max_bytes(3 * one + 10));
+    let one = serde_json::to_vec(&numbered_report(1)).unwrap().len() as u64;
+    let (sender, _) =
+        start_sender(sender_config(&url, storage.path()).outbox_max_bytes(3 * one + 10));
     for n in 1..=6 {
-        sender.send(Deliver(report(n))).await.unwrap();
+        sender.send(Deliver(numbered_report(n))).await.unwrap();
     }
     assert_eq!(pending(&sender).await, 3);
     let receiver = Receiver::start_on(port);
@@ -380,8 +363,8 @@ async fn the_byte_bound_drops_the_oldest_reports_too() {
 async fn pending_reports_survive_a_kill_and_are_sent_once_after_the_restart() {
     let storage = tempfile::tempdir().unwrap();
     let dead = format!("http://127.0.0.1:{}/checkpoint", free_port());
-    let (first, arbiter) = start_sender(config(&dead, storage.path()));
-    let queued: Vec<Report> = (1..=3).map(report).collect();
+    let (first, arbiter) = start_sender(sender_config(&dead, storage.path()));
+    let queued: Vec<Report> = (1..=3).map(numbered_report).collect();
     for r in &queued {
         first.send(Deliver(r.clone())).await.unwrap();
     }
@@ -390,7 +373,7 @@ async fn pending_reports_survive_a_kill_and_are_sent_once_after_the_restart() {
     arbiter.stop();
 
     let receiver = Receiver::start();
-    let (second, _) = start_sender(config(&receiver.url, storage.path()));
+    let (second, _) = start_sender(sender_config(&receiver.url, storage.path()));
     assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 3).await);
     assert_eq!(
         accepted(&receiver.received()),
@@ -400,7 +383,7 @@ async fn pending_reports_survive_a_kill_and_are_sent_once_after_the_restart() {
     assert!(drained(&second).await, "the outbox empties");
     assert_eq!(outbox_files(storage.path(), "json"), 0);
     // And a third start finds nothing left to send.
-    let (_third, _) = start_sender(config(&receiver.url, storage.path()));
+    let (_third, _) = start_sender(sender_config(&receiver.url, storage.path()));
     actix_rt::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(receiver.received().len(), 3);
     receiver.stop().await;
@@ -411,7 +394,7 @@ async fn a_corrupt_outbox_file_is_moved_aside_and_the_rest_is_sent() {
     let storage = tempfile::tempdir().unwrap();
     let dir = outbox_dir(storage.path());
     std::fs::create_dir_all(&dir).unwrap();
-    let good = report(8);
+    let good = numbered_report(8);
     std::fs::write(
         dir.join(format!("{:020}-{}.json", 1, good.report_id)),
         serde_json::to_vec(&good).unwrap(),
@@ -425,14 +408,14 @@ async fn a_corrupt_outbox_file_is_moved_aside_and_the_rest_is_sent() {
     .unwrap();
     std::fs::write(dir.join("00000000000000000003-z.json.tmp-77"), b"half").unwrap();
     let receiver = Receiver::start();
-    let (sender, _) = start_sender(config(&receiver.url, storage.path()));
+    let (sender, _) = start_sender(sender_config(&receiver.url, storage.path()));
     assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 1).await);
     assert_eq!(accepted(&receiver.received()), [good]);
     assert_eq!(outbox_files(storage.path(), "corrupt"), 2);
     // The two unreadable reports are losses: the next report counts them.
     let status = sender.send(GetOutboxStatus).await.unwrap();
     assert_eq!(status.dropped_not_yet_reported, 2);
-    sender.send(Deliver(report(9))).await.unwrap();
+    sender.send(Deliver(numbered_report(9))).await.unwrap();
     assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 2).await);
     assert_eq!(accepted(&receiver.received())[1].dropped_reports, 2);
     assert!(drained(&sender).await, "the outbox empties");
@@ -447,8 +430,8 @@ async fn an_unwritable_storage_dir_keeps_reports_in_memory() {
     std::fs::write(&blocker, "").unwrap();
     let receiver = Receiver::start();
     receiver.script([Answer::status(503)]);
-    let (sender, _) = start_sender(config(&receiver.url, &blocker));
-    sender.send(Deliver(report(6))).await.unwrap();
+    let (sender, _) = start_sender(sender_config(&receiver.url, &blocker));
+    sender.send(Deliver(numbered_report(6))).await.unwrap();
     assert!(eventually(WAIT, || accepted(&receiver.received()).len() == 1).await);
     assert_eq!(ops(&accepted(&receiver.received())), [6]);
     assert!(drained(&sender).await, "the outbox empties");
@@ -462,11 +445,11 @@ async fn flush_skips_the_backoff_wait() {
     let storage = tempfile::tempdir().unwrap();
     // A long backoff: only a flush gets the report out within this test.
     let (sender, _) = start_sender(
-        config(&receiver.url, storage.path())
+        sender_config(&receiver.url, storage.path())
             .retry_initial_backoff(Duration::from_secs(600))
             .retry_max_backoff(Duration::from_secs(600)),
     );
-    sender.send(Deliver(report(2))).await.unwrap();
+    sender.send(Deliver(numbered_report(2))).await.unwrap();
     assert!(eventually(WAIT, || receiver.received().len() == 1).await);
     // The flush also retries a failure a short wait apart, not after the 600 s backoff.
     let flushed = sender.send(Flush).await.unwrap();
@@ -482,11 +465,11 @@ async fn retry_after_zero_never_turns_into_a_retry_storm() {
     receiver.script(std::iter::repeat_n(now, 1000));
     let storage = tempfile::tempdir().unwrap();
     let (sender, _) = start_sender(
-        config(&receiver.url, storage.path())
+        sender_config(&receiver.url, storage.path())
             .retry_initial_backoff(Duration::from_millis(200))
             .retry_max_backoff(Duration::from_secs(5)),
     );
-    sender.send(Deliver(report(1))).await.unwrap();
+    sender.send(Deliver(numbered_report(1))).await.unwrap();
     actix_rt::time::sleep(Duration::from_secs(1)).await;
     // The backoff still applies (ceilings 0.2, 0.4, 0.8 s ...): a handful of attempts, where
     // honouring "0" literally made hundreds.

@@ -5,13 +5,11 @@
 //! The values come from proptest strategies run with a fixed seed, and all of them go into ONE
 //! real telemetry run against a loopback receiver, so the test is deterministic and fast.
 
-mod common;
-
 use std::collections::{BTreeSet, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use common::{Received, Receiver};
+use crate::common::{Received, Receiver};
 use electric_telemetry::*;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;

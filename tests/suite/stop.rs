@@ -9,12 +9,10 @@
 //! Outcomes are asserted (attempts, `ShutdownOutcome`, the outbox), never timings; the stop's
 //! bounds are in docs/delivery.md ("The stop").
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::{free_port, Answer, Receiver};
+use crate::common::{free_port, Answer, Receiver};
 use electric_telemetry::internals::*;
 use electric_telemetry::*;
 
@@ -71,7 +69,7 @@ async fn retry_after_is_honoured_during_the_flush() {
     )
     .unwrap();
     assert!(
-        common::eventually(Duration::from_secs(10), || receiver.received().len() == 1).await,
+        crate::common::eventually(Duration::from_secs(10), || receiver.received().len() == 1).await,
         "the first report is tried and answered 503, Retry-After: 3600"
     );
     let status = telemetry.outbox_status().await.unwrap();
@@ -143,7 +141,7 @@ async fn a_hung_endpoint_still_ends_by_the_shutdown_timeout() {
 /// Waits (bounded) until no live sender holds the outbox directory: its thread has ended.
 async fn released(storage: &Path) -> bool {
     let lock = outbox_dir(storage).join(".lock");
-    common::eventually(Duration::from_secs(10), || {
+    crate::common::eventually(Duration::from_secs(10), || {
         std::fs::File::open(&lock).is_ok_and(|f| f.try_lock().is_ok())
     })
     .await
@@ -189,7 +187,7 @@ async fn a_shutdown_cut_anywhere_accounts_for_the_final_window_exactly_once() {
         let dir = outbox_dir(storage.path());
         std::fs::create_dir_all(&dir).unwrap();
         for seq in 0..PENDING {
-            let mut report = common::seed_report();
+            let mut report = crate::common::seed_report();
             report.report_id = uuid::Uuid::new_v4();
             report.dropped_reports = 0;
             let name = format!("{seq:020}-{}.json", report.report_id);

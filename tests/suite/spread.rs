@@ -3,52 +3,17 @@
 //! phase derived from its ids, predictable from the documented formula, and a fleet started in
 //! the same second reports at different moments.
 
-mod common;
-
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::env_of;
+use crate::common::paused::{pass_in_steps, Kept};
 use actix::prelude::*;
-use common::env_of;
 use electric_telemetry::internals::*;
 use electric_telemetry::*;
-use tokio::time::{advance, pause, Instant};
+use tokio::time::{pause, Instant};
 
 const MS: Duration = Duration::from_millis(1);
 const CLUSTER: u128 = 0x5eed_0000_0000_4000_8000_0000_0000_0009;
-
-/// Keeps `(instance id, when)` of every report handed to it.
-#[derive(Clone, Default)]
-struct Kept(Arc<Mutex<Vec<(String, Instant)>>>);
-
-impl Actor for Kept {
-    type Context = Context<Self>;
-}
-
-impl Handler<Deliver> for Kept {
-    type Result = ();
-    fn handle(&mut self, Deliver(report): Deliver, _: &mut Context<Self>) {
-        let id = report.data.environment.electric_instance_id;
-        self.0.lock().unwrap().push((id, Instant::now()));
-    }
-}
-
-impl Handler<Flush> for Kept {
-    type Result = Result<(), DeliveryError>;
-    fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
-        Ok(())
-    }
-}
-
-impl Kept {
-    fn times(&self, instance: &str) -> Vec<Instant> {
-        let kept = self.0.lock().unwrap();
-        kept.iter()
-            .filter(|(id, _)| id == instance)
-            .map(|(_, at)| *at)
-            .collect()
-    }
-}
 
 /// A scheduler for `instance` of the test cluster, handing its reports to `kept`.
 fn start_scheduler(
@@ -70,19 +35,6 @@ fn start_scheduler(
         kept.clone().recipient(),
     )
     .start();
-}
-
-/// Advances paused time in `step`s, letting every actor run at each.
-async fn pass(duration: Duration, step: Duration) {
-    let mut left = duration;
-    while !left.is_zero() {
-        let d = step.min(left);
-        advance(d).await;
-        left -= d;
-        for _ in 0..4 {
-            tokio::task::yield_now().await;
-        }
-    }
 }
 
 /// The documented phase (docs/delivery.md, src/scheduler/spread.rs), written out again: it must
@@ -126,13 +78,13 @@ async fn ticks_follow_the_phase_derived_from_the_ids() {
     let mut now = Duration::ZERO;
     for (n, due) in expected.iter().enumerate() {
         // Nothing until a millisecond before it is due, then that report.
-        pass(*due - MS - now, second).await;
+        pass_in_steps(*due - MS - now, second).await;
         assert_eq!(
             kept.times("instance-7").len(),
             n,
             "report {n} not before {due:?}"
         );
-        pass(2 * MS, MS).await;
+        pass_in_steps(2 * MS, MS).await;
         now = *due + MS;
         assert_eq!(
             kept.times("instance-7").len(),
@@ -168,11 +120,11 @@ async fn fleet_slots(spread: bool) -> [usize; 6] {
             .sample_every(Duration::from_secs(3600))
             .spread_reports(spread);
         start_scheduler(&addr, &storage, &format!("instance-{n}"), config);
-        pass(Duration::from_millis(50), MS).await;
+        pass_in_steps(Duration::from_millis(50), MS).await;
     }
     // Six intervals past the first reports, in 10 ms steps so each report's time is exact to
     // within a step.
-    pass(Duration::from_secs(12 + 6 * 12), Duration::from_millis(10)).await;
+    pass_in_steps(Duration::from_secs(12 + 6 * 12), Duration::from_millis(10)).await;
     let mut slots = [0usize; 6];
     for n in 1..=12 {
         let times = kept.times(&format!("instance-{n}"));

@@ -4,47 +4,18 @@
 //! The scheduler hands reports to a `Recipient<Deliver>`; here that is an actor that keeps
 //! them, so no socket is involved and paused time is safe.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::paused::{pass, scheduler_with_kept, Kept};
 use actix::prelude::*;
-use electric_telemetry::internals::*;
 use electric_telemetry::*;
-use tokio::time::{advance, pause};
+use tokio::time::pause;
 
 const MS: Duration = Duration::from_millis(1);
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// Keeps every report handed to it.
-#[derive(Clone, Default)]
-struct Outbox(Arc<Mutex<Vec<Report>>>);
-
-impl Actor for Outbox {
-    type Context = Context<Self>;
-}
-
-impl Handler<Deliver> for Outbox {
-    type Result = ();
-    fn handle(&mut self, Deliver(report): Deliver, _: &mut Context<Self>) {
-        self.0.lock().unwrap().push(report);
-    }
-}
-
-impl Handler<Flush> for Outbox {
-    type Result = Result<(), DeliveryError>;
-    fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
-        Ok(())
-    }
-}
-
-impl Outbox {
-    fn reports(&self) -> Vec<Report> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
 struct Rig {
-    outbox: Outbox,
+    outbox: Kept,
     collector: Addr<Collector>,
     _storage: tempfile::TempDir,
 }
@@ -52,42 +23,19 @@ struct Rig {
 async fn start(config: TelemetryConfigBuilder) -> Rig {
     pause();
     let storage = tempfile::tempdir().unwrap();
-    // The exact schedule; spreading has tests of its own (tests/spread.rs).
+    // The exact schedule; spreading has tests of its own (tests/suite/spread.rs).
     let config = config
         .storage_dir(storage.path())
         .spread_reports(false)
         .build()
         .unwrap();
-    let outbox = Outbox::default();
-    let collector = Collector::new().start();
-    let outbox_addr = outbox.clone().start();
-    Scheduler::new(
-        &config,
-        collector.clone(),
-        outbox_addr.clone().recipient(),
-        outbox_addr.recipient(),
-    )
-    .start();
+    let (outbox, collector) = scheduler_with_kept(&config);
     // Let the scheduler's `started` arm its timers.
     tokio::task::yield_now().await;
     Rig {
         outbox,
         collector,
         _storage: storage,
-    }
-}
-
-/// Advances paused time in steps so that every actor runs at each step.
-async fn pass(duration: Duration) {
-    let step = Duration::from_secs(1).min(duration);
-    let mut left = duration;
-    while !left.is_zero() {
-        let d = step.min(left);
-        advance(d).await;
-        left -= d;
-        for _ in 0..4 {
-            tokio::task::yield_now().await;
-        }
     }
 }
 

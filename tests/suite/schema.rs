@@ -1,12 +1,10 @@
 //! The report's JSON Schema (`report/schemas/report-v2.json`, [`REPORT_SCHEMA`]) holds for what is
 //! really sent, and it and the Rust types cannot drift apart unnoticed in either direction.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use common::{eventually, seed_report, Receiver, SEED_SAMPLE};
+use crate::common::{eventually, seed_report, Receiver, SEED_SAMPLE};
 
 use actix::Actor;
 use electric_telemetry::internals::*;
@@ -622,7 +620,7 @@ async fn a_version_1_outbox_left_by_an_older_build_is_delivered_as_version_2() {
     }
     let receiver = Receiver::start();
     // One transient failure first: the upgraded bytes are the report's bytes on every try.
-    receiver.script([common::Answer::status(503)]);
+    receiver.script([crate::common::Answer::status(503)]);
     let config = TelemetryConfig::builder()
         .url(&receiver.url)
         .storage_dir(storage.path())
@@ -633,7 +631,7 @@ async fn a_version_1_outbox_left_by_an_older_build_is_delivered_as_version_2() {
     let arbiter = actix::Arbiter::new().handle();
     let _sender = Sender::start_in_arbiter(&arbiter, move |_| Sender::new(&config));
     assert!(
-        eventually(Duration::from_secs(10), || common::accepted(
+        eventually(Duration::from_secs(10), || crate::common::accepted(
             &receiver.received()
         )
         .len()
@@ -646,7 +644,7 @@ async fn a_version_1_outbox_left_by_an_older_build_is_delivered_as_version_2() {
         "the same bytes on the retry"
     );
     let validator = Validator::new();
-    let delivered = common::accepted(&received);
+    let delivered = crate::common::accepted(&received);
     for (sent, (was, raw)) in delivered.iter().zip(left.iter().zip(&received[1..])) {
         let value: Value = serde_json::from_slice(&raw.body).unwrap();
         validator.assert_valid(&value, "an upgraded version 1 report");

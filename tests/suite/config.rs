@@ -183,7 +183,12 @@ fn builder_values_are_checked_too() {
 fn a_long_bad_value_is_shown_cut_short() {
     let long = "z".repeat(500);
     let err = from(&[(ENV_TELEMETRY, &long)]).unwrap_err();
-    assert!(err.value.chars().count() <= 81, "{}", err.value.len());
+    // Its first 80 characters and an ellipsis, in the field and in what the error shows.
+    let cut = format!("{}…", "z".repeat(80));
+    assert_eq!(err.value, cut);
+    let shown = err.to_string();
+    assert!(shown.contains(&format!("{cut:?}")), "{shown}");
+    assert!(!shown.contains(&"z".repeat(81)), "{shown}");
 }
 
 #[test]

@@ -174,7 +174,7 @@ async fn a_refusal_that_echoes_the_urls_token_never_shows_it() {
         let url = format!("http://127.0.0.1:{port}/{path}?token={token}&v=2");
         let storage = tempfile::tempdir().unwrap();
         let (sender, arbiter) = start_sender(&url, storage.path(), Duration::from_secs(3600));
-        sender.send(Deliver(report(1))).await.unwrap();
+        sender.send(Deliver(numbered_report(1))).await.unwrap();
         let shown = format!("127.0.0.1:{port}/{path}");
         assert!(
             eventually(WAIT, || lines_about(" WARN ", &url)

@@ -500,8 +500,8 @@ async fn an_earlier_builds_absorbed_marker_is_honoured_and_never_sent() {
     let storage = tempfile::tempdir().unwrap();
     let outbox = outbox_dir(storage.path());
     std::fs::create_dir_all(&outbox).unwrap();
-    let dropped = report(5);
-    let mut taker = report(7);
+    let dropped = numbered_report(5);
+    let mut taker = numbered_report(7);
     taker.dropped_reports = 1;
     std::fs::write(
         outbox.join(format!("{:020}-{}.json", 0, dropped.report_id)),
@@ -515,7 +515,7 @@ async fn an_earlier_builds_absorbed_marker_is_honoured_and_never_sent() {
     .unwrap();
 
     let receiver = Receiver::start();
-    let (sender, arbiter) = start_sender(config(&receiver.url, storage.path()));
+    let (sender, arbiter) = start_sender(sender_config(&receiver.url, storage.path()));
     assert!(drained(&sender).await);
     actix_rt::time::sleep(Duration::from_millis(200)).await;
     let received = receiver.received();

@@ -24,32 +24,52 @@ pub fn escape(s: &str) -> String {
 }
 
 /// A bar chart of one value per day, as inline SVG.
-fn day_chart(title: &str, points: &[(String, u64)]) -> String {
+/// A bar per day; a partial day (the receiver's current day, still filling up) is drawn pale
+/// with a dashed outline and said to be partial, so that it never looks like a collapse.
+fn day_chart(title: &str, points: &[(String, u64, bool)]) -> String {
     let (w, h, pad) = (720.0_f64, 160.0_f64, 18.0_f64);
     let max = points.iter().map(|p| p.1).max().unwrap_or(0).max(1) as f64;
+    let latest = points.iter().rev().find(|p| !p.2);
+    let partial_note = if points.iter().any(|p| p.2) {
+        "; the pale dashed bar is today, still partial"
+    } else {
+        ""
+    };
     let n = points.len().max(1) as f64;
     let slot = w / n;
     let bar = (slot * 0.8).max(0.5);
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r#"<figure><figcaption>{} <small>(max {} per day)</small></figcaption><svg viewBox="0 0 {w} {}" width="100%" role="img" aria-label="{}">"#,
+        r#"<figure><figcaption>{} <small>(max {} per day{}{})</small></figcaption><svg viewBox="0 0 {w} {}" width="100%" role="img" aria-label="{}">"#,
         escape(title),
         grouped(max as u64),
+        latest.map_or(String::new(), |l| format!(
+            "; {}: {}",
+            escape(&l.0),
+            grouped(l.1)
+        )),
+        partial_note,
         h + pad,
         escape(title)
     );
-    for (i, (day, v)) in points.iter().enumerate() {
+    for (i, (day, v, partial)) in points.iter().enumerate() {
         let bh = (*v as f64 / max) * h;
+        let style = if *partial {
+            r##"fill="#c9daf3" stroke="#3b7dd8" stroke-dasharray="3 2""##
+        } else {
+            r##"fill="#3b7dd8""##
+        };
         let _ = write!(
             svg,
-            r##"<rect x="{:.2}" y="{:.2}" width="{:.2}" height="{:.2}" fill="#3b7dd8"><title>{}: {}</title></rect>"##,
+            r##"<rect x="{:.2}" y="{:.2}" width="{:.2}" height="{:.2}" {style}><title>{}: {}{}</title></rect>"##,
             i as f64 * slot + (slot - bar) / 2.0,
             h - bh,
             bar,
             bh,
             escape(day),
-            grouped(*v)
+            grouped(*v),
+            if *partial { " (partial)" } else { "" }
         );
     }
     if let (Some(first), Some(last)) = (points.first(), points.last()) {
@@ -154,8 +174,11 @@ figure{{margin:1rem 0}} figcaption{{font-weight:600}} small{{color:#666;font-wei
         from = escape(&o.from),
         until = escape(&o.until),
     );
-    let series = |f: &dyn Fn(&crate::overview::Day) -> u64| -> Vec<(String, u64)> {
-        o.per_day.iter().map(|d| (d.day.clone(), f(d))).collect()
+    let series = |f: &dyn Fn(&crate::overview::Day) -> u64| -> Vec<(String, u64, bool)> {
+        o.per_day
+            .iter()
+            .map(|d| (d.day.clone(), f(d), d.partial))
+            .collect()
     };
     p.push_str(&day_chart(
         "Applications reporting per day",

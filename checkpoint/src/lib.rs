@@ -15,6 +15,7 @@
 pub mod activity;
 pub mod auth;
 pub mod export;
+pub mod fetch;
 pub mod metrics;
 pub mod overview;
 pub mod page;

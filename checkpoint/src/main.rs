@@ -515,23 +515,15 @@ async fn summary(s: Summary) -> Result<(), String> {
                 url.trim_end_matches('/'),
                 s.days
             );
-            let mut answer = awc::Client::new()
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| format!("cannot reach {url}: {e}"))?;
-            if !answer.status().is_success() {
-                let body = answer.body().await.unwrap_or_default();
+            let (status, body) =
+                checkpoint::fetch::get(&url, std::time::Duration::from_secs(60)).await?;
+            if !(200..300).contains(&status) {
                 return Err(format!(
-                    "{url} answered {}: {}",
-                    answer.status(),
+                    "{url} answered {status}: {}",
                     String::from_utf8_lossy(&body)
                 ));
             }
-            answer
-                .json()
-                .limit(64 << 20)
-                .await
+            serde_json::from_slice(&body)
                 .map_err(|e| format!("{url} did not answer an overview: {e}"))?
         }
         None => {

@@ -968,10 +968,11 @@ impl Store {
     pub async fn overview(&self, days: u32, until: NaiveDate) -> Result<Overview, StoreError> {
         let days = days.max(1);
         self.run(move |s| async move {
-            let mut o = s.overview_now(days, until).await?;
             let before = until - chrono::Days::new(u64::from(days));
-            let p = s.overview_now(days, before).await?;
-            o.previous = Some(Box::new(crate::overview::Previous::of(&p)));
+            // Both windows at once, on two connections: the wall time of one, not of two.
+            let (o, p) = tokio::join!(s.overview_now(days, until), s.overview_now(days, before));
+            let mut o = o?;
+            o.previous = Some(Box::new(crate::overview::Previous::of(&p?)));
             Ok(o)
         })
         .await

@@ -480,21 +480,18 @@ async fn overview(a: &Args, db: &str, what: &str) {
     let running = checkpoint::start(config)
         .await
         .expect("the receiver starts");
-    let http = awc::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .finish();
     let timed = |path: String| {
-        let http = http.clone();
         async move {
             let mut runs = Vec::new();
             let mut bytes = 0;
             for _ in 0..a.runs + 1 {
                 let t = Instant::now();
-                let mut res = http.get(&path).send().await.expect("GET");
-                let body = res.body().limit(64 << 20).await.expect("a body");
+                let (status, body) = checkpoint::fetch::get(&path, Duration::from_secs(60))
+                    .await
+                    .expect("GET");
                 runs.push(t.elapsed());
                 bytes = body.len();
-                assert!(res.status().is_success(), "{path}: {}", res.status());
+                assert!((200..300).contains(&status), "{path}: {status}");
             }
             runs.remove(0); // the first warms the caches
             (median(runs.clone()), *runs.iter().max().unwrap(), bytes)

@@ -1021,15 +1021,18 @@ impl Store {
         // a row from before migration 5 has none and shows the cluster's latest instead).
         let as_of =
             |col: &str| format!("CASE WHEN d.latest_ts IS NULL THEN c.{col} ELSE d.{col} END");
-        // Grouped in the database: one row per combination of attributes, not per cluster.
+        // Grouped in the database: one row per combination of attributes, not per cluster. A
+        // cluster whose last day is in the window has it as its latest day there: one lookup,
+        // the search for the latest day only for windows in the past.
         let rows = sqlx::query(&format!(
             "SELECT is_new, ev, pg, osf, osn, arch, COUNT(*) FROM (SELECT \
              CASE WHEN c.first_day >= $1 THEN 1 ELSE 0 END AS is_new, {} AS ev, {} AS pg, \
              {} AS osf, {} AS osn, {} AS arch FROM clusters c \
              JOIN cluster_days d ON d.cluster_uuid = c.cluster_uuid \
              WHERE c.last_day >= $1 AND c.first_day <= $2 \
-             AND d.day = (SELECT MAX(x.day) FROM cluster_days x \
-               WHERE x.cluster_uuid = c.cluster_uuid AND x.day >= $1 AND x.day <= $2)) active \
+             AND d.day = CASE WHEN c.last_day <= $2 THEN c.last_day \
+               ELSE (SELECT MAX(x.day) FROM cluster_days x \
+               WHERE x.cluster_uuid = c.cluster_uuid AND x.day >= $1 AND x.day <= $2) END) active \
              GROUP BY is_new, ev, pg, osf, osn, arch",
             as_of("electric_version"),
             as_of("pg_version"),

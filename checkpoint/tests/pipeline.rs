@@ -69,6 +69,24 @@ async fn real_reports_from_the_pipeline_are_accepted_and_add_up() {
         );
         assert_eq!(o.completeness.duplicates_refused, 0);
         assert_eq!(o.by_electric_version.len(), 1);
+        // The same line asked of the running receiver over HTTP (a child process: its blocking
+        // wait must not hold this test's runtime, which serves the receiver).
+        let url = format!("http://{}", running.addr());
+        let asked = actix_rt::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_checkpoint"))
+                .args(["summary", "--url", &url, "--days", "2"])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            asked.status.success(),
+            "{}: {}",
+            b.name,
+            String::from_utf8_lossy(&asked.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&asked.stdout).trim(), o.summary_line());
         running.stop().await;
 
         // The one-line answer, from the database, as `make run` prints it.

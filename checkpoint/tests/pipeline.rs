@@ -86,7 +86,10 @@ async fn real_reports_from_the_pipeline_are_accepted_and_add_up() {
             b.name,
             String::from_utf8_lossy(&asked.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&asked.stdout).trim(), o.summary_line());
+        assert_eq!(
+            String::from_utf8_lossy(&asked.stdout).trim(),
+            o.summary_line()
+        );
         running.stop().await;
 
         // The one-line answer, from the database, as `make run` prints it.

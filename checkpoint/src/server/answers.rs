@@ -22,18 +22,21 @@ pub(super) struct Window {
 }
 
 /// Reads `days` (1–3660, default 30) and `until` (`YYYY-MM-DD`, default today in UTC).
-pub(super) fn window(q: &Window) -> Result<(u32, chrono::NaiveDate), String> {
-    let days = match q.days.as_deref() {
-        None | Some("") => 30,
+/// A query parameter `name` that is a whole number from 1 to `max`; `default` when absent.
+fn count(value: Option<&str>, name: &str, default: u32, max: u32) -> Result<u32, String> {
+    match value {
+        None | Some("") => Ok(default),
         Some(s) => match s.parse::<u32>() {
-            Ok(n @ 1..=3660) => n,
-            _ => {
-                return Err(format!(
-                    "days must be a whole number from 1 to 3660, got {s:?}"
-                ))
-            }
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "{name} must be a whole number from 1 to {max}, got {s:?}"
+            )),
         },
-    };
+    }
+}
+
+pub(super) fn window(q: &Window) -> Result<(u32, chrono::NaiveDate), String> {
+    let days = count(q.days.as_deref(), "days", 30, 3660)?;
     let until = match q.until.as_deref() {
         None | Some("") => chrono::Utc::now().date_naive(),
         Some(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
@@ -177,18 +180,8 @@ pub(super) async fn activity_of(
     let period = crate::activity::Period::parse(q.period.as_deref().unwrap_or("week"))
         .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     let max = crate::activity::MAX_PERIODS;
-    let periods = match q.periods.as_deref() {
-        None | Some("") => 12,
-        Some(s) => match s.parse::<u32>() {
-            Ok(n) if (1..=max).contains(&n) => n,
-            _ => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("periods must be a whole number from 1 to {max}, got {s:?}"),
-                ))
-            }
-        },
-    };
+    let periods = count(q.periods.as_deref(), "periods", 12, max)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     let (_, until) = window(&Window {
         days: None,
         until: q.until.clone(),
@@ -231,17 +224,9 @@ pub(super) async fn retention_json(
         }
     };
     let max = crate::activity::MAX_PERIODS;
-    let cohorts = match q.cohorts.as_deref() {
-        None | Some("") => 12,
-        Some(s) => match s.parse::<u32>() {
-            Ok(n) if (1..=max).contains(&n) => n,
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("cohorts must be a whole number from 1 to {max}, got {s:?}"),
-                )
-            }
-        },
+    let cohorts = match count(q.cohorts.as_deref(), "cohorts", 12, max) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let until = match window(&Window {
         days: None,

@@ -18,14 +18,15 @@
 //! groups clusters by the week or month of their first active day. Both are computed from the
 //! rollups (the `cluster_days` rows of the periods), never from raw reports.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{Datelike, Days, Months, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::overview::{Completeness, Share};
-use crate::store::{Store, StoreError};
+use crate::store::{Filter, History, Kept, Store, StoreError};
 
 /// A calendar period kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,18 +169,20 @@ fn day_text(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
 }
 
-/// The clusters active from `start` to `end` (both included), each with its sums of
-/// `operations_from_pg` and `operations_sent_to_clients` there.
+/// The clusters active from `start` to `end` (both included) that `filter` keeps, each with
+/// its sums of `operations_from_pg` and `operations_sent_to_clients` there.
 async fn active(
     store: &Store,
     start: NaiveDate,
     end: NaiveDate,
+    filter: Filter,
 ) -> Result<BTreeMap<String, (u64, u64)>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT cluster_uuid, CAST(SUM(operations_from_pg) AS BIGINT), \
-         CAST(SUM(operations_sent_to_clients) AS BIGINT) \
-         FROM cluster_days WHERE day >= $1 AND day <= $2 GROUP BY cluster_uuid",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT d.cluster_uuid, CAST(SUM(d.operations_from_pg) AS BIGINT), \
+         CAST(SUM(d.operations_sent_to_clients) AS BIGINT) \
+         FROM cluster_days d WHERE d.day >= $1 AND d.day <= $2{} GROUP BY d.cluster_uuid",
+        filter.member("d")
+    ))
     .bind(day_text(start))
     .bind(day_text(end))
     .fetch_all(store.pool())
@@ -196,58 +199,109 @@ async fn active(
     Ok(out)
 }
 
+/// [`active`], kept while its period is finished and the rollups unchanged (`store::cache`).
+async fn active_kept(
+    store: &Store,
+    history: &History,
+    period: Period,
+    start: NaiveDate,
+    filter: Filter,
+) -> Result<Arc<BTreeMap<String, (u64, u64)>>, StoreError> {
+    let end = period.next(start) - Days::new(1);
+    let key = ("active", format!("{}/{start}", period.name()), end, filter);
+    let kept = store
+        .kept(history, key, || async {
+            Ok(Kept::Active(Arc::new(
+                active(store, start, end, filter).await?,
+            )))
+        })
+        .await?;
+    match kept {
+        Kept::Active(a) => Ok(a),
+        _ => Err(StoreError::Other(
+            "an active set was kept as another answer".to_owned(),
+        )),
+    }
+}
+
 /// The `periods` periods of kind `period` up to the one holding `until`, oldest first.
 pub(crate) async fn compute(
     store: &Store,
     period: Period,
     periods: u32,
     until: NaiveDate,
+    filter: Filter,
 ) -> Result<Activity, StoreError> {
-    let today = Utc::now().date_naive();
+    let history = store.history().await?;
     let mut starts = vec![period.start_of(until)];
     for _ in 1..periods.max(1) {
         let first = starts[0];
         starts.insert(0, period.previous(first));
     }
-    let before = period.previous(starts[0]);
-    let mut previous = active(store, before, starts[0] - Days::new(1)).await?;
     let mut out = Vec::with_capacity(starts.len());
     for start in starts {
         let end = period.next(start) - Days::new(1);
-        let now = active(store, start, end).await?;
-        let days = (end - start).num_days() as u32 + 1;
-        let o = store.overview_now(days, end).await?;
-        let was: HashSet<&String> = previous.keys().collect();
-        let returning = now.keys().filter(|c| was.contains(c)).count() as u64;
-        let dormant = previous.keys().filter(|c| !now.contains_key(*c)).count() as u64;
-        // From the same rows as the lifecycle, so that new + returning + resurrected adds up
-        // even when a report is stored between this query and the overview's.
-        let applications = now.len() as u64;
-        out.push(PeriodFigures {
-            start: day_text(start),
-            end: day_text(end),
-            partial: end >= today,
-            applications,
-            new: o.new_applications,
-            returning,
-            resurrected: applications.saturating_sub(o.new_applications + returning),
-            dormant,
-            instances: o.instances,
-            peak_instances: o.peak_instances,
-            totals: o.totals,
-            completeness: o.completeness,
-            by_electric_version: o.by_electric_version,
-            volume_per_application: Volume {
-                operations_from_pg: Spread::of(now.values().map(|v| v.0).collect()),
-                operations_sent_to_clients: Spread::of(now.values().map(|v| v.1).collect()),
-            },
-        });
-        previous = now;
+        let key = ("period", format!("{}/{start}", period.name()), end, filter);
+        let kept = store
+            .kept(&history, key, || {
+                figures(store, &history, period, start, filter)
+            })
+            .await?;
+        match kept {
+            Kept::Period(p) => out.push(PeriodFigures::clone(&p)),
+            _ => {
+                return Err(StoreError::Other(
+                    "a period was kept as another answer".to_owned(),
+                ))
+            }
+        }
     }
     Ok(Activity {
         period: period.name().to_owned(),
         periods: out,
     })
+}
+
+/// One period's figures, from the rollups (and the kept answers of finished periods).
+async fn figures(
+    store: &Store,
+    history: &History,
+    period: Period,
+    start: NaiveDate,
+    filter: Filter,
+) -> Result<Kept, StoreError> {
+    let today = Utc::now().date_naive();
+    let end = period.next(start) - Days::new(1);
+    let days = (end - start).num_days() as u32 + 1;
+    let (previous, now, o) = tokio::try_join!(
+        active_kept(store, history, period, period.previous(start), filter),
+        active_kept(store, history, period, start, filter),
+        store.overview_kept(history, days, end, filter),
+    )?;
+    let returning = now.keys().filter(|c| previous.contains_key(*c)).count() as u64;
+    let dormant = previous.keys().filter(|c| !now.contains_key(*c)).count() as u64;
+    // From the same rows as the lifecycle, so that new + returning + resurrected adds up
+    // even when a report is stored between this query and the overview's.
+    let applications = now.len() as u64;
+    Ok(Kept::Period(Arc::new(PeriodFigures {
+        start: day_text(start),
+        end: day_text(end),
+        partial: end >= today,
+        applications,
+        new: o.new_applications,
+        returning,
+        resurrected: applications.saturating_sub(o.new_applications + returning),
+        dormant,
+        instances: o.instances,
+        peak_instances: o.peak_instances,
+        totals: o.totals.clone(),
+        completeness: o.completeness.clone(),
+        by_electric_version: o.by_electric_version.clone(),
+        volume_per_application: Volume {
+            operations_from_pg: Spread::of(now.values().map(|v| v.0).collect()),
+            operations_sent_to_clients: Spread::of(now.values().map(|v| v.1).collect()),
+        },
+    })))
 }
 
 /// One cohort of `GET /api/retention`: the clusters whose first active day is in the period
@@ -274,21 +328,24 @@ pub(crate) async fn retention(
     period: Period,
     cohorts: u32,
     until: NaiveDate,
+    filter: Filter,
 ) -> Result<Retention, StoreError> {
     let mut starts = vec![period.start_of(until)];
     for _ in 1..cohorts.max(1) {
         let first = starts[0];
         starts.insert(0, period.previous(first));
     }
+    let history = store.history().await?;
     let mut sets = Vec::with_capacity(starts.len());
     for &start in &starts {
-        let end = period.next(start) - Days::new(1);
-        sets.push(active(store, start, end).await?);
+        sets.push(active_kept(store, &history, period, start, filter).await?);
     }
     // Each cluster's first active day, for the clusters first active in these periods.
-    let rows = sqlx::query(
-        "SELECT cluster_uuid, first_day FROM clusters WHERE first_day >= $1 AND first_day <= $2",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT c.cluster_uuid, c.first_day FROM clusters c \
+         WHERE c.first_day >= $1 AND c.first_day <= $2{}",
+        filter.clusters("c")
+    ))
     .bind(day_text(starts[0]))
     .bind(day_text(until))
     .fetch_all(store.pool())

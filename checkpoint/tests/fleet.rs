@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 const DAYS: i64 = 30;
 
 /// One report as sent, and what the oracle needs of it.
+#[derive(Clone)]
 struct Sent {
     /// When it is sent (sort key), microseconds.
     at: i64,
@@ -157,8 +158,74 @@ fn generate(rng: &mut fastrand::Rng) -> Vec<Sent> {
             let _ = began;
         }
     }
+    // One-shot clusters (a CI job, a trial): one or two reports on one day, or on two days.
+    for k in 0..24 {
+        let cluster = uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes())
+            .into_uuid()
+            .to_string();
+        let began = origin + Span::days(rng.i64(0..DAYS)) + Span::minutes(rng.i64(0..600));
+        let mut stamps = vec![began + Span::hours(1)];
+        if k % 3 == 1 {
+            stamps.push(began + Span::hours(5));
+        } else if k % 3 == 2 {
+            stamps.push(began + Span::hours(25));
+        }
+        let instance = format!("inst-{}", rng.u64(..));
+        let mut window_start = began;
+        for ts in stamps {
+            if ts >= end {
+                break;
+            }
+            let mut r = seed();
+            r["report_id"] = json!(uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes())
+                .into_uuid()
+                .to_string());
+            r["timestamp"] = json!(rfc3339(ts));
+            r["last_reported"] = json!(rfc3339(window_start));
+            r["dropped_events"] = json!(0);
+            r["dropped_reports"] = json!(0);
+            let env = &mut r["data"]["environment"];
+            env["electric_cluster_uuid"] = json!(cluster);
+            env["electric_instance_id"] = json!(instance);
+            r["data"]["electric_version"] = json!("1.2.3");
+            let uptime = (ts - began).num_seconds();
+            r["data"]["resources"]["uptime"] = json!(uptime);
+            for c in COUNTERS {
+                r["data"]["usage"][c] = json!(rng.u64(0..50_000));
+            }
+            sent.push(Sent {
+                at: ts.timestamp_micros(),
+                report: r,
+                cluster: cluster.clone(),
+                instance: instance.clone(),
+                day: ts.format("%Y-%m-%d").to_string(),
+                timestamp: ts,
+                last_reported: window_start,
+                uptime,
+            });
+            window_start = ts;
+        }
+    }
     sent.sort_by_key(|s| s.at);
     sent
+}
+
+/// The reports of the clusters active on at least `n` distinct days (over everything sent):
+/// what `min_active_days=n` counts.
+fn active_on(sent: &[Sent], n: usize) -> Vec<Sent> {
+    let mut days: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for s in sent {
+        days.entry(&s.cluster).or_default().insert(&s.day);
+    }
+    sent.iter()
+        .filter(|s| days[s.cluster.as_str()].len() >= n)
+        .cloned()
+        .collect()
+}
+
+/// Refused duplicates are not kept per cluster: a filtered answer has the whole fleet's.
+fn fleet_duplicates(got: &mut Completeness, fleet: &Completeness) {
+    got.duplicates_refused = fleet.duplicates_refused;
 }
 
 /// A report's (timestamp, electric_version, os, arch).
@@ -679,6 +746,61 @@ async fn a_generated_fleet_gives_the_overview_computed_independently() {
         assert_eq!(got, want, "{}: retention", b.name);
         assert!(want.cohorts.iter().all(|c| c.active[0] == c.size));
         assert!(want.cohorts[0].size > 50 && want.cohorts.iter().skip(1).any(|c| c.size > 0));
+        // min_active_days: every answer counts only the clusters active on at least N
+        // distinct days, as if the others had never reported (but for refused duplicates,
+        // which are not kept per cluster).
+        for n in [2usize, 3] {
+            let kept = active_on(&sent, n);
+            for (days, until) in [(30, "2026-01-30"), (10, "2026-01-20")] {
+                let url = format!(
+                    "http://{addr}/api/overview?days={days}&until={until}&min_active_days={n}"
+                );
+                let mut res = client().get(url).send().await.unwrap();
+                assert_eq!(res.status().as_u16(), 200, "{}", b.name);
+                let mut got: Overview = res.json().limit(16 << 20).await.unwrap();
+                got.notes.clear();
+                let fleet = oracle_compared(&sent, days, until);
+                let mut want = oracle_compared(&kept, days, until);
+                fleet_duplicates(&mut want.completeness, &fleet.completeness);
+                for (d, f) in want.per_day.iter_mut().zip(&fleet.per_day) {
+                    fleet_duplicates(&mut d.completeness, &f.completeness);
+                }
+                let (p, fp) = (
+                    want.previous.as_mut().unwrap(),
+                    fleet.previous.as_ref().unwrap(),
+                );
+                fleet_duplicates(&mut p.completeness, &fp.completeness);
+                let what = format!("{}: days={days} until={until} min_active_days={n}", b.name);
+                assert!(
+                    want.applications < fleet.applications,
+                    "{what}: the filter leaves clusters out"
+                );
+                for (g, w) in got.per_day.iter().zip(&want.per_day) {
+                    assert_eq!(g, w, "{what}: day {}", w.day);
+                }
+                assert_eq!(got, want, "{what}");
+            }
+            let url = format!(
+                "http://{addr}/api/activity?period=week&periods=5&until=2026-02-08&min_active_days={n}"
+            );
+            let mut res = client().get(url).send().await.unwrap();
+            assert_eq!(res.status().as_u16(), 200, "{}", b.name);
+            let got: Activity = res.json().limit(1 << 22).await.unwrap();
+            let fleet = activity_oracle(&sent, "week", 5, "2026-02-08");
+            let mut want = activity_oracle(&kept, "week", 5, "2026-02-08");
+            for (w, f) in want.periods.iter_mut().zip(&fleet.periods) {
+                fleet_duplicates(&mut w.completeness, &f.completeness);
+            }
+            assert_eq!(got, want, "{}: activity, min_active_days={n}", b.name);
+            let url = format!(
+                "http://{addr}/api/retention?period=week&cohorts=5&until=2026-02-01&min_active_days={n}"
+            );
+            let mut res = client().get(url).send().await.unwrap();
+            assert_eq!(res.status().as_u16(), 200, "{}", b.name);
+            let got: Retention = res.json().await.unwrap();
+            let want = retention_oracle(&kept, 5, "2026-02-01");
+            assert_eq!(got, want, "{}: retention, min_active_days={n}", b.name);
+        }
         let days = activity_oracle(&sent, "day", 12, "2026-01-20");
         assert!(
             days.periods.iter().any(|p| p.resurrected > 0)

@@ -542,6 +542,22 @@ async fn activity_refuses_bad_parameters_by_name() {
             "cohorts must be a whole number from 1 to 120",
         ),
         ("retention:until=yesterday", "until must be a date like"),
+        (
+            "min_active_days=0",
+            "min_active_days must be a whole number from 1 to 3660",
+        ),
+        (
+            "retention:min_active_days=-2",
+            "min_active_days must be a whole number from 1 to 3660",
+        ),
+        (
+            "overview:min_active_days=3661",
+            "min_active_days must be a whole number from 1 to 3660",
+        ),
+        (
+            "per_day.csv:min_active_days=2%3B%20DROP%20TABLE%20clusters",
+            "min_active_days must be a whole number from 1 to 3660",
+        ),
     ] {
         let (api, query) = query.split_once(':').unwrap_or(("activity", query));
         let mut res = http

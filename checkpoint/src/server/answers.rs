@@ -19,6 +19,7 @@ pub(super) async fn readyz(state: web::Data<State>) -> HttpResponse {
 pub(super) struct Window {
     days: Option<String>,
     until: Option<String>,
+    min_active_days: Option<String>,
 }
 
 /// Reads `days` (1–3660, default 30) and `until` (`YYYY-MM-DD`, default today in UTC).
@@ -33,6 +34,13 @@ fn count(value: Option<&str>, name: &str, default: u32, max: u32) -> Result<u32,
             )),
         },
     }
+}
+
+/// Reads `min_active_days` (1–3660, default 1): which clusters an answer counts.
+pub(super) fn filter(value: Option<&str>) -> Result<crate::store::Filter, String> {
+    Ok(crate::store::Filter {
+        min_active_days: count(value, "min_active_days", 1, 3660)?,
+    })
 }
 
 pub(super) fn window(q: &Window) -> Result<(u32, chrono::NaiveDate), String> {
@@ -50,7 +58,11 @@ pub(super) async fn overview_json(q: web::Query<Window>, state: web::Data<State>
         Ok(w) => w,
         Err(e) => return error(actix_web::http::StatusCode::BAD_REQUEST, e),
     };
-    match state.store.overview(days, until).await {
+    let filter = match filter(q.min_active_days.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return error(actix_web::http::StatusCode::BAD_REQUEST, e),
+    };
+    match state.store.overview_for(days, until, filter).await {
         Ok(o) => HttpResponse::Ok().json(o),
         Err(e) => {
             tracing::error!(error = %e, "overview failed");
@@ -78,7 +90,11 @@ pub(super) async fn per_day_csv(q: web::Query<Window>, state: web::Data<State>) 
         Ok(w) => w,
         Err(e) => return error(actix_web::http::StatusCode::BAD_REQUEST, e),
     };
-    match state.store.overview(days, until).await {
+    let filter = match filter(q.min_active_days.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return error(actix_web::http::StatusCode::BAD_REQUEST, e),
+    };
+    match state.store.overview_for(days, until, filter).await {
         Ok(o) => csv(crate::export::per_day_csv(&o), "per_day.csv"),
         Err(e) => {
             tracing::error!(error = %e, "overview failed");
@@ -161,6 +177,7 @@ pub(super) struct Periods {
     period: Option<String>,
     periods: Option<String>,
     until: Option<String>,
+    min_active_days: Option<String>,
 }
 
 /// `GET /api/activity?period=day|week|month|quarter&periods=K&until=D`: see [`crate::activity`].
@@ -185,11 +202,14 @@ pub(super) async fn activity_of(
     let (_, until) = window(&Window {
         days: None,
         until: q.until.clone(),
+        min_active_days: None,
     })
     .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    let filter =
+        filter(q.min_active_days.as_deref()).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     state
         .store
-        .activity(period, periods, until)
+        .activity(period, periods, until, filter)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "activity failed");
@@ -205,6 +225,7 @@ pub(super) struct Cohorts {
     period: Option<String>,
     cohorts: Option<String>,
     until: Option<String>,
+    min_active_days: Option<String>,
 }
 
 /// `GET /api/retention?period=week|month&cohorts=K&until=D`: see [`crate::activity::Cohort`].
@@ -231,11 +252,16 @@ pub(super) async fn retention_json(
     let until = match window(&Window {
         days: None,
         until: q.until.clone(),
+        min_active_days: None,
     }) {
         Ok((_, until)) => until,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match state.store.retention(period, cohorts, until).await {
+    let filter = match filter(q.min_active_days.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match state.store.retention(period, cohorts, until, filter).await {
         Ok(r) => HttpResponse::Ok().json(r),
         Err(e) => {
             tracing::error!(error = %e, "retention failed");

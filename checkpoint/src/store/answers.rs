@@ -11,11 +11,56 @@ use super::{day_text, Store, StoreError};
 use crate::overview::{Bucket, Completeness, Day, Overview, Share};
 use crate::validate::COUNTERS;
 
+/// Which clusters an answer counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Filter {
+    /// Count only clusters active on at least this many distinct days over everything stored
+    /// (1, the default, counts every cluster; 2 or more leaves out one-shot and CI clusters).
+    pub min_active_days: u32,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter { min_active_days: 1 }
+    }
+}
+
+impl Filter {
+    /// A condition (starting with ` AND`) on the cluster `alias.cluster_uuid`: it has at least
+    /// `min_active_days` cluster-day rows. An index walk of at most that many entries per
+    /// cluster (`LIMIT 1 OFFSET n-1`), never a count of all its days. Empty for 1.
+    pub(crate) fn clusters(&self, alias: &str) -> String {
+        if self.min_active_days <= 1 {
+            return String::new();
+        }
+        format!(
+            " AND (SELECT x.day FROM cluster_days x WHERE x.cluster_uuid = {alias}.cluster_uuid \
+             ORDER BY x.day LIMIT 1 OFFSET {}) IS NOT NULL",
+            self.min_active_days - 1
+        )
+    }
+
+    /// A condition (starting with ` AND`) on `alias.cluster_uuid` for tables other than
+    /// `clusters`: the cluster is one of those counted, among the clusters active from `$1` to
+    /// `$2`. Empty for 1.
+    pub(crate) fn member(&self, alias: &str) -> String {
+        if self.min_active_days <= 1 {
+            return String::new();
+        }
+        format!(
+            " AND {alias}.cluster_uuid IN (SELECT c.cluster_uuid FROM clusters c \
+             WHERE c.last_day >= $1 AND c.first_day <= $2{})",
+            self.clusters("c")
+        )
+    }
+}
+
 impl Store {
     pub(crate) async fn overview_now(
         &self,
         days: u32,
         until: NaiveDate,
+        filter: Filter,
     ) -> Result<Overview, StoreError> {
         let from = until - chrono::Days::new(u64::from(days) - 1);
         let (from_s, until_s) = (day_text(from), day_text(until));
@@ -37,7 +82,7 @@ impl Store {
              CASE WHEN c.first_day >= $1 THEN 1 ELSE 0 END AS is_new, {} AS ev, {} AS pg, \
              {} AS osf, {} AS osn, {} AS arch FROM clusters c \
              JOIN cluster_days d ON d.cluster_uuid = c.cluster_uuid \
-             WHERE c.last_day >= $1 AND c.first_day <= $2 \
+             WHERE c.last_day >= $1 AND c.first_day <= $2{kept} \
              AND d.day = CASE WHEN c.last_day <= $2 THEN c.last_day \
                ELSE (SELECT MAX(x.day) FROM cluster_days x \
                WHERE x.cluster_uuid = c.cluster_uuid AND x.day >= $1 AND x.day <= $2) END) active \
@@ -47,6 +92,7 @@ impl Store {
             as_of("os_family"),
             as_of("os_name"),
             as_of("arch"),
+            kept = filter.clusters("c"),
         ))
         .bind(&from_s)
         .bind(&until_s)
@@ -97,10 +143,11 @@ impl Store {
         let (by_electric_version, by_pg_version, by_os, by_arch) =
             (shares(ev), shares(pg), shares(os), shares(arch));
         // New per day: clusters whose first active day it is, so the days add up to the window.
-        let rows = sqlx::query(
-            "SELECT first_day, COUNT(*) FROM clusters WHERE first_day >= $1 AND first_day <= $2 \
-             GROUP BY first_day",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT c.first_day, COUNT(*) FROM clusters c \
+             WHERE c.first_day >= $1 AND c.first_day <= $2{} GROUP BY c.first_day",
+            filter.clusters("c")
+        ))
         .bind(&from_s)
         .bind(&until_s)
         .fetch_all(pool)
@@ -111,8 +158,9 @@ impl Store {
             new_by_day.insert(r.try_get(0)?, n as u64);
         }
         let rows = sqlx::query(&format!(
-            "SELECT n, COUNT(*) FROM (SELECT cluster_uuid, COUNT(*) AS n FROM instances \
-             WHERE {active} GROUP BY cluster_uuid) per_cluster GROUP BY n ORDER BY n"
+            "SELECT n, COUNT(*) FROM (SELECT i.cluster_uuid, COUNT(*) AS n FROM instances i \
+             WHERE {active}{} GROUP BY i.cluster_uuid) per_cluster GROUP BY n ORDER BY n",
+            filter.member("i")
         ))
         .bind(&from_s)
         .bind(&until_s)
@@ -138,6 +186,30 @@ impl Store {
         for r in &rows {
             let d = day_row(r)?;
             stored.insert(d.day.clone(), d);
+        }
+        if filter.min_active_days > 1 {
+            // The days' figures summed over the counted clusters only. Refused duplicates are
+            // not kept per cluster: they stay the whole fleet's.
+            let duplicates: BTreeMap<String, u64> = std::mem::take(&mut stored)
+                .into_iter()
+                .map(|(day, d)| (day, d.completeness.duplicates_refused))
+                .collect();
+            let rows = sqlx::query(&self.sql.select_cluster_days(&filter.member("d")))
+                .bind(&from_s)
+                .bind(&until_s)
+                .fetch_all(pool)
+                .await?;
+            for r in &rows {
+                let d = day_row(r)?;
+                stored.insert(d.day.clone(), d);
+            }
+            for (day, n) in duplicates {
+                stored
+                    .entry(day.clone())
+                    .or_insert_with(|| Day::empty(day))
+                    .completeness
+                    .duplicates_refused = n;
+            }
         }
         let mut per_day = Vec::with_capacity(days as usize);
         let mut totals = Day::empty(String::new()).totals;

@@ -80,6 +80,7 @@ impl Store {
 
         let mut missed = vec![false; reports.len()];
         let mut instance_new_today = vec![false; reports.len()];
+        let mut instance_gap = vec![false; reports.len()];
         for round in rounds(reports, &stored, |r| {
             (r.cluster_uuid.as_str(), r.instance_id.as_str())
         }) {
@@ -109,10 +110,13 @@ impl Store {
                 missed[i] =
                     instance_reports > 1 && prev_ts != Some(r.last_reported_us) && r.same_process();
                 // First report of this instance on this day.
-                instance_new_today[i] = match prev_day {
+                instance_new_today[i] = match &prev_day {
                     None => true,
-                    Some(d) => d < r.day,
+                    Some(d) => *d < r.day,
                 };
+                // The instance's span now covers days it did not report on (see
+                // `store::cache`): after a day or more of silence, or out of order.
+                instance_gap[i] = prev_day.is_some_and(|d| !follows(&d, &r.day));
             }
         }
         let extra = |i: usize| {
@@ -171,6 +175,7 @@ impl Store {
             d.clusters += cluster_day_new[i] as i64;
             d.instances += instance_new_today[i] as i64;
             d.new_clusters += cluster_new[i] as i64;
+            d.instance_gaps += instance_gap[i] as i64;
             for (sum, v) in d
                 .sums
                 .iter_mut()
@@ -187,7 +192,8 @@ impl Store {
                 .bind(d.clusters)
                 .bind(d.instances)
                 .bind(d.new_clusters)
-                .bind(d.duplicates);
+                .bind(d.duplicates)
+                .bind(d.instance_gaps);
             for v in d.sums {
                 q = q.bind(v);
             }
@@ -196,6 +202,16 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(outcomes)
+    }
+}
+
+/// Whether a report counted on `day` leaves no day without a report between the instance's
+/// previous last day `prev` and it: the same day or the next.
+fn follows(prev: &str, day: &str) -> bool {
+    let parse = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
+    match (parse(prev), parse(day)) {
+        (Some(p), Some(d)) => d == p || p.succ_opt() == Some(d),
+        _ => false,
     }
 }
 

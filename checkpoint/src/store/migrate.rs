@@ -43,6 +43,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0006_reports_by_day.sql",
         include_str!("../../migrations/0006_reports_by_day.sql"),
     ),
+    (
+        7,
+        "0007_instance_gaps.sql",
+        include_str!("../../migrations/0007_instance_gaps.sql"),
+    ),
 ];
 
 /// A migration's statements: its SQL without `--` comment lines, split at `;` (no migration
@@ -177,6 +182,7 @@ mod migration_tests {
         ),
         ("0005_activity_by_day.sql", 866, "6f09e4a6001f99ed"),
         ("0006_reports_by_day.sql", 147, "287d56c845978af3"),
+        ("0007_instance_gaps.sql", 343, "ecb213545d11ac06"),
     ];
 
     #[test]

@@ -58,6 +58,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::overview::Overview;
 
 mod answers;
+pub use answers::Filter;
+mod cache;
+pub(crate) use cache::{History, Kept};
 mod ingest;
 mod migrate;
 mod sql;
@@ -141,6 +144,8 @@ pub struct Store {
     /// Batch sizes and commit latencies, for `/metrics`.
     writer_metrics: Arc<crate::metrics::Writer>,
     health: Arc<Health>,
+    /// Answers for finished periods (see `cache`).
+    answers: Arc<cache::Answers>,
 }
 
 /// Whether writes succeed: set by every batch the writer commits or fails and by the
@@ -233,6 +238,7 @@ impl Store {
             rt,
             writer_metrics: Arc::default(),
             health: Arc::default(),
+            answers: Arc::default(),
         })
     }
 
@@ -446,16 +452,31 @@ impl Store {
         .await
     }
 
-    /// The answers for the `days` days ending with `until` (inclusive, UTC).
-    /// With the headline figures of the window of the same length just before (`previous`).
+    /// The answers for the `days` days ending with `until` (inclusive, UTC), counting every
+    /// cluster. With the headline figures of the window of the same length just before
+    /// (`previous`).
     pub async fn overview(&self, days: u32, until: NaiveDate) -> Result<Overview, StoreError> {
+        self.overview_for(days, until, Filter::default()).await
+    }
+
+    /// [`Store::overview`] counting only the clusters `filter` keeps.
+    pub async fn overview_for(
+        &self,
+        days: u32,
+        until: NaiveDate,
+        filter: Filter,
+    ) -> Result<Overview, StoreError> {
         let days = days.max(1);
         self.run(move |s| async move {
+            let history = s.history().await?;
             let before = until - chrono::Days::new(u64::from(days));
             // Both windows at once, on two connections: the wall time of one, not of two.
-            let (o, p) = tokio::join!(s.overview_now(days, until), s.overview_now(days, before));
-            let mut o = o?;
-            o.previous = Some(Box::new(crate::overview::Previous::of(&p?)));
+            let (o, p) = tokio::join!(
+                s.overview_kept(&history, days, until, filter),
+                s.overview_kept(&history, days, before, filter)
+            );
+            let mut o = Overview::clone(&*o?);
+            o.previous = Some(Box::new(crate::overview::Previous::of(&*p?)));
             Ok(o)
         })
         .await
@@ -467,10 +488,13 @@ impl Store {
         period: crate::activity::Period,
         periods: u32,
         until: NaiveDate,
+        filter: Filter,
     ) -> Result<crate::activity::Activity, StoreError> {
         let periods = periods.clamp(1, crate::activity::MAX_PERIODS);
-        self.run(move |s| async move { crate::activity::compute(&s, period, periods, until).await })
-            .await
+        self.run(move |s| async move {
+            crate::activity::compute(&s, period, periods, until, filter).await
+        })
+        .await
     }
 
     /// Retention cohorts (see [`crate::activity::Cohort`]).
@@ -479,12 +503,39 @@ impl Store {
         period: crate::activity::Period,
         cohorts: u32,
         until: NaiveDate,
+        filter: Filter,
     ) -> Result<crate::activity::Retention, StoreError> {
         let cohorts = cohorts.clamp(1, crate::activity::MAX_PERIODS);
-        self.run(
-            move |s| async move { crate::activity::retention(&s, period, cohorts, until).await },
-        )
+        self.run(move |s| async move {
+            crate::activity::retention(&s, period, cohorts, until, filter).await
+        })
         .await
+    }
+}
+
+impl Store {
+    /// The overview of `days` days up to `until` without `previous`, kept when finished.
+    pub(crate) async fn overview_kept(
+        &self,
+        history: &History,
+        days: u32,
+        until: NaiveDate,
+        filter: Filter,
+    ) -> Result<Arc<Overview>, StoreError> {
+        let key = ("overview", days.to_string(), until, filter);
+        let kept = self
+            .kept(history, key, || async {
+                Ok(Kept::Overview(Arc::new(
+                    self.overview_now(days, until, filter).await?,
+                )))
+            })
+            .await?;
+        match kept {
+            Kept::Overview(o) => Ok(o),
+            _ => Err(StoreError::Other(
+                "an overview was kept as another answer".to_owned(),
+            )),
+        }
     }
 }
 

@@ -135,6 +135,7 @@ pub(super) struct DayAdd {
     pub(super) instances: i64,
     pub(super) new_clusters: i64,
     pub(super) duplicates: i64,
+    pub(super) instance_gaps: i64,
     pub(super) sums: [i64; COUNTERS.len() + EXTRA.len()],
 }
 
@@ -161,6 +162,23 @@ pub(super) fn latest(col: &str) -> String {
 }
 
 impl Sql {
+    /// `select_days`'s columns summed from the `cluster_days` rows (alias `d`) that `member`
+    /// (a condition starting with ` AND`) keeps, one row per day.
+    pub(super) fn select_cluster_days(&self, member: &str) -> String {
+        let sums = COUNTERS
+            .iter()
+            .chain(EXTRA.iter())
+            .map(|c| format!("CAST(SUM(d.{c}) AS BIGINT)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "SELECT d.day, CAST(SUM(d.reports) AS BIGINT), CAST(COUNT(*) AS BIGINT), \
+             CAST(SUM(d.instances) AS BIGINT), CAST(0 AS BIGINT), CAST(0 AS BIGINT), {sums} \
+             FROM cluster_days d WHERE d.day >= $1 AND d.day <= $2{member} \
+             GROUP BY d.day ORDER BY d.day"
+        )
+    }
+
     pub(super) fn new(backend: Backend) -> Self {
         let rolled: Vec<&str> = COUNTERS.iter().chain(EXTRA.iter()).copied().collect();
         let cols = rolled.join(", ");
@@ -260,16 +278,17 @@ impl Sql {
                 backend,
                 &format!(
                     "INSERT INTO days (day, reports, clusters, instances, new_clusters, \
-                     duplicates, {cols})"
+                     duplicates, instance_gaps, {cols})"
                 ),
-                &format!("(?, ?, ?, ?, ?, ?, {params})"),
+                &format!("(?, ?, ?, ?, ?, ?, ?, {params})"),
                 &format!(
                     "ON CONFLICT (day) DO UPDATE SET \
                      reports = days.reports + excluded.reports, \
                      clusters = days.clusters + excluded.clusters, \
                      instances = days.instances + excluded.instances, \
                      new_clusters = days.new_clusters + excluded.new_clusters, \
-                     duplicates = days.duplicates + excluded.duplicates, {}",
+                     duplicates = days.duplicates + excluded.duplicates, \
+                     instance_gaps = days.instance_gaps + excluded.instance_gaps, {}",
                     sats("days"),
                 ),
             ),

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::overview::{Completeness, Share};
-use crate::store::{Filter, History, Kept, Store, StoreError};
+use crate::store::{Backend, Filter, History, Kept, Store, StoreError};
 
 /// A calendar period kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,10 +177,19 @@ async fn active(
     end: NaiveDate,
     filter: Filter,
 ) -> Result<BTreeMap<String, (u64, u64)>, StoreError> {
+    // SQLite reads a long period faster in one pass over the table than row by row through
+    // the day index (measured on a year of 10 000 clusters: a month 0.4 s against 0.9 s, a
+    // week 0.2 s through the index against 0.4 s); Postgres's planner chooses by itself.
+    let long = (end - start).num_days() > 7;
+    let table = if long && store.backend() == Backend::Sqlite {
+        "cluster_days d NOT INDEXED"
+    } else {
+        "cluster_days d"
+    };
     let rows = sqlx::query(&format!(
         "SELECT d.cluster_uuid, CAST(SUM(d.operations_from_pg) AS BIGINT), \
          CAST(SUM(d.operations_sent_to_clients) AS BIGINT) \
-         FROM cluster_days d WHERE d.day >= $1 AND d.day <= $2{} GROUP BY d.cluster_uuid",
+         FROM {table} WHERE d.day >= $1 AND d.day <= $2{} GROUP BY d.cluster_uuid",
         filter.member("d")
     ))
     .bind(day_text(start))

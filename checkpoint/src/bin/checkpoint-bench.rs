@@ -16,7 +16,11 @@
 //!    4 h interval leaves behind: the cluster table, an instance table with a restart (new
 //!    instance id) every 30 days, one `cluster_days` row per cluster per day, the `days`
 //!    rollup, and one day of raw reports (the rest of the year's raw reports would be past
-//!    retention). Then `GET /api/overview?days=365` and the page, median of `--runs`.
+//!    retention). Then `GET /api/overview?days=365` and the page, median of `--runs`, and the
+//!    answers per period (`/api/activity`, `/api/retention`, `min_active_days`): the first
+//!    request (cold) and the median of `--runs` each after a report stored today (live).
+//!
+//! `--parts ingest` or `--parts year` runs one part only.
 //!
 //! Release build only; prints Markdown.
 
@@ -37,6 +41,8 @@ struct Args {
     clusters: usize,
     days: u32,
     runs: usize,
+    /// `ingest`, `year` or `all` (the default): which parts run.
+    parts: String,
     /// A Postgres server URL whose user may create databases: the overview is measured there too.
     pg: Option<String>,
 }
@@ -48,6 +54,7 @@ fn args() -> Args {
         clusters: 10_000,
         days: 365,
         runs: 7,
+        parts: "all".to_owned(),
         // As the tests: `. .ci/postgres.sh` before `make bench-checkpoint` adds Postgres.
         pg: std::env::var("CHECKPOINT_TEST_POSTGRES_URL")
             .ok()
@@ -63,8 +70,13 @@ fn args() -> Args {
             ("--days", Some(v)) => a.days = v as u32,
             ("--runs", Some(v)) => a.runs = v,
             ("--pg", _) if pair.len() == 2 => a.pg = Some(pair[1].clone()),
+            ("--parts", _)
+                if pair.len() == 2 && ["ingest", "year", "all"].contains(&pair[1].as_str()) =>
+            {
+                a.parts = pair[1].clone()
+            }
             _ => {
-                eprintln!("usage: checkpoint-bench [--reports N] [--clients N] [--clusters N] [--days N] [--runs N] [--pg postgres://URL]");
+                eprintln!("usage: checkpoint-bench [--reports N] [--clients N] [--clusters N] [--days N] [--runs N] [--pg postgres://URL] [--parts ingest|year|all]");
                 std::process::exit(2);
             }
         }
@@ -98,7 +110,12 @@ fn main() {
                 "release"
             }
         );
-        ingest(&a).await;
+        if a.parts != "year" {
+            ingest(&a).await;
+        }
+        if a.parts == "ingest" {
+            return;
+        }
         let dir = tempfile_dir();
         overview(&a, &format!("{dir}/year.db"), "SQLite").await;
         if let Some(server) = &a.pg {
@@ -335,6 +352,7 @@ async fn ingest(a: &Args) {
     let few = Args {
         clients: 32,
         pg: None,
+        parts: a.parts.clone(),
         ..*a
     };
     let sqlite_few = ingest_into(&few, &format!("{dir}/few.db"), 1).await;
@@ -502,6 +520,57 @@ async fn overview(a: &Args, db: &str, what: &str) {
         timed(format!("http://{addr}/api/overview?days={days}")).await;
     let (page_med, page_max, page_bytes) = timed(format!("http://{addr}/?days={days}")).await;
     let (month_med, _, _) = timed(format!("http://{addr}/api/overview?days=30")).await;
+    // The answers per period: the first request computes every period (cold); later ones
+    // find the finished periods kept (see store/cache.rs) and compute the current one, with
+    // a report stored today before each (live), as on a receiver taking reports.
+    let today = chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
+    let pool = running.store().pool().clone();
+    let store = running.store().clone();
+    let live = |path: String| {
+        let (pool, store, today) = (pool.clone(), store.clone(), today.clone());
+        async move {
+            let get = || async {
+                let t = Instant::now();
+                let (status, body) = checkpoint::fetch::get(&path, Duration::from_secs(120))
+                    .await
+                    .expect("GET");
+                assert!((200..300).contains(&status), "{path}: {status}");
+                (t.elapsed(), body.len())
+            };
+            let (cold, bytes) = get().await;
+            let mut runs = Vec::new();
+            for _ in 0..a.runs {
+                let (pool, today) = (pool.clone(), today.clone());
+                store
+                    .run(move |_| async move {
+                        sqlx::query("UPDATE days SET reports = reports + 1 WHERE day = $1")
+                            .bind(today)
+                            .execute(&pool)
+                            .await?;
+                        Ok(())
+                    })
+                    .await
+                    .expect("a report today");
+                runs.push(get().await.0);
+            }
+            (cold, median(runs), bytes)
+        }
+    };
+    let mut periods = Vec::new();
+    for path in [
+        "activity?period=day&periods=30",
+        "activity?period=week&periods=12",
+        "activity?period=month&periods=12",
+        "activity?period=quarter&periods=4",
+        "retention?period=week&cohorts=12",
+        "retention?period=month&cohorts=12",
+        "overview?days=30&min_active_days=7",
+    ] {
+        periods.push((path, live(format!("http://{addr}/api/{path}")).await));
+    }
     let check = running.store().overview(days, until).await.unwrap();
     running.stop().await;
     if let Ok(keep) = std::env::var("CHECKPOINT_BENCH_KEEP") {
@@ -531,6 +600,15 @@ async fn overview(a: &Args, db: &str, what: &str) {
         "| `GET /api/overview?days=30`, median | {} |",
         ms(month_med)
     );
+    for (path, (cold, live, bytes)) in periods {
+        println!(
+            "| `GET /api/{path}`: cold / live median of {} | {} / {} ({} kB) |",
+            a.runs,
+            ms(cold),
+            ms(live),
+            bytes / 1000
+        );
+    }
     println!();
     let _ = std::fs::remove_dir_all(&dir);
 }

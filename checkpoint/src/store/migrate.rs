@@ -182,7 +182,7 @@ mod migration_tests {
         ),
         ("0005_activity_by_day.sql", 866, "6f09e4a6001f99ed"),
         ("0006_reports_by_day.sql", 147, "287d56c845978af3"),
-        ("0007_instance_gaps.sql", 343, "ecb213545d11ac06"),
+        ("0007_instance_gaps.sql", 644, "9815d05274b1b8b4"),
     ];
 
     #[test]

@@ -104,6 +104,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod consent;
 mod delivery;
 mod error;
 mod files;
@@ -113,11 +114,12 @@ mod sketch;
 mod telemetry;
 mod usage;
 
-pub use config::{TelemetryConfig, TelemetryConfigBuilder, TelemetryMode};
+pub use config::{Policy, TelemetryConfig, TelemetryConfigBuilder, TelemetryMode};
 pub use delivery::sender::OutboxStatus;
-pub use error::{ConfigError, DeliveryError, StartError, UsageError};
+pub use consent::Consent;
+pub use error::{ConfigError, ConsentError, DeliveryError, StartError, UsageError};
 pub use report::wire::{
-    Environment, Os, Report, ReportData, Resources, REPORT_SCHEMA, REPORT_VERSION,
+    Environment, Level, Os, Report, ReportData, Resources, REPORT_SCHEMA, REPORT_VERSION,
 };
 pub use sketch::summary::{Median, SummaryStats};
 pub use telemetry::{ShutdownOutcome, Telemetry};
@@ -138,7 +140,7 @@ pub use usage::window::Usage;
 pub mod internals {
     pub use crate::config::{
         DEFAULT_URL, ENV_AUDIT_LOG, ENV_CA_FILE, ENV_DO_NOT_TRACK, ENV_FIRST_REPORT_IN,
-        ENV_INSTANCE_ID, ENV_INTERVAL, ENV_PROXY, ENV_SPREAD, ENV_STORAGE_DIR, ENV_TELEMETRY,
+        ENV_INSTANCE_ID, ENV_INTERVAL, ENV_LEVEL, ENV_PROXY, ENV_SPREAD, ENV_STORAGE_DIR, ENV_TELEMETRY,
         ENV_URL,
     };
     pub use crate::delivery::log_only::LogOnly;

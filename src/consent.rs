@@ -103,7 +103,9 @@ pub(crate) fn read(storage_dir: &Path) -> Option<Consent> {
                 None
             }
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // No record (or no folder for one: the storage dir's own trouble is warned about
+        // once, where it is used).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || !path.exists() => None,
         Err(e) => {
             tracing::warn!(
                 path = %path.display(), error = %e,

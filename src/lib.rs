@@ -122,7 +122,7 @@ pub use report::wire::{
     Environment, Level, Os, Report, ReportData, Resources, REPORT_SCHEMA, REPORT_VERSION,
 };
 pub use sketch::summary::{Median, SummaryStats};
-pub use telemetry::{ShutdownOutcome, Telemetry};
+pub use telemetry::{ShutdownOutcome, Telemetry, TelemetryStatus};
 pub use usage::collector::Collector;
 pub use usage::counters::Counter;
 pub use usage::events::{

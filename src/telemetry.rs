@@ -31,9 +31,9 @@ use crate::usage::queued_event::QueuedEvent;
 #[derive(Clone, Default)]
 pub struct Telemetry {
     live: Option<Arc<Live>>,
-    /// The setting that turned telemetry off, when one did (for [`Telemetry::status`] and
-    /// the answer to a consent, which an opt-out outranks).
-    off: Option<Arc<str>>,
+    /// The setting that turned telemetry off and the policy, when an opt-out did (for
+    /// [`Telemetry::status`] and the answer to a consent, which an opt-out outranks).
+    off: Option<Arc<(String, Policy)>>,
 }
 
 /// A handle that may collect: running now, or waiting for consent, or withdrawn.
@@ -190,6 +190,71 @@ fn say_waiting(control: &Control) {
     }
 }
 
+/// What telemetry is doing and why ([`Telemetry::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TelemetryStatus {
+    /// Whether the service asks first.
+    pub policy: Policy,
+    /// The configured mode (send, log-only or disabled).
+    pub mode: TelemetryMode,
+    /// The setting that decided the mode, e.g. `DO_NOT_TRACK=1` or `default`.
+    pub mode_decided_by: String,
+    /// The level collected and sent now; `None` when nothing is (no consent yet, withdrawn,
+    /// opted out, shut down).
+    pub level: Option<Level>,
+    /// The setting that decided the level: `default`, `level(..)`,
+    /// `ELECTRIC_TELEMETRY_LEVEL=…` or `consent`.
+    pub level_decided_by: String,
+    /// The decision on record in the storage dir, if any.
+    pub consent: Option<Consent>,
+    /// Payload fields added after the consent's schema revision, by path: not sent until the
+    /// operator consents again.
+    pub fields_waiting: Vec<&'static str>,
+    /// How the outbox stands (the last delivery, what waits), while telemetry runs.
+    pub outbox: Option<OutboxStatus>,
+    /// One sentence: on or off, and which setting or decision made it so.
+    pub why: String,
+}
+
+impl std::fmt::Display for TelemetryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "telemetry: {}", self.why)?;
+        writeln!(f, "policy: {}", self.policy)?;
+        writeln!(f, "mode: {:?} (decided by {})", self.mode, self.mode_decided_by)?;
+        match self.level {
+            Some(level) => writeln!(f, "level: {level} (decided by {})", self.level_decided_by)?,
+            None => writeln!(f, "level: none (nothing is collected)")?,
+        }
+        match &self.consent {
+            Some(c) => writeln!(f, "consent: {}", c.describe())?,
+            None => writeln!(f, "consent: none on record")?,
+        }
+        if !self.fields_waiting.is_empty() {
+            writeln!(
+                f,
+                "fields waiting for a newer consent: {}",
+                self.fields_waiting.join(", ")
+            )?;
+        }
+        match &self.outbox {
+            Some(o) => {
+                let last = o
+                    .last_delivered
+                    .and_then(crate::report::builder::rfc3339)
+                    .unwrap_or_else(|| "none in this run".to_owned());
+                write!(
+                    f,
+                    "outbox: {} report(s) waiting, {} failed attempt(s) since the last \
+                     delivery, last delivery {last}",
+                    o.pending, o.failed_attempts
+                )
+            }
+            None => write!(f, "outbox: not running"),
+        }
+    }
+}
+
 /// How a [`Telemetry::shutdown`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -261,7 +326,7 @@ impl Telemetry {
             );
             return Ok(Self {
                 live: None,
-                off: Some(Arc::from(decided_by)),
+                off: Some(Arc::new((decided_by.to_owned(), config.policy()))),
             });
         }
         if actix_rt::System::try_current().is_none() {
@@ -300,7 +365,10 @@ impl Telemetry {
     pub fn disabled() -> Self {
         Self {
             live: None,
-            off: Some(Arc::from("Telemetry::disabled()")),
+            off: Some(Arc::new((
+                "Telemetry::disabled()".to_owned(),
+                Policy::OptOut,
+            ))),
         }
     }
 
@@ -408,9 +476,80 @@ impl Telemetry {
         Ok(removed)
     }
 
+    /// What telemetry is doing and why: the policy, the mode and the setting that decided it,
+    /// the level collected and the setting that decided it, the consent on record, the
+    /// fields waiting for a newer consent, and how the outbox stands (the last delivery and
+    /// what waits). For a service's admin API or `--status`; its `Display` is a few lines
+    /// for people.
+    pub async fn status(&self) -> TelemetryStatus {
+        let Some(live) = &self.live else {
+            let (decided_by, policy) = self
+                .off
+                .as_deref()
+                .cloned()
+                .unwrap_or(("Telemetry::default()".to_owned(), Policy::OptOut));
+            return TelemetryStatus {
+                policy,
+                mode: TelemetryMode::Disabled,
+                why: format!("opted out by {decided_by}: nothing is collected or sent"),
+                mode_decided_by: decided_by,
+                level: None,
+                level_decided_by: String::new(),
+                consent: None,
+                fields_waiting: Vec::new(),
+                outbox: None,
+            };
+        };
+        let (running, mut status) = {
+            let control = live.control();
+            let config = &control.config;
+            let level = live.gate.level().filter(|_| control.running.is_some());
+            let why = match (&control.consent, level, control.shut_down) {
+                (_, _, true) => "shut down".to_owned(),
+                (Some(c), None, _) if c.withdrawn => {
+                    format!("off: consent {}", c.describe())
+                }
+                (None, None, _) => "off: no consent on record, and this service asks first \
+                                    (policy opt-in)"
+                    .to_owned(),
+                (_, None, _) => "off".to_owned(),
+                (Some(c), Some(_), _) => format!("on: consent {}", c.describe()),
+                (None, Some(_), _) => match (config.policy(), config.operator_opt_in()) {
+                    (Policy::OptIn, Some(by)) => format!("on: {by} (the operator's consent)"),
+                    _ => "on: policy opt-out, and no opt-out is set".to_owned(),
+                },
+            };
+            let status = TelemetryStatus {
+                policy: config.policy(),
+                mode: config.mode(),
+                mode_decided_by: config.decided_by().to_owned(),
+                level,
+                level_decided_by: control.level.1.clone(),
+                fields_waiting: control
+                    .consent
+                    .as_ref()
+                    .filter(|c| !c.withdrawn)
+                    .map(Consent::fields_waiting)
+                    .unwrap_or_default(),
+                consent: control.consent.clone(),
+                outbox: None,
+                why,
+            };
+            (control.running.clone(), status)
+        };
+        if let Some(running) = running {
+            status.outbox = running.delivery.status.send(GetOutboxStatus).await.ok();
+        }
+        status
+    }
+
     fn opted_out(&self) -> ConsentError {
         ConsentError::OptedOut {
-            decided_by: self.off.as_deref().unwrap_or("configuration").to_owned(),
+            decided_by: self
+                .off
+                .as_ref()
+                .map_or("Telemetry::default()", |off| off.0.as_str())
+                .to_owned(),
         }
     }
 

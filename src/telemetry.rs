@@ -380,6 +380,13 @@ impl Telemetry {
             .is_some_and(|live| live.gate.level().is_some())
     }
 
+    /// The level collected and sent now, `None` while nothing is (no consent yet, a
+    /// withdrawal, an opt-out). A plain atomic load: a service may check it before working
+    /// out a figure that only a higher level would send.
+    pub fn level(&self) -> Option<Level> {
+        self.live.as_ref()?.gate.level()
+    }
+
     /// Records the operator's consent to send reports at up to `level`, for the service's
     /// admin API or CLI: the decision, its date, its level and the schema revision it covers
     /// ([`SCHEMA_REVISION`](electric_telemetry_report::SCHEMA_REVISION)) are written to

@@ -20,7 +20,6 @@ use actix::prelude::*;
 use super::clock::ReportClock;
 use super::events::UsageEvent;
 use super::gate::Gate;
-use electric_telemetry_report::Level;
 use super::intake::Intake;
 use super::queued_event::QueuedEvent;
 use super::window::{Aggregates, WindowSnapshot};
@@ -58,7 +57,8 @@ impl Collector {
 
     #[cfg(any(test, feature = "unstable-internals"))]
     pub(crate) fn with_intake(intake: Arc<Intake>) -> Self {
-        Self::gated(intake, Arc::new(Gate::new(Some(Level::Full))))
+        let full = Some(electric_telemetry_report::Level::Full);
+        Self::gated(intake, Arc::new(Gate::new(full)))
     }
 
     /// A collector that collects what `gate` lets through.

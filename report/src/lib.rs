@@ -131,7 +131,7 @@ pub struct Field {
     pub description: String,
 }
 
-/// Every field of the newest schema, parent before children, in the schema's order: the one
+/// Every field of the newest schema, parent before children, sorted by name: the one
 /// declaration of each field's level, revision and source.
 pub fn fields() -> &'static [Field] {
     static FIELDS: std::sync::OnceLock<Vec<Field>> = std::sync::OnceLock::new();
@@ -197,7 +197,7 @@ pub fn fields_after(revision: u32) -> impl Iterator<Item = &'static Field> {
 }
 
 /// The dictionary as Markdown: one table row per field (path, type, level, revision, source,
-/// meaning), in the schema's order. What docs/report.md holds between its dictionary markers
+/// meaning), sorted by path. What docs/report.md holds between its dictionary markers
 /// and what the example service prints with `--print-dictionary`.
 pub fn dictionary_markdown() -> String {
     let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");

@@ -73,9 +73,10 @@ pub enum ConsentError {
     /// The decision could not be written to the storage dir.
     #[error("telemetry could not record the consent decision in {0}; nothing changed")]
     Record(String),
-    /// Telemetry could not start (no actix System on this thread, an HTTP client that cannot
-    /// be built); the consent is recorded and counts from the next start.
-    #[error("the consent is recorded, but telemetry could not start now: {0}")]
+    /// Telemetry could not start: called outside an actix System (nothing is recorded
+    /// then), or its HTTP client could not be built (the consent is recorded and counts
+    /// from the next start).
+    #[error("telemetry could not start on this consent: {0}")]
     Start(String),
 }
 

@@ -406,6 +406,10 @@ impl Telemetry {
         if control.shut_down {
             return Err(ConsentError::ShutDown);
         }
+        if control.running.is_none() && actix_rt::System::try_current().is_none() {
+            // Nothing could start here: refused before anything is recorded.
+            return Err(ConsentError::Start(StartError::NoSystem.to_string()));
+        }
         let record = Consent::now(level, false);
         consent::write(control.config.storage_dir(), &record).map_err(|e| {
             ConsentError::Record(format!(

@@ -85,6 +85,13 @@ async fn opt_in_without_consent_collects_nothing_sends_nothing_and_says_how_to_c
     let telemetry = Telemetry::start(config).unwrap();
     assert!(!telemetry.is_enabled());
     assert!(telemetry.collector().is_none());
+    // A consent from a thread outside the System cannot start anything: refused, not a panic,
+    // and nothing recorded.
+    let elsewhere = telemetry.clone();
+    let answer = std::thread::spawn(move || elsewhere.consent(Level::Full))
+        .join()
+        .expect("no panic");
+    assert!(matches!(answer, Err(ConsentError::Start(_))), "{answer:?}");
     let built = AtomicUsize::new(0);
     telemetry.record_with(|| {
         built.fetch_add(1, Relaxed);

@@ -146,8 +146,8 @@ mod telemetry;
 mod usage;
 
 pub use config::{Policy, TelemetryConfig, TelemetryConfigBuilder, TelemetryMode};
-pub use delivery::sender::OutboxStatus;
 pub use consent::Consent;
+pub use delivery::sender::OutboxStatus;
 pub use error::{ConfigError, ConsentError, DeliveryError, StartError, UsageError};
 pub use report::wire::{
     Environment, Level, Os, Report, ReportData, Resources, REPORT_SCHEMA, REPORT_VERSION,
@@ -171,8 +171,8 @@ pub use usage::window::Usage;
 pub mod internals {
     pub use crate::config::{
         DEFAULT_URL, ENV_AUDIT_LOG, ENV_CA_FILE, ENV_DO_NOT_TRACK, ENV_FIRST_REPORT_IN,
-        ENV_INSTANCE_ID, ENV_INTERVAL, ENV_LEVEL, ENV_PROXY, ENV_SPREAD, ENV_STORAGE_DIR, ENV_TELEMETRY,
-        ENV_URL,
+        ENV_INSTANCE_ID, ENV_INTERVAL, ENV_LEVEL, ENV_PROXY, ENV_SPREAD, ENV_STORAGE_DIR,
+        ENV_TELEMETRY, ENV_URL,
     };
     pub use crate::delivery::log_only::LogOnly;
     pub use crate::delivery::outbox::outbox_dir;

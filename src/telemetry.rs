@@ -221,7 +221,11 @@ impl std::fmt::Display for TelemetryStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "telemetry: {}", self.why)?;
         writeln!(f, "policy: {}", self.policy)?;
-        writeln!(f, "mode: {:?} (decided by {})", self.mode, self.mode_decided_by)?;
+        writeln!(
+            f,
+            "mode: {:?} (decided by {})",
+            self.mode, self.mode_decided_by
+        )?;
         match self.level {
             Some(level) => writeln!(f, "level: {level} (decided by {})", self.level_decided_by)?,
             None => writeln!(f, "level: none (nothing is collected)")?,
@@ -457,7 +461,10 @@ impl Telemetry {
                 return Err(ConsentError::ShutDown);
             }
             live.gate.set(None);
-            let level = control.consent.as_ref().map_or(control.level.0, |c| c.level);
+            let level = control
+                .consent
+                .as_ref()
+                .map_or(control.level.0, |c| c.level);
             let record = Consent::now(level, true);
             consent::write(control.config.storage_dir(), &record).map_err(|e| {
                 ConsentError::Record(format!(

@@ -359,7 +359,9 @@ fn an_opt_in_service_without_consent_opens_no_socket_starts_no_thread_writes_no_
         panic!("both marks traced: {text}");
     };
     let between = &lines[begin + 1..end];
-    for call in ["socket(", "connect(", "clone(", "clone3(", "fork(", "vfork("] {
+    for call in [
+        "socket(", "connect(", "clone(", "clone3(", "fork(", "vfork(",
+    ] {
         let made: Vec<&&str> = between.iter().filter(|l| l.contains(call)).collect();
         assert!(
             made.is_empty(),
@@ -382,5 +384,8 @@ fn an_opt_in_service_without_consent_opens_no_socket_starts_no_thread_writes_no_
         .iter()
         .filter(|l| l.contains("O_CREAT") || l.contains("mkdir") || l.contains("rename"))
         .collect();
-    assert!(created.is_empty(), "no file or folder created: {created:#?}");
+    assert!(
+        created.is_empty(),
+        "no file or folder created: {created:#?}"
+    );
 }

@@ -64,7 +64,10 @@ fn the_summed_counters_are_exactly_the_schemas_usage_counts() {
     // Every published version: the full-level one and the levelled one.
     assert_eq!(
         ACCEPTED_VERSIONS,
-        [u64::from(REPORT_VERSION), u64::from(LEVELLED_REPORT_VERSION)]
+        [
+            u64::from(REPORT_VERSION),
+            u64::from(LEVELLED_REPORT_VERSION)
+        ]
     );
     // The library's Report type carries each of them too (a template, mutated through its
     // public fields, never a struct literal).

@@ -605,7 +605,11 @@ async fn reports_at_every_level_are_accepted_and_a_basic_gap_is_not_a_loss() {
             assert_eq!(answer.status, 201, "{}: {answer:?}", b.name);
         }
         let o = overview(&http, &running, 3, "2023-09-20").await;
-        assert_eq!(o.applications, 3, "{}: every level counts as activity", b.name);
+        assert_eq!(
+            o.applications, 3,
+            "{}: every level counts as activity",
+            b.name
+        );
         assert_eq!(o.instances, 3, "{}", b.name);
         assert_eq!(
             o.totals["operations_from_pg"],

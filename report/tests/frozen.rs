@@ -38,8 +38,14 @@ fn a_published_schema_never_changes() {
         );
     }
     assert_eq!(SCHEMAS.first().map(|(_, s)| *s), Some(REPORT_SCHEMA));
-    assert_eq!(SCHEMAS.last().map(|(v, _)| *v), Some(LEVELLED_REPORT_VERSION));
-    assert_eq!(SCHEMAS.last().map(|(_, s)| *s), Some(LEVELLED_REPORT_SCHEMA));
+    assert_eq!(
+        SCHEMAS.last().map(|(v, _)| *v),
+        Some(LEVELLED_REPORT_VERSION)
+    );
+    assert_eq!(
+        SCHEMAS.last().map(|(_, s)| *s),
+        Some(LEVELLED_REPORT_SCHEMA)
+    );
 }
 
 #[test]

@@ -26,7 +26,11 @@ fn strict(schema: &str) -> (boon::Schemas, boon::SchemaIndex) {
 fn paths(node: &Value, at: &str, out: &mut Vec<String>) {
     if let Some(props) = node.get("properties").and_then(Value::as_object) {
         for (name, p) in props {
-            let path = if at.is_empty() { name.clone() } else { format!("{at}/{name}") };
+            let path = if at.is_empty() {
+                name.clone()
+            } else {
+                format!("{at}/{name}")
+            };
             out.push(path.clone());
             paths(p, &path, out);
         }
@@ -36,7 +40,11 @@ fn paths(node: &Value, at: &str, out: &mut Vec<String>) {
 #[test]
 fn the_dictionary_has_every_field_of_every_schema_once_with_a_source() {
     let mut newest = Vec::new();
-    paths(&serde_json::from_str(LEVELLED_REPORT_SCHEMA).unwrap(), "", &mut newest);
+    paths(
+        &serde_json::from_str(LEVELLED_REPORT_SCHEMA).unwrap(),
+        "",
+        &mut newest,
+    );
     let listed: Vec<&str> = fields().iter().map(|f| f.path.as_str()).collect();
     assert_eq!(listed, newest);
     let mut v2 = Vec::new();
@@ -50,10 +58,14 @@ fn the_dictionary_has_every_field_of_every_schema_once_with_a_source() {
         assert!(!f.description.is_empty(), "{} says what it is", f.path);
         assert!(f.since <= SCHEMA_REVISION, "{}", f.path);
     }
-    assert_eq!(fields().iter().map(|f| f.since).max(), Some(SCHEMA_REVISION));
+    assert_eq!(
+        fields().iter().map(|f| f.since).max(),
+        Some(SCHEMA_REVISION)
+    );
     let table = dictionary_markdown();
     assert_eq!(table.lines().count(), fields().len() + 2);
-    assert!(table.contains("| `data/usage/operations_from_pg` | integer | usage | 2 | ReplicatedFromPg |"));
+    assert!(table
+        .contains("| `data/usage/operations_from_pg` | integer | usage | 2 | ReplicatedFromPg |"));
 }
 
 #[test]
@@ -74,7 +86,10 @@ fn levels_parse_in_any_case_and_a_bad_one_says_what_is_accepted() {
     assert_eq!(" Usage ".parse::<Level>(), Ok(Level::Usage));
     assert_eq!("FULL".parse::<Level>(), Ok(Level::Full));
     let err = "lots".parse::<Level>().unwrap_err();
-    assert!(err.contains("\"lots\"") && err.contains("basic, usage or full"), "{err}");
+    assert!(
+        err.contains("\"lots\"") && err.contains("basic, usage or full"),
+        "{err}"
+    );
     assert!(Level::Basic < Level::Usage && Level::Usage < Level::Full);
 }
 
@@ -87,7 +102,9 @@ fn a_full_report_is_still_version_2_byte_for_byte() {
     assert_eq!(full.level, None);
     assert_eq!(serde_json::to_string(&full).unwrap(), before);
     let (schemas, v2) = strict(REPORT_SCHEMA);
-    assert!(schemas.validate(&serde_json::to_value(&full).unwrap(), v2).is_ok());
+    assert!(schemas
+        .validate(&serde_json::to_value(&full).unwrap(), v2)
+        .is_ok());
 }
 
 #[test]

@@ -7,9 +7,7 @@ use actix::prelude::*;
 
 use super::log_only::LogOnly;
 use super::outbox::KeepWindow;
-use super::sender::{
-    Deliver, Discard, FinalAccount, Flush, GetOutboxStatus, QueueFinal, Sender,
-};
+use super::sender::{Deliver, Discard, FinalAccount, Flush, GetOutboxStatus, QueueFinal, Sender};
 
 /// The recipients of whatever delivers reports.
 #[derive(Clone)]

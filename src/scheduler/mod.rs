@@ -33,11 +33,11 @@ use crate::error::DeliveryError;
 use crate::report::builder::ReportBuilder;
 use crate::report::host::MemorySampler;
 use crate::report::wire::Report;
-use crate::usage::gate::{Gate, Section};
-use electric_telemetry_report::Level;
 use crate::usage::collector::{
     Collector, PreviewSnapshot, SampleGauges, StopCollector, TakeSnapshot,
 };
+use crate::usage::gate::{Gate, Section};
+use electric_telemetry_report::Level;
 use ticks::next_due;
 
 /// The scheduler actor.

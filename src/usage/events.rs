@@ -247,7 +247,9 @@ impl PgVersion {
     }
 }
 
-usage_event!(PgVersion, Section::Environment, |e| QueuedEvent::PgVersion(e.version));
+usage_event!(PgVersion, Section::Environment, |e| QueuedEvent::PgVersion(
+    e.version
+));
 
 fn is_version(word: &str) -> bool {
     let numeric_len = word
@@ -282,11 +284,13 @@ pub struct WalStatus {
     pub wal_transactions: u64,
 }
 
-usage_event!(WalStatus, Section::Resources, |e| QueuedEvent::Wal(Box::new(WalFigures {
-    oldest_wal_time: e.oldest_wal_time,
-    wal_cache_memory: e.wal_cache_memory,
-    wal_transactions: e.wal_transactions,
-})));
+usage_event!(WalStatus, Section::Resources, |e| QueuedEvent::Wal(
+    Box::new(WalFigures {
+        oldest_wal_time: e.oldest_wal_time,
+        wal_cache_memory: e.wal_cache_memory,
+        wal_transactions: e.wal_transactions,
+    })
+));
 
 /// How many tables are electrified now (`electrified_tables`, latest value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]

@@ -103,7 +103,11 @@ async fn opt_in_without_consent_collects_nothing_sends_nothing_and_says_how_to_c
     // Past a report's due time.
     actix_rt::time::sleep(Duration::from_millis(1200)).await;
     assert!(receiver.received().is_empty(), "nothing sent");
-    assert_eq!(files_under(storage.path()), Vec::<String>::new(), "nothing written");
+    assert_eq!(
+        files_under(storage.path()),
+        Vec::<String>::new(),
+        "nothing written"
+    );
     let status = telemetry.status().await;
     assert_eq!(status.policy, Policy::OptIn);
     assert_eq!(status.level, None);
@@ -132,7 +136,11 @@ async fn a_consent_at_run_time_is_recorded_counts_from_then_and_survives_a_resta
     assert!(telemetry.is_enabled());
     let status = telemetry.status().await;
     assert_eq!(status.level, Some(Level::Usage));
-    assert!(status.why.starts_with("on: consent given at"), "{}", status.why);
+    assert!(
+        status.why.starts_with("on: consent given at"),
+        "{}",
+        status.why
+    );
     record_everything(&telemetry, 7);
 
     let record: Value = serde_json::from_slice(
@@ -142,7 +150,10 @@ async fn a_consent_at_run_time_is_recorded_counts_from_then_and_survives_a_resta
     assert_eq!(record["decision"], "given");
     assert_eq!(record["level"], "usage");
     assert_eq!(record["revision"], 3);
-    assert!(record["at"].as_str().unwrap() >= before.as_str(), "{record}");
+    assert!(
+        record["at"].as_str().unwrap() >= before.as_str(),
+        "{record}"
+    );
 
     assert_eq!(telemetry.shutdown().await, ShutdownOutcome::Delivered);
     let reports = accepted(&receiver.received());
@@ -151,8 +162,14 @@ async fn a_consent_at_run_time_is_recorded_counts_from_then_and_survives_a_resta
     strict(LEVELLED_REPORT_SCHEMA)(&body).unwrap();
     assert_eq!(body["level"], "usage");
     assert_eq!(body["report_version"], LEVELLED_REPORT_VERSION);
-    assert!(body["data"].get("resources").is_none(), "no resources at usage");
-    assert_eq!(body["data"]["usage"]["operations_from_pg"], 7, "only after consent");
+    assert!(
+        body["data"].get("resources").is_none(),
+        "no resources at usage"
+    );
+    assert_eq!(
+        body["data"]["usage"]["operations_from_pg"], 7,
+        "only after consent"
+    );
     assert_eq!(body["data"]["usage"]["operations_sent_to_clients"], 7);
     assert_eq!(body["data"]["environment"]["pg_version"], "16.1");
 
@@ -220,11 +237,18 @@ async fn a_withdrawal_stops_collecting_removes_what_was_not_sent_and_is_remember
     let tried = receiver.received().len();
     record_everything(&telemetry, 9);
     actix_rt::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(receiver.received().len(), tried, "nothing sent after the withdrawal");
+    assert_eq!(
+        receiver.received().len(),
+        tried,
+        "nothing sent after the withdrawal"
+    );
 
     // A restart remembers it, under either policy, and says so.
     for policy in [Policy::OptIn, Policy::OptOut] {
-        let config = config(&receiver.url, &storage).policy(policy).build().unwrap();
+        let config = config(&receiver.url, &storage)
+            .policy(policy)
+            .build()
+            .unwrap();
         let again = Telemetry::start(config).unwrap();
         assert!(!again.is_enabled(), "{policy}");
         let why = again.status().await.why;
@@ -246,7 +270,10 @@ async fn an_opt_out_wins_over_every_consent_and_writes_nothing() {
     let cases: [&[(&str, &str)]; 3] = [
         &[("DO_NOT_TRACK", "1"), ("ELECTRIC_TELEMETRY", "enabled")],
         &[("ELECTRIC_TELEMETRY", "disabled")],
-        &[("ELECTRIC_TELEMETRY", "off"), ("ELECTRIC_TELEMETRY_LEVEL", "full")],
+        &[
+            ("ELECTRIC_TELEMETRY", "off"),
+            ("ELECTRIC_TELEMETRY_LEVEL", "full"),
+        ],
     ];
     for vars in cases {
         for policy in [Policy::OptIn, Policy::OptOut] {
@@ -307,8 +334,15 @@ async fn under_opt_in_the_operators_enabled_is_consent_and_its_level_counts() {
     let status = telemetry.status().await;
     assert_eq!(status.level, Some(Level::Basic));
     assert_eq!(status.level_decided_by, "ELECTRIC_TELEMETRY_LEVEL=basic");
-    assert!(status.why.contains("ELECTRIC_TELEMETRY=enabled"), "{}", status.why);
-    assert!(status.consent.is_none(), "the environment is its own record");
+    assert!(
+        status.why.contains("ELECTRIC_TELEMETRY=enabled"),
+        "{}",
+        status.why
+    );
+    assert!(
+        status.consent.is_none(),
+        "the environment is its own record"
+    );
     // Only the cluster id (the envelope's) is kept; no consent record is written for it.
     assert!(!storage.path().join("telemetry/consent.json").exists());
     telemetry.shutdown().await;
@@ -322,7 +356,10 @@ fn a_level_that_is_not_one_is_an_error_naming_the_variable_and_the_levels() {
             .unwrap_err();
         assert_eq!(err.setting, "ELECTRIC_TELEMETRY_LEVEL");
         let text = err.to_string();
-        assert!(text.contains(bad) && text.contains("basic, usage or full"), "{text}");
+        assert!(
+            text.contains(bad) && text.contains("basic, usage or full"),
+            "{text}"
+        );
     }
     // The lowest of the service's and the operator's levels wins, whichever is lower.
     for (code, operator, expected) in [
@@ -408,7 +445,11 @@ async fn no_report_at_a_level_holds_a_field_above_it_for_random_usage() {
         }
         let data = wire["data"].as_object().unwrap();
         assert_eq!(data.contains_key("usage"), level >= Level::Usage, "{round}");
-        assert_eq!(data.contains_key("resources"), level == Level::Full, "{round}");
+        assert_eq!(
+            data.contains_key("resources"),
+            level == Level::Full,
+            "{round}"
+        );
         if level == Level::Basic {
             assert_eq!(hashed.load(Relaxed), 0, "{round}: no id hashed at basic");
         }

@@ -27,7 +27,10 @@ fn print_dictionary_lists_every_field_and_starts_nothing() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.trim_end(), electric_telemetry_report::dictionary_markdown().trim_end());
+    assert_eq!(
+        text.trim_end(),
+        electric_telemetry_report::dictionary_markdown().trim_end()
+    );
     for f in electric_telemetry_report::fields() {
         assert!(text.contains(&format!("| `{}` |", f.path)), "{}", f.path);
     }
@@ -62,7 +65,10 @@ fn an_opt_in_run_sends_what_follows_the_consent_at_its_level() {
     let text = String::from_utf8_lossy(&out.stdout);
     let logs = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}\n{logs}");
-    assert!(logs.contains("telemetry is off until an operator consents"), "{logs}");
+    assert!(
+        logs.contains("telemetry is off until an operator consents"),
+        "{logs}"
+    );
     assert!(text.contains("level: basic (decided by consent)"), "{text}");
     assert!(text.contains("consent: given at"), "{text}");
     assert!(text.contains("totals match: true"), "{text}");
@@ -94,5 +100,8 @@ fn a_consent_level_that_is_not_one_is_refused_by_name() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--consent-level") && err.contains("basic, usage or full"), "{err}");
+    assert!(
+        err.contains("--consent-level") && err.contains("basic, usage or full"),
+        "{err}"
+    );
 }

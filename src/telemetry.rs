@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use electric_telemetry_report::Level;
+use electric_telemetry_report::{Level, SCHEMA_REVISION};
 
 use crate::config::{
     Policy, TelemetryConfig, TelemetryMode, ENV_DO_NOT_TRACK, ENV_LEVEL, ENV_TELEMETRY,
@@ -15,6 +15,7 @@ use crate::delivery::http::url_for_logs;
 use crate::delivery::log_only::LogOnly;
 use crate::delivery::sender::{Discard, FinalAccount, GetOutboxStatus, OutboxStatus, Sender};
 use crate::error::{ConsentError, DeliveryError, StartError};
+use crate::report::sent_fields;
 use crate::report::wire::Report;
 use crate::scheduler::{Abandon, Preview, Scheduler, Shutdown};
 use crate::usage::collector::{Collector, DrainIntake};
@@ -115,6 +116,16 @@ fn start_running(
         .as_ref()
         .map(|c| c.fields_waiting().join(", "))
         .filter(|w| !w.is_empty());
+    // What this run sends that the storage dir's last delivered report did not have.
+    let revision = control
+        .consent
+        .as_ref()
+        .filter(|c| !c.withdrawn)
+        .map_or(SCHEMA_REVISION, |c| c.revision);
+    let new_fields = sent_fields::read(config.storage_dir())
+        .map(|before| sent_fields::new_since(&sent_fields::at_level(level, revision), &before))
+        .filter(|new| !new.is_empty())
+        .map(|new| new.join(", "));
     let withdraw = match policy {
         Policy::OptIn => "; the service can withdraw the consent",
         Policy::OptOut => "",
@@ -128,6 +139,7 @@ fn start_running(
             level_decided_by = level_by,
             allowed_by,
             fields_waiting_for_consent = waiting,
+            fields_new_since_last_report = new_fields,
             "telemetry is in log-only mode: a usage report is written to this log every \
              {every}, the first in {first}, and nothing is sent. Set \
              {ENV_TELEMETRY}=disabled to stop collecting{withdraw}"
@@ -151,6 +163,7 @@ fn start_running(
             level_decided_by = level_by,
             allowed_by,
             fields_waiting_for_consent = waiting,
+            fields_new_since_last_report = new_fields,
             "telemetry is enabled: an anonymous usage report is sent every {every}, the \
              first in {first}. Set {ENV_TELEMETRY}=disabled or {ENV_DO_NOT_TRACK}=1 to opt \
              out, {ENV_LEVEL}=basic or usage to send less{withdraw}"
@@ -211,6 +224,10 @@ pub struct TelemetryStatus {
     /// Payload fields added after the consent's schema revision, by path: not sent until the
     /// operator consents again.
     pub fields_waiting: Vec<&'static str>,
+    /// Payload fields (by path, a new section once) that a report taken now would hold and the
+    /// last report this storage dir delivered did not: what a preview shows for the first
+    /// time. Empty before any delivery.
+    pub new_since_last_delivery: Vec<String>,
     /// How the outbox stands (the last delivery, what waits), while telemetry runs.
     pub outbox: Option<OutboxStatus>,
     /// One sentence: on or off, and which setting or decision made it so.
@@ -239,6 +256,13 @@ impl std::fmt::Display for TelemetryStatus {
                 f,
                 "fields waiting for a newer consent: {}",
                 self.fields_waiting.join(", ")
+            )?;
+        }
+        if !self.new_since_last_delivery.is_empty() {
+            writeln!(
+                f,
+                "new since the last delivered report: {}",
+                self.new_since_last_delivery.join(", ")
             )?;
         }
         match &self.outbox {
@@ -515,6 +539,7 @@ impl Telemetry {
                 level_decided_by: String::new(),
                 consent: None,
                 fields_waiting: Vec::new(),
+                new_since_last_delivery: Vec::new(),
                 outbox: None,
             };
         };
@@ -550,13 +575,22 @@ impl Telemetry {
                     .map(Consent::fields_waiting)
                     .unwrap_or_default(),
                 consent: control.consent.clone(),
+                new_since_last_delivery: Vec::new(),
                 outbox: None,
                 why,
             };
-            (control.running.clone(), status)
+            let storage_dir = config.storage_dir().to_owned();
+            (control.running.clone().map(|r| (r, storage_dir)), status)
         };
-        if let Some(running) = running {
+        if let Some((running, storage_dir)) = running {
             status.outbox = running.delivery.status.send(GetOutboxStatus).await.ok();
+            let now = running.scheduler.send(Preview).await.ok().flatten();
+            let before = sent_fields::read(&storage_dir);
+            if let (Some(now), Some(before)) = (now, before) {
+                let now = serde_json::to_value(&now).unwrap_or_default();
+                status.new_since_last_delivery =
+                    sent_fields::new_since(&sent_fields::present(&now), &before);
+            }
         }
         status
     }

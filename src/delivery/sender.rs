@@ -55,6 +55,7 @@ use super::outbox::{outbox_dir, Account, Bounds, KeepWindow, Outbox};
 use super::retry::RetryPolicy;
 use crate::config::TelemetryConfig;
 use crate::error::DeliveryError;
+use crate::report::sent_fields;
 use crate::report::wire::Report;
 use electric_telemetry_report::LEVELLED_REPORT_VERSION;
 
@@ -152,6 +153,10 @@ pub struct Sender {
     flush_waiters: Vec<oneshot::Sender<Result<(), DeliveryError>>>,
     /// When a report last reached the endpoint in this run.
     last_delivered: Option<std::time::SystemTime>,
+    /// Where the storage dir keeps the payload fields last delivered, and what it holds (read
+    /// at start): rewritten only when a delivered report's fields differ.
+    storage_dir: std::path::PathBuf,
+    sent_fields: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Sender {
@@ -188,6 +193,8 @@ impl Sender {
             last_error: None,
             flush_waiters: Vec::new(),
             last_delivered: None,
+            storage_dir: config.storage_dir().to_owned(),
+            sent_fields: None,
         }
     }
 
@@ -243,6 +250,25 @@ impl Sender {
         }));
     }
 
+    /// Keeps which payload fields the delivered report `seq` had, when they differ from the
+    /// last ones kept (see `report/sent_fields.rs`).
+    fn note_sent_fields(&mut self, seq: u64) {
+        let Some(report) = self.outbox.report(seq) else {
+            return;
+        };
+        let Ok(value) = serde_json::to_value(report) else {
+            return;
+        };
+        let now = sent_fields::present(&value);
+        if self.sent_fields.as_ref() == Some(&now) {
+            return;
+        }
+        if let Err(e) = sent_fields::write(&self.storage_dir, &now) {
+            tracing::debug!(error = %e, "telemetry could not note the fields it sent");
+        }
+        self.sent_fields = Some(now);
+    }
+
     /// One info line per process when a receiver accepts a newer report version than this
     /// build sends: an upgrade would send it.
     fn note_versions(&self, newest: Option<u32>) {
@@ -272,6 +298,7 @@ impl Sender {
                 if let (Some(audit), Some(body)) = (&mut self.audit, sent) {
                     audit.append(&body);
                 }
+                self.note_sent_fields(seq);
                 self.outbox.delivered(seq);
                 self.last_delivered = Some(std::time::SystemTime::now());
                 self.failures = 0;
@@ -405,6 +432,7 @@ impl Actor for Sender {
                  in the outbox"
             ),
         }
+        self.sent_fields = sent_fields::read(&self.storage_dir);
         let loaded = self.outbox.load();
         if loaded.reports > 0 {
             tracing::info!(

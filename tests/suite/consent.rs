@@ -456,3 +456,40 @@ async fn no_report_at_a_level_holds_a_field_above_it_for_random_usage() {
         telemetry.shutdown().await;
     }
 }
+
+/// The storage dir remembers which payload fields it last delivered: after a `basic` report,
+/// a run at `full` says (in `status()`, as the preview's marks) that `data/usage` and
+/// `data/resources` are new, and once a full report is delivered nothing is.
+#[actix_rt::test]
+async fn fields_the_last_delivered_report_did_not_have_are_named() {
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let at = |level: Level| {
+        config(&receiver.url, &storage)
+            .level(level)
+            .first_report_in(Duration::from_secs(3600))
+            .build()
+            .unwrap()
+    };
+    let basic = Telemetry::start(at(Level::Basic)).unwrap();
+    assert!(
+        basic.status().await.new_since_last_delivery.is_empty(),
+        "nothing delivered yet"
+    );
+    assert_eq!(basic.shutdown().await, ShutdownOutcome::Delivered);
+    let full = Telemetry::start(at(Level::Full)).unwrap();
+    let status = full.status().await;
+    assert_eq!(
+        status.new_since_last_delivery,
+        ["data/resources", "data/usage"],
+        "{status}"
+    );
+    assert!(status
+        .to_string()
+        .contains("new since the last delivered report"));
+    assert_eq!(full.shutdown().await, ShutdownOutcome::Delivered);
+    let again = Telemetry::start(at(Level::Full)).unwrap();
+    assert!(again.status().await.new_since_last_delivery.is_empty());
+    again.shutdown().await;
+    receiver.stop().await;
+}

@@ -213,9 +213,18 @@ async fn run(args: Args) -> ExitCode {
 
     if args.print_report {
         match telemetry.preview_json().await {
-            Some(json) => say(&format!(
-                "preview of the report telemetry would send now:\n{json}"
-            )),
+            Some(json) => {
+                say(&format!(
+                    "preview of the report telemetry would send now:\n{json}"
+                ));
+                let new = telemetry.status().await.new_since_last_delivery;
+                if !new.is_empty() {
+                    say(&format!(
+                        "new in this preview (the last delivered report did not have them): {}",
+                        new.join(", ")
+                    ));
+                }
+            }
             None => say("preview: telemetry is not running, so nothing would be sent"),
         }
     }

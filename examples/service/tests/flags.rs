@@ -105,3 +105,40 @@ fn a_consent_level_that_is_not_one_is_refused_by_name() {
         "{err}"
     );
 }
+
+/// A run at `basic`, then one at the default `full` on the same storage dir: the second
+/// start-up line names the sections the last delivered report did not have, and so does the
+/// preview.
+#[test]
+fn a_raised_level_names_the_new_fields_at_start_and_in_the_preview() {
+    let storage = tempfile::tempdir().unwrap();
+    let run = |level: Option<&str>| {
+        let mut c = service();
+        c.args(["--local-receiver", "--duration", "1s", "--print-report"])
+            .env("ELECTRIC_STORAGE_DIR", storage.path())
+            .env("ELECTRIC_TELEMETRY_FIRST_REPORT_IN", "1h");
+        if let Some(level) = level {
+            c.env("ELECTRIC_TELEMETRY_LEVEL", level);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success());
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (_, first) = run(Some("basic"));
+    assert!(!first.contains("fields_new_since_last_report"), "{first}");
+    let (preview, second) = run(None);
+    assert!(
+        second.contains("fields_new_since_last_report=\"data/resources, data/usage\""),
+        "{second}"
+    );
+    assert!(
+        preview.contains(
+            "new in this preview (the last delivered report did not have them): \
+             data/resources, data/usage"
+        ),
+        "{preview}"
+    );
+}

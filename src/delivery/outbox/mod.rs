@@ -323,6 +323,11 @@ impl Outbox {
         self.queue.iter().filter_map(|p| p.parked_until).min()
     }
 
+    /// The report `seq`, if it is still queued.
+    pub(crate) fn report(&self, seq: u64) -> Option<&Report> {
+        self.queue.iter().find(|p| p.seq == seq).map(|p| &p.report)
+    }
+
     /// The report `seq` was delivered: forget it.
     pub(crate) fn delivered(&mut self, seq: u64) {
         if let Some(i) = self.queue.iter().position(|p| p.seq == seq) {

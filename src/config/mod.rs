@@ -166,7 +166,8 @@ impl TelemetryConfig {
         TelemetryConfigBuilder::default()
     }
 
-    /// Whether telemetry collects anything (it sends only in [`TelemetryMode::Send`]).
+    /// Whether no opt-out turned telemetry off (it sends only in [`TelemetryMode::Send`]).
+    /// Under [`Policy::OptIn`] it also needs consent to collect anything.
     pub fn enabled(&self) -> bool {
         self.mode != TelemetryMode::Disabled
     }

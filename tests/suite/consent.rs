@@ -493,3 +493,33 @@ async fn fields_the_last_delivered_report_did_not_have_are_named() {
     again.shutdown().await;
     receiver.stop().await;
 }
+
+/// Under opt-out a consent is a ceiling too: a running telemetry that consents to `basic`
+/// sends the window in progress at `basic` (what it had collected above is not sent), and
+/// from then drops usage events.
+#[actix_rt::test]
+async fn a_consent_to_a_lower_level_while_running_lowers_the_next_report() {
+    let receiver = Receiver::start();
+    let storage = tempfile::tempdir().unwrap();
+    let config = config(&receiver.url, &storage)
+        .first_report_in(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let telemetry = Telemetry::start(config).unwrap();
+    assert_eq!(telemetry.level(), Some(Level::Full));
+    record_everything(&telemetry, 5);
+    telemetry.consent(Level::Basic).unwrap();
+    assert_eq!(telemetry.level(), Some(Level::Basic));
+    let built = AtomicUsize::new(0);
+    telemetry.record_with(|| {
+        built.fetch_add(1, Relaxed);
+        ClientConnected::new("late", "user")
+    });
+    assert_eq!(built.load(Relaxed), 0, "usage events are no longer built");
+    assert_eq!(telemetry.shutdown().await, ShutdownOutcome::Delivered);
+    let body: Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
+    strict(LEVELLED_REPORT_SCHEMA)(&body).unwrap();
+    assert_eq!(body["level"], "basic");
+    assert!(body["data"].get("usage").is_none() && body["data"].get("resources").is_none());
+    receiver.stop().await;
+}

@@ -448,8 +448,9 @@ impl Telemetry {
         control.consent = Some(record.clone());
         let (decision, level) = decide(&control.config, Some(&record));
         control.level = level.clone();
+        // A consent just given always decides to collect (see `decide`).
         let Decision::Collect(level, allowed_by) = decision else {
-            unreachable!("a consent just given decides to collect")
+            return Ok(());
         };
         match &control.running {
             Some(_) => {

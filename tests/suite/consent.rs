@@ -523,3 +523,29 @@ async fn a_consent_to_a_lower_level_while_running_lowers_the_next_report() {
     assert!(body["data"].get("usage").is_none() && body["data"].get("resources").is_none());
     receiver.stop().await;
 }
+
+/// A consent record that is not one (garbage, a future format) is no consent: an opt-in
+/// service stays off, with no panic, and a new consent replaces the record.
+#[actix_rt::test]
+async fn an_unreadable_consent_record_is_no_consent() {
+    let storage = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(storage.path().join("telemetry")).unwrap();
+    for garbage in [
+        &b"not json"[..],
+        br#"{"decision":"maybe","at":"x","level":"full","revision":3}"#,
+        br#"{"decision":"given","at":"x","level":"lots","revision":3}"#,
+    ] {
+        std::fs::write(storage.path().join("telemetry/consent.json"), garbage).unwrap();
+        let config = config("http://127.0.0.1:9/", &storage)
+            .policy(Policy::OptIn)
+            .first_report_in(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let telemetry = Telemetry::start(config).unwrap();
+        assert!(!telemetry.is_enabled(), "{}", String::from_utf8_lossy(garbage));
+        assert!(telemetry.status().await.consent.is_none());
+        telemetry.consent(Level::Usage).unwrap();
+        assert_eq!(telemetry.level(), Some(Level::Usage));
+        telemetry.shutdown().await;
+    }
+}

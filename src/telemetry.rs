@@ -1,4 +1,5 @@
-//! The handle a service holds: start, record, shut down.
+//! The handle a service holds: start (what the policy, the consent on record and the levels
+//! decide), record, consent and withdraw, status, preview, shut down.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -542,7 +542,11 @@ async fn an_unreadable_consent_record_is_no_consent() {
             .build()
             .unwrap();
         let telemetry = Telemetry::start(config).unwrap();
-        assert!(!telemetry.is_enabled(), "{}", String::from_utf8_lossy(garbage));
+        assert!(
+            !telemetry.is_enabled(),
+            "{}",
+            String::from_utf8_lossy(garbage)
+        );
         assert!(telemetry.status().await.consent.is_none());
         telemetry.consent(Level::Usage).unwrap();
         assert_eq!(telemetry.level(), Some(Level::Usage));

@@ -418,7 +418,7 @@ impl Telemetry {
 
     /// Records the operator's consent to send reports at up to `level`, for the service's
     /// admin API or CLI: the decision, its date, its level and the schema revision it covers
-    /// ([`SCHEMA_REVISION`](electric_telemetry_report::SCHEMA_REVISION)) are written to
+    /// ([`SCHEMA_REVISION`]) are written to
     /// `<storage dir>/telemetry/consent.json`, and collection starts now (or, if it runs
     /// already, goes on at the new level). The first report covers only what is recorded from
     /// now on. The level sent is the lowest of this one, the service's and the operator's

@@ -319,7 +319,7 @@ async fn an_opt_out_wins_over_every_consent_and_writes_nothing() {
 #[actix_rt::test]
 async fn under_opt_in_the_operators_enabled_is_consent_and_its_level_counts() {
     let storage = tempfile::tempdir().unwrap();
-    let config = config("http://127.0.0.1:9/", &storage)
+    let enabled = config("http://127.0.0.1:9/", &storage)
         .policy(Policy::OptIn)
         .first_report_in(Duration::from_secs(3600))
         .with_env_from(env_of(&[
@@ -329,7 +329,7 @@ async fn under_opt_in_the_operators_enabled_is_consent_and_its_level_counts() {
         .unwrap()
         .build()
         .unwrap();
-    let telemetry = Telemetry::start(config).unwrap();
+    let telemetry = Telemetry::start(enabled).unwrap();
     assert!(telemetry.is_enabled());
     let status = telemetry.status().await;
     assert_eq!(status.level, Some(Level::Basic));
@@ -346,6 +346,24 @@ async fn under_opt_in_the_operators_enabled_is_consent_and_its_level_counts() {
     // Only the cluster id (the envelope's) is kept; no consent record is written for it.
     assert!(!storage.path().join("telemetry/consent.json").exists());
     telemetry.shutdown().await;
+
+    // Log-only is the operator's explicit choice too: collected and logged, never sent.
+    let log_only = config("http://127.0.0.1:9/", &storage)
+        .policy(Policy::OptIn)
+        .with_env_from(env_of(&[("ELECTRIC_TELEMETRY", "log")]))
+        .unwrap()
+        .build()
+        .unwrap();
+    let logged = Telemetry::start(log_only).unwrap();
+    assert!(logged.is_enabled());
+    let status = logged.status().await;
+    assert_eq!(status.mode, TelemetryMode::LogOnly);
+    assert!(
+        status.why.contains("ELECTRIC_TELEMETRY=log"),
+        "{}",
+        status.why
+    );
+    logged.shutdown().await;
 }
 
 #[test]

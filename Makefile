@@ -30,12 +30,15 @@ run:
 		--checkpoint-api http://$(CHECKPOINT_RUN_ADDR)/api/overview?days=2
 
 ## The example service alone, with the receiver inside the example (no database).
+## EXAMPLE_FLAGS adds flags, e.g. an opt-in service that consents after 5 s:
+## make run-local EXAMPLE_FLAGS="--opt-in --consent-after 5s --consent-level usage --status"
+EXAMPLE_FLAGS ?=
 run-local:
 	ELECTRIC_STORAGE_DIR=$(EXAMPLE_STORAGE) \
 	ELECTRIC_TELEMETRY_FIRST_REPORT_IN=3s \
 	ELECTRIC_TELEMETRY_INTERVAL=8s \
 	ELECTRIC_TELEMETRY_SPREAD=off \
-	$(CARGO) run -p example-service -- --local-receiver --duration 20s --clients 8
+	$(CARGO) run -p example-service -- --local-receiver --duration 20s --clients 8 $(EXAMPLE_FLAGS)
 
 ## Every test of every package: unit, integration, examples built, and the doctests (README's
 ## included), in one build.

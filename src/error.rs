@@ -54,6 +54,32 @@ pub enum StartError {
     Client(String),
 }
 
+/// A consent could not be given or withdrawn. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ConsentError {
+    /// An opt-out is in force, and it wins over any consent.
+    #[error(
+        "telemetry is opted out by {decided_by}, which wins over any consent; remove that \
+         setting (and restart) to let a consent count"
+    )]
+    OptedOut {
+        /// The setting that opted out, e.g. `DO_NOT_TRACK=1`.
+        decided_by: String,
+    },
+    /// Telemetry was shut down.
+    #[error("telemetry was shut down; consent again after the next start")]
+    ShutDown,
+    /// The decision could not be written to the storage dir.
+    #[error("telemetry could not record the consent decision in {0}; nothing changed")]
+    Record(String),
+    /// Telemetry could not start: called outside an actix System (nothing is recorded
+    /// then), or its HTTP client could not be built (the consent is recorded and counts
+    /// from the next start).
+    #[error("telemetry could not start on this consent: {0}")]
+    Start(String),
+}
+
 /// A usage value that cannot be recorded. Nothing already recorded is affected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]

@@ -22,6 +22,36 @@
 //! event lands in exactly one report or is counted in `dropped_events`; a report is on disk
 //! before its first attempt and is removed only on a 2xx; an opt-out starts nothing.
 //!
+//! ## Consent and levels
+//!
+//! A service chooses its [`Policy`]: opt-out (the default) or opt-in, under which nothing is
+//! collected, started, written or sent until the operator consents, with
+//! `ELECTRIC_TELEMETRY=enabled` or through the handle ([`Telemetry::consent`], recorded in the
+//! storage dir with its date, level and schema revision; [`Telemetry::withdraw_consent`]
+//! stops collecting and removes what was not sent). A [`Level`] (`basic`, `usage`, `full`)
+//! says how much is sent: the lowest of the service's ([`TelemetryConfigBuilder::level`]),
+//! the operator's (`ELECTRIC_TELEMETRY_LEVEL`) and the consent's, and what is not sent is not
+//! collected. Every opt-out wins over every consent. [`Telemetry::status`] says what is on
+//! and which setting decided it.
+//!
+//! ```no_run
+//! use electric_telemetry::{Level, Policy, Telemetry, TelemetryConfig};
+//!
+//! # #[actix::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = TelemetryConfig::builder()
+//!     .policy(Policy::OptIn)
+//!     .with_env()?
+//!     .build()?;
+//! // Logs that telemetry is off until an operator consents, and how to consent.
+//! let telemetry = Telemetry::start(config)?;
+//! // Later, from the service's admin API, when the operator says yes to volume figures:
+//! telemetry.consent(Level::Usage)?;
+//! println!("{}", telemetry.status().await);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Embedding it in a service
 //!
 //! ```no_run
@@ -89,7 +119,8 @@
 //! ```
 //!
 //! See docs/configuration.md for the configuration table, docs/report.md for every field of
-//! the payload, and `examples/embed.rs` for a complete program.
+//! the payload (the dictionary: type, unit, level, revision, source), and `examples/embed.rs`
+//! for a complete program.
 //!
 //! ## Cargo features
 //!
@@ -104,6 +135,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod consent;
 mod delivery;
 mod error;
 mod files;
@@ -113,14 +145,15 @@ mod sketch;
 mod telemetry;
 mod usage;
 
-pub use config::{TelemetryConfig, TelemetryConfigBuilder, TelemetryMode};
+pub use config::{Policy, TelemetryConfig, TelemetryConfigBuilder, TelemetryMode};
+pub use consent::Consent;
 pub use delivery::sender::OutboxStatus;
-pub use error::{ConfigError, DeliveryError, StartError, UsageError};
+pub use error::{ConfigError, ConsentError, DeliveryError, StartError, UsageError};
 pub use report::wire::{
-    Environment, Os, Report, ReportData, Resources, REPORT_SCHEMA, REPORT_VERSION,
+    Environment, Level, Os, Report, ReportData, Resources, REPORT_SCHEMA, REPORT_VERSION,
 };
 pub use sketch::summary::{Median, SummaryStats};
-pub use telemetry::{ShutdownOutcome, Telemetry};
+pub use telemetry::{ShutdownOutcome, Telemetry, TelemetryStatus};
 pub use usage::collector::Collector;
 pub use usage::counters::Counter;
 pub use usage::events::{
@@ -138,8 +171,8 @@ pub use usage::window::Usage;
 pub mod internals {
     pub use crate::config::{
         DEFAULT_URL, ENV_AUDIT_LOG, ENV_CA_FILE, ENV_DO_NOT_TRACK, ENV_FIRST_REPORT_IN,
-        ENV_INSTANCE_ID, ENV_INTERVAL, ENV_PROXY, ENV_SPREAD, ENV_STORAGE_DIR, ENV_TELEMETRY,
-        ENV_URL,
+        ENV_INSTANCE_ID, ENV_INTERVAL, ENV_LEVEL, ENV_PROXY, ENV_SPREAD, ENV_STORAGE_DIR,
+        ENV_TELEMETRY, ENV_URL,
     };
     pub use crate::delivery::log_only::LogOnly;
     pub use crate::delivery::outbox::outbox_dir;

@@ -2,7 +2,9 @@
 //! redirected stdout: the harmful settings of `tests/suite/harmful_settings.rs` that need a
 //! process of their own. Non-UTF-8 paths from the environment are used byte for byte, a
 //! non-UTF-8 value where text is needed is an error naming the variable, and an audit file that
-//! is the process's own stdout is appended to and never rotated.
+//! is the process's own stdout is appended to and never rotated. And an opt-in service
+//! without consent, in a process of its own under strace (where it can run): no socket, no
+//! thread, no file created (only the consent record looked for), one start-up line.
 //!
 //! A binary of its own: each parent test runs this binary again as a child (the `child_*`
 //! tests, which do their part only when `ET_CHILD` is set) with its own environment or stdout;
@@ -179,4 +181,211 @@ fn an_audit_path_that_is_our_own_redirected_stdout_is_never_rotated() {
     // libtest's "test ... " has no newline yet when the first line is appended.
     let audited = text.matches("{\"report_id\"").count();
     assert_eq!(audited, 3, "each accepted report appended to the same file");
+}
+
+// An opt-in service without consent ------------------------------------------------------
+
+/// Threads of this process, and its open sockets, from `/proc/self`.
+fn threads_and_sockets() -> (usize, usize) {
+    let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
+    let sockets = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        })
+        .count();
+    (threads, sockets)
+}
+
+/// An `openat` that fails, for the parent to find in the child's syscall trace.
+fn mark(name: &str) {
+    let _ = std::fs::File::open(format!("/nonexistent-et-mark-{name}"));
+}
+
+/// Run only as the child of the test below: an opt-in service that never gets consent,
+/// logging to stdout, recording usage through every path across a report's due time.
+#[actix_rt::test]
+async fn child_opt_in_service_without_consent() {
+    // An entry point for the parent test's child process: does nothing in a plain run.
+    if std::env::var_os("ET_CHILD").is_none() {
+        return;
+    }
+    use electric_telemetry::*;
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(std::io::stdout)
+        .init();
+    let storage = PathBuf::from(std::env::var_os("ET_STORAGE").expect("run by the parent"));
+    let config = TelemetryConfig::builder()
+        .url(std::env::var("ET_URL").expect("run by the parent"))
+        .storage_dir(&storage)
+        .policy(Policy::OptIn)
+        .first_report_in(Duration::ZERO)
+        .interval(Duration::from_secs(1))
+        .sample_every(Duration::from_millis(100))
+        .with_env()
+        .unwrap()
+        .build()
+        .unwrap();
+    let before = threads_and_sockets();
+    mark("begin");
+    let telemetry = Telemetry::start(config).unwrap();
+    telemetry.record(ClientConnected::new("client", "user"));
+    telemetry.record_with(|| ClientConnected::new("client-2", "user"));
+    telemetry.record(ReplicatedFromPg::new(1, 5));
+    telemetry.record(PgVersion::new("16.1").unwrap());
+    telemetry.add(Counter::OperationsFromPg, 3);
+    assert!(telemetry.collector().is_none());
+    assert!(telemetry.preview().await.is_none());
+    // Past the first report's due time and several samples.
+    actix_rt::time::sleep(Duration::from_millis(1300)).await;
+    let outcome = telemetry.shutdown().await;
+    mark("end");
+    let after = threads_and_sockets();
+    println!(
+        "child opt-in done enabled={} outcome={outcome:?} threads={}->{} sockets={}->{}",
+        telemetry.is_enabled(),
+        before.0,
+        after.0,
+        before.1,
+        after.1
+    );
+}
+
+#[test]
+fn an_opt_in_service_without_consent_opens_no_socket_starts_no_thread_writes_no_file() {
+    let storage = tempfile::tempdir().unwrap();
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", receiver.local_addr().unwrap());
+    let trace = std::env::temp_dir().join(format!("et-opt-in-trace-{}", std::process::id()));
+    let traced = Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut command = if traced {
+        let mut c = Command::new("strace");
+        c.args(["-f", "-qq", "-o"])
+            .arg(&trace)
+            .args([
+                "-e",
+                "trace=%network,%process,openat,open,creat,mkdir,mkdirat,rename,renameat,\
+                 renameat2,unlink,unlinkat,link,linkat",
+            ])
+            .arg(std::env::current_exe().unwrap());
+        c
+    } else {
+        eprintln!("note: strace is not available here; checking from /proc only");
+        Command::new(std::env::current_exe().unwrap())
+    };
+    let output = command
+        .args([
+            "--exact",
+            "child_opt_in_service_without_consent",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env("ET_CHILD", "1")
+        .env("ET_STORAGE", storage.path())
+        .env("ET_URL", &url)
+        .env_remove(ENV_TELEMETRY)
+        .env_remove(ENV_DO_NOT_TRACK)
+        .env_remove(ENV_URL)
+        .env_remove("ELECTRIC_TELEMETRY_LEVEL")
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let done = stdout
+        .lines()
+        .find(|l| l.contains("child opt-in done"))
+        .unwrap_or_else(|| panic!("the child ran: {stdout}"));
+    assert!(done.contains("enabled=false outcome=NotRunning"), "{done}");
+    let counts = |what: &str| -> (usize, usize) {
+        let part = done.split(&format!("{what}=")).nth(1).unwrap();
+        let (a, b) = part
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .split_once("->")
+            .unwrap();
+        (a.parse().unwrap(), b.parse().unwrap())
+    };
+    let (threads_before, threads_after) = counts("threads");
+    assert_eq!(
+        threads_after, threads_before,
+        "no thread beyond the caller's: {done}"
+    );
+    let (sockets_before, sockets_after) = counts("sockets");
+    assert_eq!(sockets_after, sockets_before, "no socket: {done}");
+    // One start-up line, saying why and how to consent.
+    let ours: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("electric_telemetry"))
+        .collect();
+    assert_eq!(ours.len(), 1, "one start-up line: {ours:#?}");
+    assert!(
+        ours[0].contains("telemetry is off until an operator consents")
+            && ours[0].contains("policy=opt-in")
+            && ours[0].contains("ELECTRIC_TELEMETRY=enabled"),
+        "{}",
+        ours[0]
+    );
+    // Nothing written to the storage dir, nothing sent to the endpoint.
+    assert_eq!(std::fs::read_dir(storage.path()).unwrap().count(), 0);
+    receiver.set_nonblocking(true).unwrap();
+    assert!(
+        receiver.accept().is_err(),
+        "no connection reached the endpoint"
+    );
+
+    if !traced {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(&trace) else {
+        eprintln!("note: the child did not run under strace (no ptrace here?)");
+        return;
+    };
+    let _ = std::fs::remove_file(&trace);
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |mark: &str| lines.iter().position(|l| l.contains(mark));
+    let (Some(begin), Some(end)) = (at("et-mark-begin"), at("et-mark-end")) else {
+        panic!("both marks traced: {text}");
+    };
+    let between = &lines[begin + 1..end];
+    for call in [
+        "socket(", "connect(", "clone(", "clone3(", "fork(", "vfork(",
+    ] {
+        let made: Vec<&&str> = between.iter().filter(|l| l.contains(call)).collect();
+        assert!(
+            made.is_empty(),
+            "no {call} between start and shutdown: {made:#?}"
+        );
+    }
+    let storage_dir = storage.path().to_string_lossy().into_owned();
+    let touched: Vec<&&str> = between
+        .iter()
+        .filter(|l| l.contains(&storage_dir))
+        .collect();
+    // The one file it may look at: the consent record, which is not there.
+    assert_eq!(touched.len(), 1, "{touched:#?}");
+    assert!(
+        touched[0].contains("telemetry/consent.json") && touched[0].contains("ENOENT"),
+        "{}",
+        touched[0]
+    );
+    let created: Vec<&&str> = between
+        .iter()
+        .filter(|l| l.contains("O_CREAT") || l.contains("mkdir") || l.contains("rename"))
+        .collect();
+    assert!(
+        created.is_empty(),
+        "no file or folder created: {created:#?}"
+    );
 }

@@ -18,6 +18,7 @@ use common::sender::{numbered_report, sender_config};
 use common::{accepted, eventually, outbox_status_when, LogCapture, Receiver};
 use electric_telemetry::internals::*;
 use electric_telemetry::*;
+use electric_telemetry_report::LEVELLED_REPORT_VERSION;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -120,7 +121,7 @@ async fn a_receiver_answering_404_for_a_while_loses_no_report() {
 async fn a_receiver_that_knows_a_newer_report_version_is_logged_once() {
     logs();
     let receiver = Receiver::start();
-    receiver.answer_header("Checkpoint-Report-Versions", "2, 3");
+    receiver.answer_header("Checkpoint-Report-Versions", "2, 3, 4");
     let storage = tempfile::tempdir().unwrap();
     let (sender, _) = start_sender(&receiver.url, storage.path(), Duration::from_secs(3600));
     for n in 1..=3 {
@@ -139,9 +140,9 @@ async fn a_receiver_that_knows_a_newer_report_version_is_logged_once() {
         .filter(|l| l.contains("newer report version"))
         .collect();
     assert_eq!(said.len(), 1, "once per process: {said:#?}");
-    assert!(said[0].contains("newest=3"), "{}", said[0]);
+    assert!(said[0].contains("newest=4"), "{}", said[0]);
     assert!(
-        said[0].contains(&format!("sent={REPORT_VERSION}")),
+        said[0].contains(&format!("known={LEVELLED_REPORT_VERSION}")),
         "{}",
         said[0]
     );

@@ -17,6 +17,7 @@ mod common;
 use checkpoint::validate::{saturating_count, ACCEPTED_VERSIONS, COUNTERS, GAUGES};
 use common::{backends, client, overview, post, seed, start_with};
 use electric_telemetry::{Report, REPORT_SCHEMA, REPORT_VERSION};
+use electric_telemetry_report::LEVELLED_REPORT_VERSION;
 use serde_json::{json, Value};
 
 fn schema() -> Value {
@@ -60,7 +61,14 @@ fn the_summed_counters_are_exactly_the_schemas_usage_counts() {
         ours, integers,
         "COUNTERS + GAUGES must be the schema's integer usage fields"
     );
-    assert_eq!(ACCEPTED_VERSIONS, [u64::from(REPORT_VERSION)]);
+    // Every published version: the full-level one and the levelled one.
+    assert_eq!(
+        ACCEPTED_VERSIONS,
+        [
+            u64::from(REPORT_VERSION),
+            u64::from(LEVELLED_REPORT_VERSION)
+        ]
+    );
     // The library's Report type carries each of them too (a template, mutated through its
     // public fields, never a struct literal).
     let mut report: Report = serde_json::from_str(common::SEED).unwrap();

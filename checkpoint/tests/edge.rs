@@ -463,7 +463,7 @@ async fn every_ingest_answer_names_the_accepted_versions() {
     })
     .await;
     let addr = running.addr();
-    let versions = "checkpoint-report-versions: 2";
+    let versions = "checkpoint-report-versions: 2, 3";
     let cases: [(&str, &[u8]); 3] = [
         (
             "http/1.1 415",

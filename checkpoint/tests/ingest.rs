@@ -5,6 +5,7 @@ mod common;
 
 use common::{backends, client, overview, post, post_with, seed, start, start_with, SEED};
 use electric_telemetry::REPORT_VERSION;
+use electric_telemetry_report::LEVELLED_REPORT_VERSION;
 use serde_json::{json, Value};
 
 #[actix_rt::test]
@@ -104,7 +105,7 @@ async fn refused_bodies_get_their_status_and_name_what_is_wrong() {
     padded.splice(1..1, std::iter::repeat_n(b' ', 64 * 1024));
     // The versions named in the errors follow the library's, whatever it is now.
     let unknown_version: &str =
-        Box::leak(format!("report_version {}", REPORT_VERSION + 1).into_boxed_str());
+        Box::leak(format!("report_version {}", LEVELLED_REPORT_VERSION + 1).into_boxed_str());
     let accepted_version: &str =
         Box::leak(format!("accepts report_version {REPORT_VERSION}").into_boxed_str());
     let cases: Vec<Case> = vec![
@@ -163,7 +164,7 @@ async fn refused_bodies_get_their_status_and_name_what_is_wrong() {
         ),
         (
             "unknown version",
-            with(&|v| v["report_version"] = json!(REPORT_VERSION + 1)),
+            with(&|v| v["report_version"] = json!(LEVELLED_REPORT_VERSION + 1)),
             json,
             vec![],
             400,
@@ -402,7 +403,7 @@ async fn a_report_with_fields_from_a_later_release_is_accepted_stored_and_counte
         for r in [&current, &later] {
             let answer = post(&http, &running, r).await;
             assert_eq!(answer.status, 201, "{}: {answer:?}", b.name);
-            assert_eq!(answer.versions.as_deref(), Some("2"), "{}", b.name);
+            assert_eq!(answer.versions.as_deref(), Some("2, 3"), "{}", b.name);
         }
         let stored = running
             .store()
@@ -437,10 +438,10 @@ async fn a_report_with_fields_from_a_later_release_is_accepted_stored_and_counte
         assert_eq!(o.completeness.reports, 2, "{}", b.name);
         // A refusal names the accepted versions too.
         let mut newer = common::report_for("c3558cdf-a26e-4f2f-c28c-e95fc8ff36a0");
-        newer["report_version"] = serde_json::json!(3);
+        newer["report_version"] = serde_json::json!(4);
         let refused = post(&http, &running, &newer).await;
         assert_eq!(refused.status, 400, "{}: {refused:?}", b.name);
-        assert_eq!(refused.versions.as_deref(), Some("2"), "{}", b.name);
+        assert_eq!(refused.versions.as_deref(), Some("2, 3"), "{}", b.name);
         running.stop().await;
         b.finish().await;
     }
@@ -584,4 +585,61 @@ async fn activity_refuses_bad_parameters_by_name() {
     assert_eq!(periods[11]["partial"], true);
     assert_eq!(periods[0]["partial"], false);
     running.stop().await;
+}
+
+/// A fleet at mixed levels (issue 16): a `basic` report (version 3: no usage, no resources),
+/// a `usage` one (version 3: no resources) and a full one (version 2), as the reporter's own
+/// `Report::at_level` writes them, are all accepted and count as activity; the volume totals
+/// hold only what was sent. A `basic` instance's reports carry no `uptime`, which the
+/// receiver uses to tell a restart from a missed window: a gap between two of them counts as
+/// a restart, never as a loss.
+#[actix_rt::test]
+async fn reports_at_every_level_are_accepted_and_a_basic_gap_is_not_a_loss() {
+    use electric_telemetry_report::{Level, Report};
+    let at = |cluster: &str, level: Level, ops: u64| -> Value {
+        let mut v = common::report_for(cluster);
+        v["data"]["usage"]["operations_from_pg"] = json!(ops);
+        let report: Report = serde_json::from_value(v).unwrap();
+        serde_json::to_value(report.at_level(level)).unwrap()
+    };
+    for b in backends("mixed_levels").await {
+        let running = start(&b.db).await;
+        let http = client();
+        let basic = at("a1336abd-804c-4d0c-a06a-c73da6dd148e", Level::Basic, 100);
+        let usage = at("b2447bce-915d-4e1d-b17b-d84eb7ee259f", Level::Usage, 20);
+        let full = at("c3558cdf-a26e-4f2f-a28c-e95fc8ff36a0", Level::Full, 3);
+        assert!(basic["data"].get("usage").is_none() && basic["report_version"] == 3);
+        assert!(usage["data"].get("resources").is_none() && usage["level"] == "usage");
+        assert_eq!(full["report_version"], 2);
+        // The basic instance again, an hour later, with a gap before its window.
+        let mut later = basic.clone();
+        later["report_id"] = json!(uuid::Uuid::new_v4().to_string());
+        later["last_reported"] = json!("2023-09-19T15:40:45.972021Z");
+        later["timestamp"] = json!("2023-09-19T15:50:45.972021Z");
+        for r in [&basic, &usage, &full, &later] {
+            let answer = post(&http, &running, r).await;
+            assert_eq!(answer.status, 201, "{}: {answer:?}", b.name);
+        }
+        let o = overview(&http, &running, 3, "2023-09-20").await;
+        assert_eq!(
+            o.applications, 3,
+            "{}: every level counts as activity",
+            b.name
+        );
+        assert_eq!(o.instances, 3, "{}", b.name);
+        assert_eq!(
+            o.totals["operations_from_pg"],
+            20 + 3,
+            "{}: the basic cluster's volume was never sent",
+            b.name
+        );
+        assert_eq!(o.completeness.reports, 4, "{}", b.name);
+        assert_eq!(
+            o.completeness.missed_windows, 0,
+            "{}: a gap without uptime is a restart, not a loss",
+            b.name
+        );
+        running.stop().await;
+        b.finish().await;
+    }
 }

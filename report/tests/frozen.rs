@@ -1,6 +1,8 @@
 //! The published schemas are frozen, and the types read what a later release adds.
 
-use electric_telemetry_report::{reader_schema, Report, REPORT_SCHEMA, REPORT_VERSION, SCHEMAS};
+use electric_telemetry_report::{
+    reader_schema, Report, LEVELLED_REPORT_SCHEMA, LEVELLED_REPORT_VERSION, REPORT_SCHEMA, SCHEMAS,
+};
 use serde_json::{json, Value};
 
 /// FNV-1a, 64 bits: enough to notice any change to a file's bytes.
@@ -12,7 +14,10 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Each published schema as it was published: (version, length, FNV-1a of its bytes). A
 /// change to a published file fails here; a new version is a new file and a new line.
-const PUBLISHED: &[(u32, usize, u64)] = &[(2, 13_531, 0x7bf5_469d_bc35_823e)];
+const PUBLISHED: &[(u32, usize, u64)] = &[
+    (2, 13_531, 0x7bf5_469d_bc35_823e),
+    (3, 18_466, 0x4448_27c8_a24c_2080),
+];
 
 #[test]
 fn a_published_schema_never_changes() {
@@ -32,8 +37,15 @@ fn a_published_schema_never_changes() {
             "report-v{version}.json describes version {version}"
         );
     }
-    assert_eq!(SCHEMAS.last().map(|(v, _)| *v), Some(REPORT_VERSION));
-    assert_eq!(SCHEMAS.last().map(|(_, s)| *s), Some(REPORT_SCHEMA));
+    assert_eq!(SCHEMAS.first().map(|(_, s)| *s), Some(REPORT_SCHEMA));
+    assert_eq!(
+        SCHEMAS.last().map(|(v, _)| *v),
+        Some(LEVELLED_REPORT_VERSION)
+    );
+    assert_eq!(
+        SCHEMAS.last().map(|(_, s)| *s),
+        Some(LEVELLED_REPORT_SCHEMA)
+    );
 }
 
 #[test]

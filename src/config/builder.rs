@@ -21,6 +21,10 @@ impl Default for TelemetryConfigBuilder {
             config: TelemetryConfig {
                 mode: TelemetryMode::Send,
                 decided_by: "default".to_owned(),
+                policy: Policy::OptOut,
+                service_level: None,
+                operator_level: None,
+                operator_opt_in: None,
                 url: DEFAULT_URL.to_owned(),
                 interval: Duration::from_secs(4 * 3600),
                 first_report_in: Duration::from_secs(5 * 60),
@@ -63,6 +67,20 @@ impl TelemetryConfigBuilder {
     /// (disabled, then log-only, then send), so an opt-out always works.
     pub fn mode(mut self, mode: TelemetryMode) -> Self {
         self.asked.push((mode, "configuration".to_owned()));
+        self
+    }
+    /// Whether telemetry runs before an operator consents (default [`Policy::OptOut`]). A
+    /// service that chooses [`Policy::OptIn`] starts nothing until the operator sets
+    /// `ELECTRIC_TELEMETRY=enabled` or the service calls
+    /// [`Telemetry::consent`](crate::Telemetry::consent); an opt-out still wins over both.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.config.policy = policy;
+        self
+    }
+    /// The most this service ever sends (default [`Level::Full`]). The lowest of this, the
+    /// operator's `ELECTRIC_TELEMETRY_LEVEL` and the consent's level wins.
+    pub fn level(mut self, level: Level) -> Self {
+        self.config.service_level = Some(level);
         self
     }
     /// Appends every report the endpoint accepted to `path`, one JSON line each.

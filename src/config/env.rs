@@ -12,6 +12,8 @@ use super::*;
 
 /// The opt-out switch.
 pub const ENV_TELEMETRY: &str = "ELECTRIC_TELEMETRY";
+/// The most the operator lets telemetry send: `basic`, `usage` or `full`.
+pub const ENV_LEVEL: &str = "ELECTRIC_TELEMETRY_LEVEL";
 /// The endpoint URL.
 pub const ENV_URL: &str = "ELECTRIC_TELEMETRY_URL";
 /// Time between reports.
@@ -86,8 +88,22 @@ impl TelemetryConfigBuilder {
         };
         if let Some(v) = get(ENV_TELEMETRY)? {
             let mode = parse_switch(ENV_TELEMETRY, &v)?;
-            self.asked
-                .push((mode, format!("{ENV_TELEMETRY}={}", v.trim())));
+            let setting = format!("{ENV_TELEMETRY}={}", v.trim());
+            if mode != TelemetryMode::Disabled {
+                self.config.operator_opt_in = Some(setting.clone());
+            }
+            self.asked.push((mode, setting));
+        }
+        if let Some(v) = get(ENV_LEVEL)? {
+            let level = v.parse::<Level>().map_err(|_| {
+                ConfigError::new(
+                    ENV_LEVEL,
+                    &v,
+                    "not a report level",
+                    electric_telemetry_report::ACCEPTED_LEVELS,
+                )
+            })?;
+            self.config.operator_level = Some((level, format!("{ENV_LEVEL}={level}")));
         }
         let do_not_track = lookup_os(ENV_DO_NOT_TRACK).filter(|v| !blank(v));
         if let Some(v) = do_not_track.map(|v| v.to_string_lossy().into_owned()) {

@@ -20,12 +20,13 @@ pub use builder::TelemetryConfigBuilder;
 #[allow(unused_imports)]
 pub use env::{
     ENV_AUDIT_LOG, ENV_CA_FILE, ENV_DO_NOT_TRACK, ENV_FIRST_REPORT_IN, ENV_INSTANCE_ID,
-    ENV_INTERVAL, ENV_PROXY, ENV_SPREAD, ENV_STORAGE_DIR, ENV_TELEMETRY, ENV_URL,
+    ENV_INTERVAL, ENV_LEVEL, ENV_PROXY, ENV_SPREAD, ENV_STORAGE_DIR, ENV_TELEMETRY, ENV_URL,
 };
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use electric_telemetry_report::Level;
 use uuid::Uuid;
 
 use crate::error::ConfigError;
@@ -53,12 +54,43 @@ pub enum TelemetryMode {
     Disabled,
 }
 
+/// Whether telemetry runs before an operator has said yes: chosen by the service's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Policy {
+    /// On unless an operator opts out (the seed's behaviour, the default).
+    #[default]
+    OptOut,
+    /// Off until an operator consents: with `ELECTRIC_TELEMETRY=enabled` (or another "on"
+    /// value, or `log`), or at run time through
+    /// [`Telemetry::consent`](crate::Telemetry::consent), which is recorded in the storage dir.
+    /// Until then nothing is collected, started, written or sent.
+    OptIn,
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Policy::OptOut => "opt-out",
+            Policy::OptIn => "opt-in",
+        })
+    }
+}
+
 /// Everything telemetry needs to run. Build it with [`TelemetryConfig::from_env`] or
 /// [`TelemetryConfig::builder`]; once built, every value has been checked.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TelemetryConfig {
     mode: TelemetryMode,
     decided_by: String,
+    policy: Policy,
+    /// The level the service's code chose (`level(..)`), if any.
+    service_level: Option<Level>,
+    /// The level the operator chose (`ELECTRIC_TELEMETRY_LEVEL`) and the setting as given.
+    operator_level: Option<(Level, String)>,
+    /// The operator's explicit "on" (`ELECTRIC_TELEMETRY=on` or `log`), which is consent under
+    /// [`Policy::OptIn`].
+    operator_opt_in: Option<String>,
     url: String,
     interval: Duration,
     first_report_in: Duration,
@@ -93,6 +125,10 @@ impl std::fmt::Debug for TelemetryConfig {
         f.debug_struct("TelemetryConfig")
             .field("mode", &self.mode)
             .field("decided_by", &self.decided_by)
+            .field("policy", &self.policy)
+            .field("service_level", &self.service_level)
+            .field("operator_level", &self.operator_level)
+            .field("operator_opt_in", &self.operator_opt_in)
             .field("url", &endpoint_url::redact(&self.url))
             .field("interval", &self.interval)
             .field("first_report_in", &self.first_report_in)
@@ -130,7 +166,8 @@ impl TelemetryConfig {
         TelemetryConfigBuilder::default()
     }
 
-    /// Whether telemetry collects anything (it sends only in [`TelemetryMode::Send`]).
+    /// Whether no opt-out turned telemetry off (it sends only in [`TelemetryMode::Send`]).
+    /// Under [`Policy::OptIn`] it also needs consent to collect anything.
     pub fn enabled(&self) -> bool {
         self.mode != TelemetryMode::Disabled
     }
@@ -141,6 +178,29 @@ impl TelemetryConfig {
     /// Which setting decided the mode, e.g. `DO_NOT_TRACK=1` or `default`.
     pub fn decided_by(&self) -> &str {
         &self.decided_by
+    }
+    /// Whether telemetry runs before an operator consents.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+    /// The lowest of the levels the service's code and the operator's environment chose
+    /// ([`Level::Full`] when neither did), and the setting that decided it. A consent on
+    /// record can lower it further at start (see [`Telemetry::status`](crate::Telemetry::status)).
+    pub fn level(&self) -> (Level, String) {
+        let mut level = (Level::Full, "default".to_owned());
+        if let Some(l) = self.service_level {
+            level = (l, "level(..)".to_owned());
+        }
+        if let Some((l, by)) = &self.operator_level {
+            if *l < level.0 {
+                level = (*l, by.clone());
+            }
+        }
+        level
+    }
+    /// The operator's explicit opt-in from the environment (e.g. `ELECTRIC_TELEMETRY=on`).
+    pub(crate) fn operator_opt_in(&self) -> Option<&str> {
+        self.operator_opt_in.as_deref()
     }
     /// The file accepted reports are appended to, if any.
     pub fn audit_log(&self) -> Option<&std::path::Path> {

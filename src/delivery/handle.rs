@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::log_only::LogOnly;
 use super::outbox::KeepWindow;
-use super::sender::{Deliver, FinalAccount, Flush, GetOutboxStatus, QueueFinal, Sender};
+use super::sender::{Deliver, Discard, FinalAccount, Flush, GetOutboxStatus, QueueFinal, Sender};
 
 /// The recipients of whatever delivers reports.
 #[derive(Clone)]
@@ -18,6 +18,8 @@ pub(crate) struct DeliveryHandle {
     pub flush: Recipient<Flush>,
     pub status: Recipient<GetOutboxStatus>,
     pub account: Recipient<FinalAccount>,
+    /// Where a withdrawal of consent removes what was not yet sent.
+    pub discard: Recipient<Discard>,
     /// Where the window in progress is kept against a kill; `None` where nothing is kept.
     pub keep_window: Option<Recipient<KeepWindow>>,
 }
@@ -31,6 +33,7 @@ impl DeliveryHandle {
             flush: sender.clone().recipient(),
             status: sender.clone().recipient(),
             account: sender.clone().recipient(),
+            discard: sender.clone().recipient(),
             keep_window: Some(sender.clone().recipient()),
         }
     }
@@ -43,6 +46,7 @@ impl DeliveryHandle {
             flush: sink.clone().recipient(),
             status: sink.clone().recipient(),
             account: sink.clone().recipient(),
+            discard: sink.clone().recipient(),
             keep_window: None,
         }
     }

@@ -5,7 +5,9 @@
 use actix::prelude::*;
 
 use super::outbox::Account;
-use super::sender::{Deliver, FinalAccount, Flush, GetOutboxStatus, OutboxStatus, QueueFinal};
+use super::sender::{
+    Deliver, Discard, FinalAccount, Flush, GetOutboxStatus, OutboxStatus, QueueFinal,
+};
 use crate::error::DeliveryError;
 
 /// Writes each report it is handed to the log (`INFO`, target `electric_telemetry::report`).
@@ -52,6 +54,15 @@ impl Handler<GetOutboxStatus> for LogOnly {
 
     fn handle(&mut self, _: GetOutboxStatus, _: &mut Context<Self>) -> Self::Result {
         MessageResult(OutboxStatus::default())
+    }
+}
+
+impl Handler<Discard> for LogOnly {
+    type Result = MessageResult<Discard>;
+
+    fn handle(&mut self, _: Discard, ctx: &mut Context<Self>) -> Self::Result {
+        ctx.stop();
+        MessageResult(0)
     }
 }
 

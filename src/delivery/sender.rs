@@ -39,7 +39,8 @@
 //! is one warning too, naming the status and the receiver's reason (the first 200 bytes of
 //! its answer, printable text only, with what the URL's query holds hidden should the answer
 //! echo it). An answer whose `Checkpoint-Report-Versions` header
-//! lists a version newer than [`REPORT_VERSION`] is one info line per process.
+//! lists a version newer than [`LEVELLED_REPORT_VERSION`] (the newest this build writes) is
+//! one info line per process.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -54,7 +55,9 @@ use super::outbox::{outbox_dir, Account, Bounds, KeepWindow, Outbox};
 use super::retry::RetryPolicy;
 use crate::config::TelemetryConfig;
 use crate::error::DeliveryError;
-use crate::report::wire::{Report, REPORT_VERSION};
+use crate::report::sent_fields;
+use crate::report::wire::Report;
+use electric_telemetry_report::LEVELLED_REPORT_VERSION;
 
 /// During a flush, the longest wait between two attempts: shutdown has a deadline.
 const FLUSH_RETRY_MAX: Duration = Duration::from_millis(250);
@@ -82,6 +85,12 @@ pub(crate) struct QueueFinal(pub Report);
 #[rtype(result = "Result<(), DeliveryError>")]
 pub struct Flush;
 
+/// Consent was withdrawn: removes every report not yet delivered and the recovery file, then
+/// stops the sender (an attempt on the wire is abandoned). Answers how many reports went.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "usize")]
+pub(crate) struct Discard;
+
 /// Asks how the outbox stands.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "OutboxStatus")]
@@ -102,6 +111,8 @@ pub struct OutboxStatus {
     pub failed_attempts: u64,
     /// Reports dropped and not yet reported in a queued report's `dropped_reports`.
     pub dropped_not_yet_reported: u64,
+    /// When a report last reached the endpoint (a 2xx) in this run, if one did.
+    pub last_delivered: Option<std::time::SystemTime>,
 }
 
 /// The sender actor.
@@ -140,6 +151,12 @@ pub struct Sender {
     /// The last failure, the answer to a flush that ends without trying.
     last_error: Option<DeliveryError>,
     flush_waiters: Vec<oneshot::Sender<Result<(), DeliveryError>>>,
+    /// When a report last reached the endpoint in this run.
+    last_delivered: Option<std::time::SystemTime>,
+    /// Where the storage dir keeps the payload fields last delivered, and what it holds (read
+    /// at start): rewritten only when a delivered report's fields differ.
+    storage_dir: std::path::PathBuf,
+    sent_fields: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Sender {
@@ -175,6 +192,9 @@ impl Sender {
             not_before: None,
             last_error: None,
             flush_waiters: Vec::new(),
+            last_delivered: None,
+            storage_dir: config.storage_dir().to_owned(),
+            sent_fields: None,
         }
     }
 
@@ -230,15 +250,34 @@ impl Sender {
         }));
     }
 
+    /// Keeps which payload fields the delivered report `seq` had, when they differ from the
+    /// last ones kept (see `report/sent_fields.rs`).
+    fn note_sent_fields(&mut self, seq: u64) {
+        let Some(report) = self.outbox.report(seq) else {
+            return;
+        };
+        let Ok(value) = serde_json::to_value(report) else {
+            return;
+        };
+        let now = sent_fields::present(&value);
+        if self.sent_fields.as_ref() == Some(&now) {
+            return;
+        }
+        if let Err(e) = sent_fields::write(&self.storage_dir, &now) {
+            tracing::debug!(error = %e, "telemetry could not note the fields it sent");
+        }
+        self.sent_fields = Some(now);
+    }
+
     /// One info line per process when a receiver accepts a newer report version than this
     /// build sends: an upgrade would send it.
     fn note_versions(&self, newest: Option<u32>) {
-        let Some(newest) = newest.filter(|v| *v > REPORT_VERSION) else {
+        let Some(newest) = newest.filter(|v| *v > LEVELLED_REPORT_VERSION) else {
             return;
         };
         if !NEWER_VERSION_SAID.swap(true, Ordering::Relaxed) {
             tracing::info!(
-                url = %self.shown_url, newest, sent = REPORT_VERSION,
+                url = %self.shown_url, newest, known = LEVELLED_REPORT_VERSION,
                 "the telemetry endpoint accepts a newer report version than this build sends; \
                  reports still go out as the version this build knows, which the endpoint also \
                  accepts"
@@ -259,7 +298,9 @@ impl Sender {
                 if let (Some(audit), Some(body)) = (&mut self.audit, sent) {
                     audit.append(&body);
                 }
+                self.note_sent_fields(seq);
                 self.outbox.delivered(seq);
+                self.last_delivered = Some(std::time::SystemTime::now());
                 self.failures = 0;
                 self.refusals = 0;
                 match &mut self.outage {
@@ -391,6 +432,7 @@ impl Actor for Sender {
                  in the outbox"
             ),
         }
+        self.sent_fields = sent_fields::read(&self.storage_dir);
         let loaded = self.outbox.load();
         if loaded.reports > 0 {
             tracing::info!(
@@ -462,6 +504,19 @@ impl Handler<KeepWindow> for Sender {
     }
 }
 
+impl Handler<Discard> for Sender {
+    type Result = MessageResult<Discard>;
+
+    fn handle(&mut self, _: Discard, ctx: &mut Context<Self>) -> Self::Result {
+        let gone = self.outbox.discard();
+        for waiter in self.flush_waiters.drain(..) {
+            let _ = waiter.send(Err(DeliveryError::NotRunning));
+        }
+        ctx.stop();
+        MessageResult(gone)
+    }
+}
+
 impl Handler<FinalAccount> for Sender {
     type Result = MessageResult<FinalAccount>;
 
@@ -478,6 +533,7 @@ impl Handler<GetOutboxStatus> for Sender {
             pending: self.outbox.len(),
             failed_attempts: u64::from(self.failures).saturating_add(self.refusals),
             dropped_not_yet_reported: self.outbox.carry(),
+            last_delivered: self.last_delivered,
         })
     }
 }

@@ -8,7 +8,9 @@ use uuid::Uuid;
 use super::host::HostFacts;
 use super::identity::Identity;
 use super::wire::{Environment, Report, ReportData, Resources, REPORT_VERSION};
+use crate::usage::gate::Gate;
 use crate::usage::window::WindowSnapshot;
+use electric_telemetry_report::Level;
 
 /// Formats a time as RFC 3339 in UTC with microseconds, as the seed does.
 /// `None` for a time RFC 3339 cannot show (before 1970 or after 9999), which humantime would
@@ -61,6 +63,14 @@ impl ReportBuilder {
     /// The identity the instance's report phase is derived from.
     pub(crate) fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The report of `snapshot` at the level `gate` is open at (basic when shut, which only a
+    /// shutdown racing a withdrawal sees): at full the whole report, version 2; below, the
+    /// sections above the level left out (see `Report::at_level`).
+    pub(crate) fn build_at(&self, snapshot: WindowSnapshot, gate: &Gate) -> Report {
+        self.build(snapshot)
+            .at_level(gate.level().unwrap_or(Level::Basic))
     }
 
     pub(crate) fn build(&self, snapshot: WindowSnapshot) -> Report {

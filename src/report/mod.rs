@@ -4,4 +4,5 @@
 pub(crate) mod builder;
 pub(crate) mod host;
 pub(crate) mod identity;
+pub(crate) mod sent_fields;
 pub(crate) mod wire;

@@ -3,5 +3,5 @@
 //! the versioning rules (see that crate's docs). Re-exported here and at the crate root.
 
 pub use electric_telemetry_report::{
-    Environment, Os, Report, ReportData, Resources, REPORT_SCHEMA, REPORT_VERSION,
+    Environment, Level, Os, Report, ReportData, Resources, REPORT_SCHEMA, REPORT_VERSION,
 };

@@ -36,6 +36,8 @@ use crate::report::wire::Report;
 use crate::usage::collector::{
     Collector, PreviewSnapshot, SampleGauges, StopCollector, TakeSnapshot,
 };
+use crate::usage::gate::{Gate, Section};
+use electric_telemetry_report::Level;
 use ticks::next_due;
 
 /// The scheduler actor.
@@ -57,6 +59,9 @@ pub struct Scheduler {
     checkpoint_every: Duration,
     /// The current window's `report_id`, for its recovery files and its report.
     window_id: Uuid,
+    /// What may be collected now: the level every report is built at, and whether memory is
+    /// sampled at all (only when `data/resources` is sent).
+    gate: Arc<Gate>,
 }
 
 impl Scheduler {
@@ -90,6 +95,16 @@ impl Scheduler {
             final_report: None,
             checkpoint_every: config.checkpoint_every(),
             window_id: Uuid::new_v4(),
+            gate: Arc::new(Gate::new(Some(Level::Full))),
+        }
+    }
+
+    /// A resident-memory sample, when the level sends resources; else none is taken.
+    fn memory_sample(&mut self) -> Option<u64> {
+        if self.gate.allows(Section::Resources) {
+            self.memory.sample()
+        } else {
+            None
         }
     }
 
@@ -100,6 +115,7 @@ impl Scheduler {
         config: &TelemetryConfig,
         collector: Addr<Collector>,
         delivery: &DeliveryHandle,
+        gate: Arc<Gate>,
     ) -> Self {
         let mut scheduler = Self::new(
             config,
@@ -109,6 +125,7 @@ impl Scheduler {
         );
         scheduler.keep_window = delivery.keep_window.clone();
         scheduler.final_report = Some(delivery.final_report.clone());
+        scheduler.gate = gate;
         scheduler
     }
 
@@ -124,15 +141,17 @@ impl Scheduler {
             return;
         };
         // The collector answers in order: these figures are of the window `id` names.
-        let figures = self.collector.send(PreviewSnapshot {
-            used_memory: self.memory.sample(),
-        });
+        let figures = {
+            let used_memory = self.memory_sample();
+            self.collector.send(PreviewSnapshot { used_memory })
+        };
         let id = self.window_id;
         let builder = Arc::clone(&self.builder);
+        let gate = Arc::clone(&self.gate);
         ctx.spawn(
             async move {
                 if let Ok(snapshot) = figures.await {
-                    let mut window = builder.build(snapshot);
+                    let mut window = builder.build_at(snapshot, &gate);
                     window.report_id = id;
                     window.recovered = true;
                     to.do_send(KeepWindow(window));
@@ -149,7 +168,7 @@ impl Scheduler {
 
     fn sample(&mut self) {
         if !self.stopping {
-            let used_memory = self.memory.sample();
+            let used_memory = self.memory_sample();
             self.collector.do_send(SampleGauges { used_memory });
         }
     }
@@ -158,18 +177,20 @@ impl Scheduler {
         if self.stopping {
             return;
         }
-        let snapshot = self.collector.send(TakeSnapshot {
-            used_memory: self.memory.sample(),
-        });
+        let snapshot = {
+            let used_memory = self.memory_sample();
+            self.collector.send(TakeSnapshot { used_memory })
+        };
         let id = self.end_window();
         let builder = Arc::clone(&self.builder);
         let deliver = self.deliver.clone();
+        let gate = Arc::clone(&self.gate);
         ctx.spawn(
             async move {
                 match snapshot.await {
                     // The sender logs the outcome; a report tick never waits for the network.
                     Ok(snapshot) => {
-                        let mut report = builder.build(snapshot);
+                        let mut report = builder.build_at(snapshot, &gate);
                         report.report_id = id;
                         deliver.do_send(Deliver(report))
                     }
@@ -241,11 +262,34 @@ impl Handler<Preview> for Scheduler {
     type Result = ResponseFuture<Option<Report>>;
 
     fn handle(&mut self, _: Preview, _: &mut Context<Self>) -> Self::Result {
-        let figures = self.collector.send(PreviewSnapshot {
-            used_memory: self.memory.sample(),
-        });
+        let figures = {
+            let used_memory = self.memory_sample();
+            self.collector.send(PreviewSnapshot { used_memory })
+        };
         let builder = Arc::clone(&self.builder);
-        Box::pin(async move { figures.await.ok().map(|snapshot| builder.build(snapshot)) })
+        let gate = Arc::clone(&self.gate);
+        Box::pin(async move {
+            figures
+                .await
+                .ok()
+                .map(|snapshot| builder.build_at(snapshot, &gate))
+        })
+    }
+}
+
+/// Consent was withdrawn: stops the collector and the scheduler at once, with no final
+/// report (what the window held is dropped with the collector).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Abandon;
+
+impl Handler<Abandon> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _: Abandon, ctx: &mut Context<Self>) {
+        self.stopping = true;
+        self.collector.do_send(StopCollector);
+        ctx.stop();
     }
 }
 
@@ -267,14 +311,15 @@ impl Handler<Shutdown> for Scheduler {
         let final_to = self.final_report.clone();
         let flush = self.flush.clone();
         let builder = Arc::clone(&self.builder);
-        let used_memory = self.memory.sample();
+        let used_memory = self.memory_sample();
+        let gate = Arc::clone(&self.gate);
         let id = self.end_window();
         let final_report = async move {
             let snapshot = collector
                 .send(TakeSnapshot { used_memory })
                 .await
                 .map_err(|_| DeliveryError::NotRunning)?;
-            let mut report = builder.build(snapshot);
+            let mut report = builder.build_at(snapshot, &gate);
             report.report_id = id;
             // Queued (on disk) before any attempt, so a deadline cut leaves it for next start;
             // the sender marks the run as ended cleanly in the same step, so the run is clean

@@ -19,6 +19,7 @@ use actix::prelude::*;
 
 use super::clock::ReportClock;
 use super::events::UsageEvent;
+use super::gate::Gate;
 use super::intake::Intake;
 use super::queued_event::QueuedEvent;
 use super::window::{Aggregates, WindowSnapshot};
@@ -37,6 +38,9 @@ const FOLD_EVERY: Duration = Duration::from_secs(1);
 /// `Recipient<E>` for any [`UsageEvent`] `E`.
 pub struct Collector {
     intake: Arc<Intake>,
+    /// What may be collected now: an event sent as a message whose section is above the
+    /// level is dropped here, as the handle drops it (see `gate.rs`).
+    gate: Arc<Gate>,
     aggregates: Aggregates,
     /// Where windows begin and end: on the monotonic clock, so a wall-clock step never makes
     /// one negative or a month long (see `clock`).
@@ -51,10 +55,18 @@ impl Collector {
         Self::with_intake(Intake::new())
     }
 
+    #[cfg(any(test, feature = "unstable-internals"))]
     pub(crate) fn with_intake(intake: Arc<Intake>) -> Self {
+        let full = Some(electric_telemetry_report::Level::Full);
+        Self::gated(intake, Arc::new(Gate::new(full)))
+    }
+
+    /// A collector that collects what `gate` lets through.
+    pub(crate) fn gated(intake: Arc<Intake>, gate: Arc<Gate>) -> Self {
         let clock = ReportClock::start(SystemTime::now(), Instant::now());
         Self {
             intake,
+            gate,
             aggregates: Aggregates::new(clock.began()),
             clock,
         }
@@ -94,6 +106,9 @@ impl<E: UsageEvent> Handler<E> for Collector {
     type Result = ();
 
     fn handle(&mut self, event: E, _: &mut Context<Self>) {
+        if !self.gate.allows(E::SECTION) {
+            return;
+        }
         let event: QueuedEvent = event.into_event();
         // What was queued through the handle before this message comes first. The other way
         // round is not ordered: handle events recorded after this message was sent but before

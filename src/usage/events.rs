@@ -19,6 +19,7 @@ use std::time::SystemTime;
 use actix::Message;
 
 use super::counters::Counter;
+pub(crate) use super::gate::Section;
 use super::queued_event::{QueuedEvent, WalFigures};
 use crate::error::UsageError;
 use crate::sketch::distinct::AnonymousId;
@@ -32,6 +33,9 @@ pub(crate) mod sealed {
     /// Converts an event into the collector's internal form. Not nameable outside the crate,
     /// which seals [`UsageEvent`](super::UsageEvent).
     pub trait Sealed {
+        /// The report section this event feeds, which decides at which level it is
+        /// collected (see `gate.rs`).
+        const SECTION: super::Section;
         fn into_event(self) -> super::QueuedEvent;
     }
 }
@@ -39,7 +43,11 @@ pub(crate) mod sealed {
 /// Declares `$event` a usage event that converts into the collector's [`QueuedEvent`] by `$into`.
 macro_rules! usage_event {
     ($event:ty, |$e:ident| $into:expr) => {
+        usage_event!($event, Section::Usage, |$e| $into);
+    };
+    ($event:ty, $section:expr, |$e:ident| $into:expr) => {
         impl sealed::Sealed for $event {
+            const SECTION: Section = $section;
             #[inline]
             fn into_event(self) -> QueuedEvent {
                 let $e = self;
@@ -239,7 +247,9 @@ impl PgVersion {
     }
 }
 
-usage_event!(PgVersion, |e| QueuedEvent::PgVersion(e.version));
+usage_event!(PgVersion, Section::Environment, |e| QueuedEvent::PgVersion(
+    e.version
+));
 
 fn is_version(word: &str) -> bool {
     let numeric_len = word
@@ -274,11 +284,13 @@ pub struct WalStatus {
     pub wal_transactions: u64,
 }
 
-usage_event!(WalStatus, |e| QueuedEvent::Wal(Box::new(WalFigures {
-    oldest_wal_time: e.oldest_wal_time,
-    wal_cache_memory: e.wal_cache_memory,
-    wal_transactions: e.wal_transactions,
-})));
+usage_event!(WalStatus, Section::Resources, |e| QueuedEvent::Wal(
+    Box::new(WalFigures {
+        oldest_wal_time: e.oldest_wal_time,
+        wal_cache_memory: e.wal_cache_memory,
+        wal_transactions: e.wal_transactions,
+    })
+));
 
 /// How many tables are electrified now (`electrified_tables`, latest value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]

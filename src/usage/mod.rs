@@ -9,12 +9,14 @@
 //! - `intake`: the bounded lock-free queue of structured events;
 //! - `collector`: the actor that owns the window and folds both into it;
 //! - `window`: what one window accumulates and the figures it reports;
+//! - `gate`: what may be collected now (nothing before consent; a level's sections);
 //! - `clock`: where windows begin and end (monotonic, so a wall-clock step cannot bend them).
 
 pub(crate) mod clock;
 pub(crate) mod collector;
 pub(crate) mod counters;
 pub(crate) mod events;
+pub(crate) mod gate;
 pub(crate) mod intake;
 pub(crate) mod queued_event;
 pub(crate) mod window;

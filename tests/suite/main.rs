@@ -10,6 +10,7 @@ mod common;
 
 mod collector;
 mod config;
+mod consent;
 mod end_to_end;
 mod harmful_settings;
 mod intake;

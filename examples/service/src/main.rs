@@ -15,6 +15,12 @@
 //!   simulation;
 //! - otherwise wherever the `ELECTRIC_TELEMETRY_*` variables say.
 //!
+//! As an opt-in service (`--opt-in`): telemetry starts nothing until consent, which
+//! `--consent-after D --consent-level L` gives through the handle after `D`, as a service's
+//! admin action would; `--status` prints what telemetry is doing and why at the end, and
+//! `--print-dictionary` prints every report field (path, type, level, revision, source,
+//! meaning) and exits.
+//!
 //! Logs go to stderr (`RUST_LOG`, default `info`); stdout carries the reports and the totals.
 
 mod simulation;
@@ -30,7 +36,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use clap::Parser;
-use electric_telemetry::{DeliveryError, Report, ShutdownOutcome, Telemetry, TelemetryConfig};
+use electric_telemetry::{
+    DeliveryError, Level, Policy, Report, ShutdownOutcome, Telemetry, TelemetryConfig,
+};
 
 use receiver::Receiver;
 use simulation::{Counts, Halt, Hub, Recorder, Replication};
@@ -65,6 +73,30 @@ struct Args {
     /// points at from this URL (its /api/overview) and check them against the simulation.
     #[arg(long, value_name = "URL")]
     checkpoint_api: Option<String>,
+    /// Behave as a service whose code chose the opt-in policy: telemetry starts nothing until
+    /// an operator consents (ELECTRIC_TELEMETRY=enabled, a consent on record in the storage
+    /// dir, or --consent-after).
+    #[arg(long)]
+    opt_in: bool,
+    /// Consent through the handle after this long (as a service's admin action would),
+    /// recorded in the storage dir; collection starts then.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    consent_after: Option<Duration>,
+    /// The level --consent-after consents to: basic, usage or full (default full).
+    #[arg(long, value_name = "L", requires = "consent_after", value_parser = parse_level)]
+    consent_level: Option<Level>,
+    /// At exit, before the final report, print what telemetry is doing and why: policy,
+    /// mode, level, consent, the fields waiting for consent, the outbox.
+    #[arg(long)]
+    status: bool,
+    /// Print the report's field dictionary (Markdown: path, type, level, schema revision,
+    /// what feeds it, what it means) and exit; nothing starts.
+    #[arg(long)]
+    print_dictionary: bool,
+}
+
+fn parse_level(text: &str) -> Result<Level, String> {
+    text.parse()
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -77,6 +109,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_dictionary {
+        say(&electric_telemetry_report::dictionary_markdown());
+        return ExitCode::SUCCESS;
+    }
     init_logging();
     // An explicit System rather than #[actix::main], so that bad flags are refused before
     // anything starts.
@@ -93,6 +129,11 @@ async fn run(args: Args) -> ExitCode {
         .electric_version(concat!(env!("CARGO_PKG_VERSION"), "-simulated"))
         // Gauges are sampled once a minute by default, which a short demo would never see.
         .sample_every(Duration::from_secs(1))
+        .policy(if args.opt_in {
+            Policy::OptIn
+        } else {
+            Policy::OptOut
+        })
         .with_env()
         // After with_env(), so that it wins over ELECTRIC_TELEMETRY_URL: --local-receiver must
         // never let a report leave the machine.
@@ -117,7 +158,8 @@ async fn run(args: Args) -> ExitCode {
         }
     };
 
-    let recorder = Recorder::new(telemetry.clone());
+    let collects_usage = |level: Option<Level>| level.is_some_and(|l| l >= Level::Usage);
+    let recorder = Recorder::new(telemetry.clone(), collects_usage(telemetry.level()));
     let hub = Hub::new(args.clients.into(), recorder.clone()).start();
     let replication = Replication::new(hub.clone(), recorder.clone()).start();
     tracing::info!(
@@ -127,9 +169,32 @@ async fn run(args: Args) -> ExitCode {
     let mut printer = ReportPrinter::new(instance_id, args.show_json);
     let stop = wait_for_stop(args.duration);
     tokio::pin!(stop);
+    let consent = async {
+        match args.consent_after {
+            Some(after) => actix_rt::time::sleep(after).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(consent);
+    let mut consented = false;
     let reason = loop {
         tokio::select! {
             reason = &mut stop => break reason,
+            () = &mut consent, if !consented => {
+                consented = true;
+                let level = args.consent_level.unwrap_or(Level::Full);
+                recorder.change_collection(|| match telemetry.consent(level) {
+                    Ok(()) => {
+                        tracing::info!(%level, "consent given through the handle");
+                        // The level sent is the lowest of the consent's and the settings'.
+                        collects_usage(telemetry.level())
+                    }
+                    Err(e) => {
+                        tracing::warn!("the consent was not taken: {e}");
+                        false
+                    }
+                });
+            }
             () = actix_rt::time::sleep(Duration::from_millis(200)) => {
                 if let Some(receiver) = &receiver {
                     printer.print_new(receiver);
@@ -144,15 +209,27 @@ async fn run(args: Args) -> ExitCode {
     // clients. Each `send` answers once the actor has handled the halt.
     let _ = replication.send(Halt).await;
     let _ = hub.send(Halt).await;
-    let simulated = recorder.close();
+    let (simulated, collected) = recorder.close();
 
     if args.print_report {
         match telemetry.preview_json().await {
-            Some(json) => say(&format!(
-                "preview of the report telemetry would send now:\n{json}"
-            )),
+            Some(json) => {
+                say(&format!(
+                    "preview of the report telemetry would send now:\n{json}"
+                ));
+                let new = telemetry.status().await.new_since_last_delivery;
+                if !new.is_empty() {
+                    say(&format!(
+                        "new in this preview (the last delivered report did not have them): {}",
+                        new.join(", ")
+                    ));
+                }
+            }
             None => say("preview: telemetry is not running, so nothing would be sent"),
         }
+    }
+    if args.status {
+        say(&telemetry.status().await.to_string());
     }
     // Before System::stop(): after it no asynchronous work, the final POST included, completes.
     // The library logs what its outbox keeps; this line says what happened.
@@ -175,12 +252,19 @@ async fn run(args: Args) -> ExitCode {
     }
 
     say(&format!("simulated: {}", simulated.to_json()));
+    if collected != simulated {
+        // Before a consent (or at basic) usage is not collected: the reports hold this part.
+        say(&format!(
+            "simulated while telemetry collected usage: {}",
+            collected.to_json()
+        ));
+    }
     let verdict = if let Some(receiver) = receiver {
         printer.print_new(&receiver);
         receiver.stop().await;
-        Some(printer.verdict(&simulated, telemetry.is_enabled()))
+        Some(printer.verdict(&collected, telemetry.is_enabled()))
     } else if let Some(url) = &args.checkpoint_api {
-        Some(checkpoint_verdict(url, &simulated).await)
+        Some(checkpoint_verdict(url, &collected).await)
     } else {
         None
     };

@@ -106,14 +106,27 @@ impl Tally for ElectrifiedTables {}
 pub struct Recorder {
     telemetry: Telemetry,
     /// `None` once closed: nothing may be recorded after the simulation stopped.
-    totals: Arc<Mutex<Option<Counts>>>,
+    totals: Arc<Mutex<Option<Tallies>>>,
+}
+
+/// Everything generated, and what was generated while telemetry collected usage (from a
+/// consent on, say): what the reports can hold.
+#[derive(Debug, Default)]
+struct Tallies {
+    all: Counts,
+    collected: Counts,
+    collecting: bool,
 }
 
 impl Recorder {
-    pub fn new(telemetry: Telemetry) -> Self {
+    /// `collecting`: whether telemetry collects usage now.
+    pub fn new(telemetry: Telemetry, collecting: bool) -> Self {
         Self {
             telemetry,
-            totals: Arc::new(Mutex::new(Some(Counts::default()))),
+            totals: Arc::new(Mutex::new(Some(Tallies {
+                collecting,
+                ..Tallies::default()
+            }))),
         }
     }
 
@@ -125,14 +138,30 @@ impl Recorder {
             tracing::error!("an event was recorded after the simulation stopped; dropped");
             return;
         };
-        event.tally(totals);
+        event.tally(&mut totals.all);
+        if totals.collecting {
+            event.tally(&mut totals.collected);
+        }
         self.telemetry.record(event);
     }
 
-    /// Stops recording and returns the totals.
-    pub fn close(&self) -> Counts {
+    /// Runs `change` (a consent through the handle, which answers whether telemetry collects
+    /// usage afterwards) between two recorded events, so that the collected totals start
+    /// exactly where telemetry's do.
+    pub fn change_collection(&self, change: impl FnOnce() -> bool) {
         let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
-        totals.take().unwrap_or_default()
+        let collecting = change();
+        if let Some(totals) = totals.as_mut() {
+            totals.collecting = collecting;
+        }
+    }
+
+    /// Stops recording and returns the totals: everything generated, and what was generated
+    /// while telemetry collected usage.
+    pub fn close(&self) -> (Counts, Counts) {
+        let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
+        let t = totals.take().unwrap_or_default();
+        (t.all, t.collected)
     }
 }
 

@@ -260,6 +260,24 @@ impl Outbox {
         self.remove_flag(RUNNING_FILE);
     }
 
+    /// Consent was withdrawn: removes every pending report (their files too), the recovery
+    /// file and the run markers, and forgets the drop count. Returns how many reports went.
+    /// Nothing counts as lost: the operator asked that nothing more be sent.
+    pub(crate) fn discard(&mut self) -> usize {
+        let gone = self.queue.len();
+        while let Some(p) = self.queue.pop_front() {
+            self.delete(&p);
+        }
+        self.bytes = 0;
+        self.carry = 0;
+        self.mark = None;
+        self.unclean = false;
+        self.sync_counter();
+        self.close();
+        self.remove_flag(UNCLEAN_FILE);
+        gone
+    }
+
     /// The oldest report.
     #[cfg(test)]
     pub(crate) fn front(&self) -> Option<&Pending> {
@@ -303,6 +321,11 @@ impl Outbox {
     /// When the first parked report is due again, if any is parked.
     pub(crate) fn next_unpark(&self) -> Option<Instant> {
         self.queue.iter().filter_map(|p| p.parked_until).min()
+    }
+
+    /// The report `seq`, if it is still queued.
+    pub(crate) fn report(&self, seq: u64) -> Option<&Report> {
+        self.queue.iter().find(|p| p.seq == seq).map(|p| &p.report)
     }
 
     /// The report `seq` was delivered: forget it.
